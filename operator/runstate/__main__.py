@@ -1,0 +1,5 @@
+import sys
+
+from runstate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,227 @@
+"""CustomResourceDefinitions generated from the API models (one source of truth).
+
+`build_crds()` turns the pydantic models of `v1alpha1` into structural OpenAPI v3 schemas and
+wraps them in `apiextensions.k8s.io/v1` CRDs with the status subresource, printer columns and
+the `runstate` category. `runstate crds` writes them to `crds/`; a test fails when the files
+drift from the models. Pure: no I/O beyond what the caller does with the returned dicts.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from runstate.api.v1alpha1 import GROUP, VERSION, RunbookSpec, RunbookStatus, RunSpec, RunStatus
+
+Schema = dict[str, Any]
+
+# JSON-schema keywords that a structural Kubernetes schema accepts as they are.
+_KEEP = {
+    "type",
+    "description",
+    "enum",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "minItems",
+    "maxItems",
+    "format",
+    "default",
+}
+
+
+def _resolve(node: Schema, defs: dict[str, Schema]) -> Schema:
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    return node
+
+
+def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
+    """Rewrite one pydantic JSON-schema node into a structural Kubernetes schema node."""
+    node = _resolve(node, defs)
+    if "anyOf" in node:  # Optional[X] is the only union the models use
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) != 1:
+            raise ValueError(f"unsupported union in schema: {node['anyOf']}")
+        outer = {k: v for k, v in node.items() if k != "anyOf"}
+        inner = _structural(
+            {**options[0], **{k: v for k, v in outer.items() if k != "default"}}, defs
+        )
+        inner["nullable"] = True
+        if outer.get("default") is not None:
+            inner["default"] = outer["default"]
+        return inner
+
+    out: Schema = {k: copy.deepcopy(v) for k, v in node.items() if k in _KEEP}
+    if out.get("default", 0) is None:
+        del out["default"]
+    if not out.get("type") and "enum" in out:
+        out["type"] = "string"
+    kind = out.get("type")
+    if kind is None:  # Any: free-form JSON
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "object":
+        if "properties" in node:
+            out["properties"] = {
+                name: _structural(sub, defs) for name, sub in node["properties"].items()
+            }
+            if node.get("required"):
+                # Fields with defaults are filled in by the API server; only truly required stay.
+                out["required"] = sorted(
+                    n for n in node["required"] if "default" not in node["properties"][n]
+                )
+        extra = node.get("additionalProperties")
+        if isinstance(extra, dict) and extra:
+            out["additionalProperties"] = _structural(extra, defs)
+        elif (
+            extra is True
+            or (extra == {} and "properties" not in node)
+            or ("properties" not in node and extra is None)
+        ):
+            out["x-kubernetes-preserve-unknown-fields"] = True
+    elif kind == "array":
+        out["items"] = _structural(node.get("items", {}), defs)
+    return out
+
+
+def schema_of(model: type[BaseModel]) -> Schema:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _structural(raw, raw.get("$defs", {}))
+
+
+def _crd(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    spec_schema: Schema,
+    status_schema: Schema,
+    columns: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                **({"shortNames": short_names} if short_names else {}),
+                "categories": ["runstate"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": status_schema,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def _age() -> dict[str, Any]:
+    return {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
+
+
+def build_crds() -> list[dict[str, Any]]:
+    """The Runbook and Run CRDs, ready to serialise."""
+    run_spec = schema_of(RunSpec)
+    # "Exactly one of runbookRef / runbook" as a structural value validation (no CEL in 1.20).
+    run_spec["oneOf"] = [{"required": ["runbookRef"]}, {"required": ["runbook"]}]
+    runbook = _crd(
+        kind="Runbook",
+        plural="runbooks",
+        short_names=["rb"],
+        spec_schema=schema_of(RunbookSpec),
+        status_schema=schema_of(RunbookStatus),
+        columns=[
+            {"name": "Hosts", "type": "integer", "jsonPath": ".status.hosts"},
+            {"name": "Operations", "type": "integer", "jsonPath": ".status.operations"},
+            {
+                "name": "Ready",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+            },
+            {
+                "name": "Message",
+                "type": "string",
+                "priority": 1,
+                "jsonPath": '.status.conditions[?(@.type=="Ready")].message',
+            },
+            _age(),
+        ],
+    )
+    run = _crd(
+        kind="Run",
+        plural="runs",
+        short_names=[],
+        spec_schema=run_spec,
+        status_schema=schema_of(RunStatus),
+        columns=[
+            {"name": "Type", "type": "string", "jsonPath": ".status.state.type"},
+            {"name": "State", "type": "string", "jsonPath": ".status.state.name"},
+            {"name": "Stage", "type": "string", "jsonPath": ".status.stage"},
+            {
+                "name": "Hosts",
+                "type": "string",
+                "jsonPath": ".status.hostsSummary",
+                "description": "hosts ok/total",
+            },
+            {
+                "name": "Runbook",
+                "type": "string",
+                "jsonPath": ".spec.runbookRef.name",
+                "priority": 1,
+            },
+            {
+                "name": "Message",
+                "type": "string",
+                "jsonPath": ".status.state.message",
+                "priority": 1,
+            },
+            _age(),
+        ],
+    )
+    return [runbook, run]
+
+
+def render_crd_files() -> dict[str, str]:
+    """File name → YAML text, as committed under `crds/` and the chart's `crds/`."""
+    header = "# Generated by `runstate crds` from runstate.api.v1alpha1. Do not edit.\n"
+    files: dict[str, str] = {}
+    for crd in build_crds():
+        plural = crd["spec"]["names"]["plural"]
+        files[f"runstate.dev_{plural}.yaml"] = header + yaml.safe_dump(
+            crd, sort_keys=False, width=100
+        )
+    return files
+
+
+__all__ = ["build_crds", "render_crd_files", "schema_of"]

@@ -1,0 +1,307 @@
+"""The `runstate.dev/v1alpha1` API types: Runbook and Run, spec and status.
+
+These pydantic models are the single source of truth for the custom resources: the CRD YAML in
+`crds/` is generated from them (`runstate crds`), and the operator parses every object it reads
+through them. This module holds data shapes and field-level validation only; what the fields
+*mean* (stages, states, rules) lives in `runstate.domain`. It must not import kopf, Kubernetes
+clients or anything with I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "runstate.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Operation names become label values and parts of pod names: keep them DNS-label shaped.
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+
+class _Model(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields ignored (the API server prunes
+    what the schema does not declare, and a newer CRD must not break an older operator)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# States (Prefect semantics; the rules live in runstate.domain.states / policy)
+
+
+class StateType(enum.StrEnum):
+    SCHEDULED = "SCHEDULED"
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    CANCELLING = "CANCELLING"
+    CANCELLED = "CANCELLED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CRASHED = "CRASHED"
+
+
+class Stage(enum.StrEnum):
+    """pyinfra's StateStage, in order. Order matters: stages only move forward."""
+
+    Setup = "Setup"
+    Connect = "Connect"
+    Prepare = "Prepare"
+    Execute = "Execute"
+    Disconnect = "Disconnect"
+
+
+class RunState(_Model):
+    """`status.state`: Prefect's State, without result data."""
+
+    type: StateType
+    name: str
+    message: str = ""
+    timestamp: str = Field(description="RFC 3339 time the state was entered")
+    scheduled_time: str | None = Field(default=None, description="SCHEDULED states: start-at")
+    pause_timeout: str | None = Field(default=None, description="PAUSED states: fail after this")
+    attempt: int | None = None
+    retriable: bool | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Runbook spec
+
+
+class Host(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    groups: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
+    data: dict[str, Any] = Field(
+        default_factory=dict, description="Host data, exposed to pods as RUNSTATE_HOST_DATA (JSON)"
+    )
+
+
+class Inventory(_Model):
+    hosts: list[Host] = Field(default_factory=list, description="Static hosts (pyinfra Inventory)")
+
+
+class EnvVar(_Model):
+    name: Annotated[str, Field(min_length=1)]
+    value: str | None = None
+    value_from: dict[str, Any] | None = Field(
+        default=None, description="Passed to the pod as is (secretKeyRef, configMapKeyRef, ...)"
+    )
+
+
+class Defaults(_Model):
+    image: str = Field(default="alpine:3.20", min_length=1)
+    env: list[EnvVar] = Field(default_factory=list)
+    service_account_name: str | None = None
+    resources: dict[str, Any] | None = Field(
+        default=None, description="Container resources (requests/limits), passed to pods as is"
+    )
+
+
+class HostSelector(_Model):
+    groups: list[str] = Field(default_factory=list, description="Hosts in any of these groups")
+    names: list[str] = Field(default_factory=list, description="Hosts with these names")
+
+
+class Connect(_Model):
+    """The Connect-stage probe: runs once per host; a host whose probe fails is a failed host."""
+
+    run: Annotated[str, Field(min_length=1)]
+    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+
+
+class Operation(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+    run: Annotated[str, Field(min_length=1, description="Shell command (sh -c) run per host")]
+    check: str | None = Field(
+        default=None,
+        description="Prepare stage: exit 0 = already in the desired state, 1-125 = change needed",
+    )
+    depends_on: list[str] | None = Field(
+        default=None, description="Operations that must finish first (default: the previous one)"
+    )
+    hosts: HostSelector | None = Field(default=None, description="Targeted hosts (default: all)")
+    image: str | None = None
+    env: list[EnvVar] = Field(default_factory=list)
+    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = 0
+    ignore_errors: bool = False
+
+
+class RunConfig(_Model):
+    parallel: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=10, description="At most this many pods of a run at once (pyinfra PARALLEL)"
+    )
+    fail_percent: Annotated[int, Field(ge=0, le=100)] | None = Field(
+        default=None,
+        description="Stop when more than this percent of hosts failed (pyinfra FAIL_PERCENT); "
+        "failures within it still complete the run",
+    )
+    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+
+
+class RunbookSpec(_Model):
+    inventory: Inventory = Field(default_factory=Inventory)
+    defaults: Defaults = Field(default_factory=Defaults)
+    connect: Connect | None = None
+    operations: list[Operation] = Field(min_length=1, max_length=200)
+    config: RunConfig = Field(default_factory=RunConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Run spec
+
+
+class RunbookRef(_Model):
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class RunSpec(_Model):
+    runbook_ref: RunbookRef | None = Field(
+        default=None, description="A Runbook in the Run's namespace"
+    )
+    runbook: RunbookSpec | None = Field(default=None, description="An inline Runbook spec")
+    parameters: dict[str, str] = Field(
+        default_factory=dict, description="Exposed to every pod as RUNSTATE_PARAM_<NAME>"
+    )
+    limit: list[str] | None = Field(
+        default=None, description="Only these hosts (pyinfra limit_hosts)"
+    )
+    dry_run: bool = Field(default=False, description="Stop after Prepare; report status.plan")
+
+    @model_validator(mode="after")
+    def _one_runbook(self) -> RunSpec:
+        if (self.runbook_ref is None) == (self.runbook is None):
+            raise ValueError("spec: exactly one of runbookRef and runbook must be set")
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Status
+
+
+class Condition(_Model):
+    """A kstatus-compatible condition (Ready, Reconciling, Stalled)."""
+
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str = ""
+    observed_generation: int | None = None
+
+
+class HostCounts(_Model):
+    total: int = 0
+    active: int = 0
+    failed: int = 0
+    limited: int = Field(default=0, description="Hosts left out by spec.limit")
+
+
+class StageWarnings(_Model):
+    model_config = ConfigDict(
+        alias_generator=None, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    Setup: int = 0
+    Connect: int = 0
+    Prepare: int = 0
+    Execute: int = 0
+    Disconnect: int = 0
+
+
+class OperationCounts(_Model):
+    name: str
+    hosts: int = 0
+    changed: int = 0
+    no_change: int = 0
+    success: int = 0
+    error: int = 0
+    ignored: int = 0
+    partial: int = 0
+
+
+class FailedHost(_Model):
+    host: str
+    stage: Stage
+    operation: str | None = None
+    reason: str = ""
+    message: str = ""
+
+
+class HistoryItem(_Model):
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    from_: str = Field(default="", alias="from")
+    to: str
+    at: str
+    message: str = ""
+
+
+class PlannedOperation(_Model):
+    name: str
+    change: list[str] = Field(default_factory=list, description="Hosts that would change")
+    no_change: list[str] = Field(default_factory=list, description="Hosts already in state")
+    truncated: bool = False
+
+
+class RunStatus(_Model):
+    observed_generation: int | None = None
+    state: RunState | None = None
+    stage: Stage | None = None
+    attempt: int | None = None
+    hosts: HostCounts | None = None
+    hosts_summary: str | None = Field(
+        default=None, description="'ok/total' for kubectl get (printer column)"
+    )
+    stage_warnings: StageWarnings | None = None
+    operations: list[OperationCounts] | None = None
+    failed_hosts: list[FailedHost] | None = None
+    history: list[HistoryItem] | None = None
+    plan: list[PlannedOperation] | None = None
+    start_time: str | None = None
+    end_time: str | None = None
+    duration_seconds: float | None = None
+    conditions: list[Condition] | None = None
+
+
+class RunbookStatus(_Model):
+    observed_generation: int | None = None
+    conditions: list[Condition] | None = None
+    hosts: int | None = None
+    operations: int | None = None
+
+
+# --------------------------------------------------------------------------------------------
+# Whole objects (what the operator parses from a watch event)
+
+
+class ObjectMeta(_Model):
+    name: str
+    namespace: str = "default"
+    uid: str = ""
+    generation: int = 0
+    resource_version: str = ""
+    labels: dict[str, str] = Field(default_factory=dict)
+    deletion_timestamp: str | None = None
+    creation_timestamp: str | None = None
+
+
+class Runbook(_Model):
+    metadata: ObjectMeta
+    spec: RunbookSpec
+    status: RunbookStatus = Field(default_factory=RunbookStatus)
+
+
+class Run(_Model):
+    metadata: ObjectMeta
+    spec: RunSpec
+    status: RunStatus = Field(default_factory=RunStatus)

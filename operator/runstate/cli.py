@@ -1,0 +1,103 @@
+"""The `runstate` command: run the operator, generate CRDs, drive the dev control plane.
+
+runstate operator [--namespace NS ...] [--standalone] [--metrics-port N]
+runstate crds [--out DIR ...] [--check]
+runstate dev {build,up,down,env,kubelet} ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+from runstate.api.crds import render_crd_files
+
+DEFAULT_CRD_DIRS = ("crds", "charts/runstate/crds")
+
+
+def _crds(args: argparse.Namespace) -> int:
+    files = render_crd_files()
+    stale: list[str] = []
+    for out in args.out or DEFAULT_CRD_DIRS:
+        folder = Path(out)
+        for name, text in files.items():
+            path = folder / name
+            if args.check:
+                if not path.exists() or path.read_text() != text:
+                    stale.append(str(path))
+            else:
+                folder.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+                print(f"wrote {path}")
+    if stale:
+        print(
+            "CRDs drifted from runstate.api.v1alpha1 (run `runstate crds`): " + ", ".join(stale),
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    import kopf
+
+    from runstate import handlers
+    from runstate.settings import Settings
+
+    cfg = Settings.from_env()
+    overrides: dict[str, object] = {}
+    if args.namespace:
+        overrides["namespaces"] = tuple(args.namespace)
+    if args.standalone:
+        overrides["standalone"] = True
+    if args.metrics_port is not None:
+        overrides["metrics_port"] = args.metrics_port
+    if args.metrics_host is not None:
+        overrides["metrics_host"] = args.metrics_host
+    cfg = dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)-7s %(name)s %(message)s",
+    )
+    asyncio.run(
+        kopf.operator(
+            registry=handlers.registry,
+            clusterwide=not cfg.namespaces,
+            namespaces=list(cfg.namespaces),
+            standalone=cfg.standalone or None,
+            memo=kopf.Memo(settings=cfg),
+        )
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["dev"]:
+        from runstate.devcluster.__main__ import main as dev_main
+
+        return int(dev_main(argv[1:]))
+    parser = argparse.ArgumentParser(prog="runstate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    op = sub.add_parser("operator", help="run the operator")
+    op.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
+    op.add_argument("--standalone", action="store_true", help="no peering with other replicas")
+    op.add_argument("--metrics-port", type=int, default=None)
+    op.add_argument("--metrics-host", default=None)
+    op.add_argument("--log-level", default="info")
+    crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
+    crds.add_argument("--out", action="append", help=f"folder (default: {DEFAULT_CRD_DIRS})")
+    crds.add_argument("--check", action="store_true", help="fail when the files drifted")
+    sub.add_parser("dev", help="the local control plane: runstate dev {build,up,down,env}")
+    args = parser.parse_args(argv)
+    if args.command == "crds":
+        return _crds(args)
+    return _operator(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

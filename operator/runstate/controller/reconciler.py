@@ -1,0 +1,491 @@
+"""Reconcile one Run or Runbook: read what is, ask the domain what should be, apply it.
+
+The reconciler owns the *order* of effects, which is what makes a crash harmless:
+1. commit the state transition to the store (atomic compare-and-set on the version);
+2. create / delete pods (deterministic names: a repeat is a 409, never a second pod);
+3. record new op × host results in the store;
+4. write the status, but only when it differs from what the object shows;
+5. post Events and count metrics for what was committed.
+A crash between any two steps leaves a state that the next reconcile reads back and finishes.
+It decides nothing itself: every decision comes from `runstate.domain.engine.decide`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from runstate import metrics
+from runstate.api.v1alpha1 import (
+    HistoryItem,
+    RunbookSpec,
+    RunSpec,
+    RunState,
+    Stage,
+    StateType,
+)
+from runstate.domain import engine
+from runstate.domain.engine import Decision, Observation, Progress
+from runstate.domain.states import label
+from runstate.domain.work import Observed, Phase
+from runstate.kube import events, pods, status
+from runstate.kube.client import Gone, KubeClient
+from runstate.stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
+
+log = logging.getLogger(__name__)
+
+ObjectKey = tuple[str, str]  # (namespace, name)
+FINISHED_TTL_SECONDS = 7 * 24 * 3600
+EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
+
+
+class Cache(Protocol):
+    """The operator's view of the cluster, fed by watches (kopf indexes)."""
+
+    def run(self, key: ObjectKey) -> Mapping[str, Any] | None: ...
+    def runbook(self, key: ObjectKey) -> Mapping[str, Any] | None: ...
+    def units(self, run_uid: str) -> Sequence[tuple[str, Observed]]: ...
+    def runs_of_runbook(self, key: ObjectKey) -> Sequence[ObjectKey]: ...
+    def run_keys(self) -> Sequence[ObjectKey]: ...
+
+
+@dataclass
+class _Memory:
+    """What this process remembers of a run between reconciles (lost on restart, by design:
+    everything here can be re-derived, it only saves API writes and double counting)."""
+
+    uid: str
+    expected: dict[str, tuple[float, Observed]] = field(default_factory=dict)
+    written_status: dict[str, Any] | None = None
+    result_keys: set[str] | None = None  # op|host results already in the store
+    warnings: dict[str, int] | None = None
+    stage_since: tuple[str, float] | None = None
+    stalled_reason: str | None = None
+
+
+def _validation_problem(prefix: str, exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{prefix}.{where}: {first['msg']}" if where else f"{prefix}: {first['msg']}"
+
+
+def _progress_from_record(record: StateRecord) -> Progress:
+    ctx = record.context
+    state = RunState(
+        type=StateType(record.type),
+        name=record.name,
+        message=record.message,
+        timestamp=record.timestamp,
+        attempt=ctx.get("stateAttempt"),
+        scheduled_time=ctx.get("scheduledTime"),
+    )
+    return Progress(
+        state=state,
+        stage=Stage(record.stage),
+        attempt=record.attempt,
+        start_time=ctx.get("startTime"),
+        end_time=ctx.get("endTime"),
+    )
+
+
+def _progress_from_status(st: Mapping[str, Any]) -> Progress | None:
+    """Rebuild progress from the CR status when the store has lost it (e.g. Redis wiped)."""
+    try:
+        state = RunState.model_validate(st["state"])
+        return Progress(
+            state=state,
+            stage=Stage(st.get("stage") or "Setup"),
+            attempt=int(st.get("attempt") or 1),
+            start_time=st.get("startTime"),
+            end_time=st.get("endTime"),
+        )
+    except (KeyError, ValueError, ValidationError):
+        return None
+
+
+def _record(progress: Progress) -> StateRecord:
+    s = progress.state
+    context = {
+        k: v
+        for k, v in {
+            "startTime": progress.start_time,
+            "endTime": progress.end_time,
+            "stateAttempt": s.attempt,
+            "scheduledTime": s.scheduled_time,
+        }.items()
+        if v is not None
+    }
+    return StateRecord(
+        type=s.type.value,
+        name=s.name,
+        stage=progress.stage.value,
+        attempt=progress.attempt,
+        message=s.message,
+        timestamp=s.timestamp,
+        context=context,
+    )
+
+
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    a = datetime.fromisoformat(start.replace("Z", "+00:00"))
+    b = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    return (b - a).total_seconds()
+
+
+class Reconciler:
+    def __init__(
+        self,
+        *,
+        kube: KubeClient,
+        store: AsyncStateStore,
+        cache: Cache,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        resync_seconds: float = 60.0,
+        create_concurrency: int = 16,
+    ) -> None:
+        self.kube = kube
+        self.store = store
+        self.cache = cache
+        self.clock = clock
+        self.resync_seconds = resync_seconds
+        self._memory: dict[ObjectKey, _Memory] = {}
+        self._create_slots = asyncio.Semaphore(create_concurrency)
+
+    # ---- store calls, timed and counted ---------------------------------------------------
+
+    async def _store_call(self, operation: str, call: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return await call
+        except VersionConflict:
+            raise
+        except Exception:
+            metrics.STORE_ERRORS.labels(self.store.name).inc()
+            raise
+        finally:
+            metrics.STORE_OPERATION.labels(self.store.name, operation).observe(
+                time.perf_counter() - started
+            )
+
+    # ---- Runs --------------------------------------------------------------------------------
+
+    def _runbook_for(self, ns: str, spec: RunSpec) -> tuple[RunbookSpec | None, str | None, str]:
+        """(runbook spec, problem, runbook name for labels)."""
+        if spec.runbook is not None:
+            return spec.runbook, None, ""
+        assert spec.runbook_ref is not None
+        name = spec.runbook_ref.name
+        body = self.cache.runbook((ns, name))
+        if body is None:
+            return None, f"spec.runbookRef.name: no Runbook {name!r} in namespace {ns!r}", name
+        try:
+            return RunbookSpec.model_validate(body.get("spec") or {}), None, name
+        except ValidationError as exc:
+            raise _InvalidRunbook(_validation_problem(f"Runbook {name!r} spec", exc)) from None
+
+    def _units(self, mem: _Memory) -> list[Observed]:
+        seen = dict(self.cache.units(mem.uid))
+        now = time.monotonic()
+        for name, (since, _) in list(mem.expected.items()):
+            if name in seen or now - since > EXPECTATION_TIMEOUT:
+                del mem.expected[name]
+        return [*seen.values(), *(obs for _, obs in mem.expected.values())]
+
+    async def reconcile_run(self, key: ObjectKey) -> float | None:
+        body = self.cache.run(key)
+        if body is None:
+            mem = self._memory.pop(key, None)
+            if mem is not None:
+                # Pods go with the Run (ownerReferences → garbage collector); hot state here.
+                await self._store_call("delete", self.store.adelete(mem.uid))
+            return None
+        meta = body.get("metadata") or {}
+        ns, name, uid = key[0], key[1], meta.get("uid", "")
+        generation = int(meta.get("generation") or 0)
+        mem = self._memory.get(key)
+        if mem is None or mem.uid != uid:
+            mem = self._memory[key] = _Memory(uid=uid)
+        current_status: Mapping[str, Any] = body.get("status") or {}
+
+        record = await self._store_call("get_state", self.store.aget_state(uid))
+        progress = (
+            _progress_from_record(record) if record else _progress_from_status(current_status)
+        )
+        if progress is not None and mem.stage_since is None:
+            mem.stage_since = (progress.stage.value, time.monotonic())
+        now = self.clock()
+        runbook_name = ""
+        spec: RunSpec | None = None
+        try:
+            spec = RunSpec.model_validate(body.get("spec") or {})
+            rb, problem, runbook_name = self._runbook_for(ns, spec)
+            obs = Observation(
+                spec=spec,
+                runbook=rb,
+                runbook_problem=problem,
+                progress=progress,
+                units=self._units(mem),
+                now=now,
+            )
+            decision = engine.decide(obs)
+        except ValidationError as exc:
+            decision = engine.reject(_reject_obs(progress, now), _validation_problem("spec", exc))
+        except _InvalidRunbook as exc:
+            decision = engine.reject(_reject_obs(progress, now), str(exc))
+        labels = (ns, runbook_name or (name if spec is None else ""))
+
+        # 1. Commit the transition (or stage / message change) atomically.
+        changed = progress is None or decision.progress != progress
+        if changed:
+            history = [
+                HistoryEntry(
+                    from_state=label(frm),
+                    to_state=label(to),
+                    at=to.timestamp,
+                    message=to.message,
+                    attempt=decision.progress.attempt,
+                )
+                for frm, to in decision.transitions
+            ]
+            try:
+                await self._store_call(
+                    "commit",
+                    self.store.acommit(
+                        uid,
+                        _record(decision.progress),
+                        expected_version=record.version if record else 0,
+                        history=history,
+                    ),
+                )
+            except VersionConflict as exc:
+                # Someone else moved this run (another replica, a stale read): read again.
+                log.info("run %s/%s: %s; reconciling again", ns, name, exc)
+                return 0.0
+
+        # 2. Pods.
+        if decision.create and spec is not None:
+            await self._create_pods(ns, name, uid, spec, decision, mem)
+        for wkey in decision.delete:
+            await self.kube.delete_pod(ns, pods.pod_name(name, uid, wkey))
+
+        # 3. Results (and the counters that follow from new ones).
+        if decision.summary is not None:
+            await self._record_results(uid, labels, decision, mem)
+
+        # 4. Status, written only when it changes what the object shows.
+        if decision.transitions or mem.written_status is None:
+            items = await self._history(uid, current_status)
+        else:
+            items = [HistoryItem.model_validate(h) for h in mem.written_status.get("history", [])]
+        wanted = status.run_status(
+            decision, previous=current_status, generation=generation, history=items, now=now
+        )
+        baseline = mem.written_status or current_status
+        if status.status_differs(baseline, wanted) and status.status_differs(
+            current_status, wanted
+        ):
+            try:
+                await self.kube.patch_status("runs", ns, name, wanted)
+            except Gone:
+                return None
+        mem.written_status = wanted
+
+        # 5. Events and metrics for what was committed.
+        await self._announce(ns, name, uid, labels, decision, mem, now)
+        if decision.final:
+            await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
+            mem.expected.clear()
+            return None
+        if decision.requeue_after is not None:
+            return min(decision.requeue_after, self.resync_seconds)
+        return self.resync_seconds
+
+    async def _create_pods(
+        self, ns: str, name: str, uid: str, spec: RunSpec, decision: Decision, mem: _Memory
+    ) -> None:
+        async def one(intent: Any) -> None:
+            pod = pods.build_pod(
+                run_name=name,
+                run_uid=uid,
+                namespace=ns,
+                intent=intent,
+                parameters=spec.parameters,
+            )
+            async with self._create_slots:
+                await self.kube.create_pod(ns, pod)
+            # Until the watch shows it, count the pod as pending so `parallel` holds.
+            mem.expected[pod["metadata"]["name"]] = (
+                time.monotonic(),
+                Observed(key=intent.key, phase=Phase.PENDING),
+            )
+
+        await asyncio.gather(*(one(i) for i in decision.create))
+
+    async def _history(self, uid: str, current: Mapping[str, Any]) -> list[HistoryItem]:
+        entries = await self._store_call(
+            "read_history", self.store.aread_history(uid, status.HISTORY_IN_STATUS)
+        )
+        if not entries:
+            return [HistoryItem.model_validate(h) for h in current.get("history") or []]
+        return [
+            HistoryItem(from_=e.from_state, to=e.to_state, at=e.at, message=e.message)
+            for e in entries
+        ]
+
+    async def _record_results(
+        self, uid: str, labels: tuple[str, str], decision: Decision, mem: _Memory
+    ) -> None:
+        summary = decision.summary
+        assert summary is not None
+        if mem.result_keys is None:
+            stored = await self._store_call("get_results", self.store.aget_results(uid))
+            mem.result_keys = set(stored)
+        fresh = {k: v for k, v in summary.results.items() if k not in mem.result_keys}
+        failed_keys = {f"@failed|{f.host}": f for f in summary.failed_hosts}
+        fresh_failed = {k: f for k, f in failed_keys.items() if k not in mem.result_keys}
+        if not fresh and not fresh_failed:
+            return
+        payload: dict[str, Mapping[str, Any]] = dict(fresh)
+        for k, f in fresh_failed.items():
+            payload[k] = f.model_dump(by_alias=True, mode="json", exclude_none=True)
+        await self._store_call("set_results", self.store.aset_results(uid, payload))
+        mem.result_keys.update(payload)
+        ns, runbook = labels
+        for k, v in fresh.items():
+            metrics.OPERATION_RESULTS.labels(ns, runbook, k.split("|", 1)[0], v["result"]).inc()
+        for f in fresh_failed.values():
+            metrics.HOST_FAILURES.labels(ns, runbook, f.stage.value).inc()
+
+    async def _announce(
+        self,
+        ns: str,
+        name: str,
+        uid: str,
+        labels: tuple[str, str],
+        decision: Decision,
+        mem: _Memory,
+        now: datetime,
+    ) -> None:
+        namespace, runbook = labels
+        for frm, to in decision.transitions:
+            metrics.STATE_TRANSITIONS.labels(frm.type.value if frm else "", to.type.value).inc()
+            if to.type in (StateType.FAILED, StateType.CRASHED):
+                reason = decision.failure_reason or "infrastructure"
+                metrics.RUN_FAILURES.labels(namespace, runbook, to.type.value, reason).inc()
+            await self._event(ns, name, uid, to.name, to.message, now)
+        p = decision.progress
+        if decision.final and decision.transitions:
+            seconds = _seconds_between(p.start_time, p.end_time)
+            if seconds is not None:
+                metrics.RUN_DURATION.observe(seconds)
+        if mem.stage_since is not None and mem.stage_since[0] != p.stage.value:
+            metrics.STAGE_DURATION.labels(mem.stage_since[0]).observe(
+                time.monotonic() - mem.stage_since[1]
+            )
+        if mem.stage_since is None or mem.stage_since[0] != p.stage.value:
+            mem.stage_since = (p.stage.value, time.monotonic())
+        stalled = decision.stalled
+        if (
+            stalled is not None
+            and stalled.reason != mem.stalled_reason
+            and not any(to.type is StateType.FAILED for _, to in decision.transitions)
+        ):
+            await self._event(ns, name, uid, stalled.reason, stalled.message, now)
+        mem.stalled_reason = stalled.reason if stalled else None
+        if decision.summary is not None:
+            warnings = decision.summary.stage_warnings.model_dump()
+            # Count only what this process has not counted or the status not shown yet.
+            before = mem.warnings
+            if before is None:
+                before = dict((mem.written_status or {}).get("stageWarnings") or {})
+            for stage_name, n in warnings.items():
+                delta = n - int(before.get(stage_name, 0))
+                if delta > 0:
+                    metrics.STAGE_WARNINGS.labels(namespace, runbook, stage_name).inc(delta)
+            mem.warnings = warnings
+
+    async def _event(
+        self, ns: str, name: str, uid: str, reason: str, message: str, now: datetime
+    ) -> None:
+        event = events.build_event(
+            kind="Run", name=name, namespace=ns, uid=uid, reason=reason, message=message, now=now
+        )
+        try:
+            await self.kube.post_event(ns, event)
+        except Exception as exc:  # an Event is a courtesy; the history is the record
+            log.warning("run %s/%s: could not post event %s: %s", ns, name, reason, exc)
+
+    # ---- Runbooks ----------------------------------------------------------------------------
+
+    async def reconcile_runbook(self, key: ObjectKey) -> float | None:
+        body = self.cache.runbook(key)
+        if body is None:
+            return None
+        ns, name = key
+        meta = body.get("metadata") or {}
+        current: Mapping[str, Any] = body.get("status") or {}
+        spec: RunbookSpec | None = None
+        problem: str | None = None
+        try:
+            spec = RunbookSpec.model_validate(body.get("spec") or {})
+            engine.validate_runbook(spec)
+        except ValidationError as exc:
+            problem = _validation_problem("spec", exc)
+        except engine.SpecError as exc:
+            problem = str(exc)
+        wanted = status.runbook_status(
+            spec,
+            problem,
+            previous=current,
+            generation=int(meta.get("generation") or 0),
+            now=self.clock(),
+        )
+        if status.status_differs(current, wanted):
+            try:
+                await self.kube.patch_status("runbooks", ns, name, wanted)
+            except Gone:
+                return None
+            if problem is not None:
+                await self._runbook_event(ns, name, meta.get("uid", ""), problem)
+        return None
+
+    async def _runbook_event(self, ns: str, name: str, uid: str, problem: str) -> None:
+        event = events.build_event(
+            kind="Runbook",
+            name=name,
+            namespace=ns,
+            uid=uid,
+            reason="InvalidSpec",
+            message=problem,
+            now=self.clock(),
+        )
+        try:
+            await self.kube.post_event(ns, event)
+        except Exception as exc:
+            log.warning("runbook %s/%s: could not post event: %s", ns, name, exc)
+
+
+class _InvalidRunbook(Exception):
+    pass
+
+
+def _reject_obs(progress: Progress | None, now: datetime) -> Observation:
+    # reject() looks only at progress and time; the spec is a placeholder it never reads.
+    placeholder = RunSpec.model_construct(runbook_ref=None, runbook=None)
+    return Observation(
+        spec=placeholder,
+        runbook=None,
+        runbook_problem=None,
+        progress=progress,
+        units=(),
+        now=now,
+    )

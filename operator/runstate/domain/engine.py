@@ -1,0 +1,570 @@
+"""The run engine: from what is observed to what must happen next. Pure and level-based.
+
+`decide()` takes a run's spec, its runbook, the state last committed and the units of work its
+pods show, and returns a `Decision`: the state transitions to commit, the stage reached, the
+pods to create or delete, and the summary the status shows. It is a function of its inputs
+only, so the same call serves a new run, a resumed one after an operator crash and a periodic
+drift check, whatever events were missed. It never performs I/O.
+
+Stages follow pyinfra's State: Setup (inventory, limit, DAG) → Connect (probe per host) →
+Prepare (check per operation × host) → Execute (operations in DAG order, at most `parallel` pods
+of the run at once) → Disconnect (final verdict). A host that fails leaves the active set;
+after each operation the fail-percent rule may stop the run.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from runstate.api.v1alpha1 import (
+    FailedHost,
+    HostCounts,
+    OperationCounts,
+    PlannedOperation,
+    RunbookSpec,
+    RunSpec,
+    RunState,
+    Stage,
+    StageWarnings,
+    StateType,
+)
+from runstate.domain import policy, stages
+from runstate.domain.aggregate import aggregate, fail_percent_stop
+from runstate.domain.dag import build_dag
+from runstate.domain.errors import SpecError
+from runstate.domain.inventory import ResolvedInventory, resolve_inventory
+from runstate.domain.states import is_final, make_state
+from runstate.domain.work import (
+    CheckResult,
+    Intent,
+    Kind,
+    Observed,
+    Phase,
+    RunResult,
+    WorkKey,
+    classify_check,
+)
+
+MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
+MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
+MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the operator committed about a run (hot state in the store, mirrored in status)."""
+
+    state: RunState
+    stage: Stage
+    attempt: int = 1
+    start_time: str | None = None
+    end_time: str | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    spec: RunSpec
+    runbook: RunbookSpec | None
+    runbook_problem: str | None  # why `runbook` is None (names the field)
+    progress: Progress | None
+    units: Sequence[Observed]
+    now: datetime
+
+
+@dataclass(frozen=True)
+class Summary:
+    hosts: HostCounts
+    hosts_ok: int
+    stage_warnings: StageWarnings
+    operations: tuple[OperationCounts, ...]
+    failed_hosts: tuple[FailedHost, ...]
+    results: Mapping[str, Mapping[str, Any]]  # "operation|host" → result (for the store)
+    plan: tuple[PlannedOperation, ...] | None = None
+
+
+@dataclass(frozen=True)
+class Stalled:
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    progress: Progress
+    transitions: tuple[tuple[RunState | None, RunState], ...] = ()
+    create: tuple[Intent, ...] = ()
+    delete: tuple[WorkKey, ...] = ()
+    summary: Summary | None = None
+    stalled: Stalled | None = None
+    requeue_after: float | None = None
+    failure_reason: str | None = None  # bounded code for metrics when the run ends badly
+
+    @property
+    def final(self) -> bool:
+        return is_final(self.progress.state.type)
+
+
+# --------------------------------------------------------------------------------------------
+
+
+class _Walk:
+    """Mutable scratch state of one decision; only `decide()` uses it."""
+
+    def __init__(self, obs: Observation) -> None:
+        self.obs = obs
+        prev = obs.progress
+        self.state: RunState | None = prev.state if prev else None
+        self.stage: Stage = prev.stage if prev else Stage.Setup
+        self.attempt = prev.attempt if prev else 1
+        self.start_time = prev.start_time if prev else None
+        self.end_time = prev.end_time if prev else None
+        self.transitions: list[tuple[RunState | None, RunState]] = []
+        self.failure_reason: str | None = None
+
+    def move(self, name: str, message: str = "", **details: Any) -> None:
+        new = make_state(name, self.obs.now, message, **details)
+        policy.check(self.state, new)
+        self.transitions.append((self.state, new))
+        self.state = new
+
+    def reword(self, message: str) -> None:
+        """Same state, new message: not a transition, so it is not recorded in history."""
+        assert self.state is not None
+        if self.state.message != message:
+            self.state = self.state.model_copy(update={"message": message})
+
+    def reach(self, stage: Stage) -> None:
+        self.stage = stages.advance(self.stage, stage)
+
+    def progress(self) -> Progress:
+        assert self.state is not None
+        return Progress(self.state, self.stage, self.attempt, self.start_time, self.end_time)
+
+
+def _trim(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= MESSAGE_LIMIT else "…" + text[-MESSAGE_LIMIT:]
+
+
+def _intent(
+    key: WorkKey,
+    command: str,
+    rb: RunbookSpec,
+    inv: ResolvedInventory,
+    env: Iterable[Any] = (),
+    image: str | None = None,
+    timeout: int | None = None,
+) -> Intent:
+    host = next(h for h in inv.hosts if h.name == key.host)
+    return Intent(
+        key=key,
+        command=command,
+        image=image or rb.defaults.image,
+        env=(*rb.defaults.env, *env),
+        timeout_seconds=timeout,
+        host_data=host.data,
+        groups=tuple(host.groups),
+        service_account_name=rb.defaults.service_account_name,
+        resources=rb.defaults.resources,
+    )
+
+
+def validate_runbook(spec: RunbookSpec) -> None:
+    """Raise `SpecError` for what only the operator can judge (inventory, groups, DAG)."""
+    resolve_inventory(spec, None)
+    build_dag(spec.operations)
+
+
+def reject(obs: Observation, problem: str) -> Decision:
+    """Fail a run whose spec cannot be acted on (Setup failed); `problem` names the field."""
+    walk = _Walk(obs)
+    if walk.state is not None and is_final(walk.state.type):
+        return Decision(progress=walk.progress())
+    if walk.state is None:
+        walk.move("Pending", "Run accepted")
+    _finish(walk, "Failed", f"Setup failed: {problem}", "invalid_spec", stage=Stage.Setup)
+    return Decision(
+        progress=walk.progress(),
+        transitions=tuple(walk.transitions),
+        stalled=Stalled("InvalidSpec", problem),
+        failure_reason=walk.failure_reason,
+    )
+
+
+def decide(obs: Observation) -> Decision:
+    """Everything that should happen next for one run. See the module docstring."""
+    walk = _Walk(obs)
+    if walk.state is not None and is_final(walk.state.type):
+        return Decision(progress=walk.progress())
+    if walk.state is None:
+        walk.move("Pending", "Run accepted")
+
+    rb = obs.runbook
+    if rb is None:
+        problem = obs.runbook_problem or "spec: no runbook"
+        walk.reword(f"Waiting: {problem}")
+        return Decision(
+            progress=walk.progress(),
+            transitions=tuple(walk.transitions),
+            stalled=Stalled("RunbookNotFound", problem),
+        )
+
+    # ---- Setup: validate, resolve the inventory and the DAG.
+    walk.reach(Stage.Setup)
+    try:
+        inv = resolve_inventory(rb, obs.spec.limit)
+        dag = build_dag(rb.operations)
+    except SpecError as exc:
+        return reject(obs, str(exc))
+
+    assert walk.state is not None
+    if walk.state.type is StateType.PENDING:
+        walk.move("Running", f"Attempt {walk.attempt} started", attempt=walk.attempt)
+        walk.start_time = walk.state.timestamp
+    return _run(walk, rb, inv, dag.order, dag.deps)
+
+
+def _run(
+    walk: _Walk,
+    rb: RunbookSpec,
+    inv: ResolvedInventory,
+    order: Sequence[str],
+    deps: Mapping[str, frozenset[str]],
+) -> Decision:
+    obs = walk.obs
+    ops = {op.name: op for op in rb.operations}
+    units: dict[WorkKey, Observed] = {u.key: u for u in obs.units if u.key.attempt == walk.attempt}
+    in_flight = sum(1 for u in units.values() if not u.finished)
+    budget = max(0, rb.config.parallel - in_flight)
+    create: list[Intent] = []
+    warnings: Counter[Stage] = Counter()
+    warnings[Stage.Setup] += len(inv.limited)  # pyinfra: a host skipped is worth a warning
+    failed: dict[str, FailedHost] = {}
+    hosts = inv.names
+
+    def want(intent: Intent) -> None:
+        nonlocal budget
+        if budget > 0 and intent.key not in units:
+            create.append(intent)
+            budget -= 1
+
+    def fail(host: str, stage: Stage, unit: Observed, operation: str | None = None) -> None:
+        if host not in failed:
+            reason = unit.reason or (f"ExitCode{unit.exit_code}" if unit.exit_code else "Error")
+            failed[host] = FailedHost(
+                host=host,
+                stage=stage,
+                operation=operation,
+                reason=reason,
+                message=_trim(unit.message),
+            )
+
+    def active(host: str) -> bool:
+        return host not in failed
+
+    # Run-level timeout: fails the run ("timed out"), it never crashes it.
+    timeout = rb.config.timeout_seconds
+    started = (
+        datetime.fromisoformat(walk.start_time.replace("Z", "+00:00"))
+        if (walk.start_time)
+        else obs.now
+    )
+    deadline = started + timedelta(seconds=timeout) if timeout else None
+    timed_out = deadline is not None and obs.now >= deadline
+
+    # ---- Connect: the probe once per host; hosts whose probe fails are failed hosts.
+    walk.reach(Stage.Connect)
+    connect_waiting = False
+    if rb.connect is not None:
+        for host in hosts:
+            key = WorkKey(Kind.CONNECT, "", host, walk.attempt)
+            unit = units.get(key)
+            if unit is None or not unit.finished:
+                connect_waiting = True
+                want(_intent(key, rb.connect.run, rb, inv, timeout=rb.connect.timeout_seconds))
+            elif unit.phase is Phase.FAILED:
+                fail(host, Stage.Connect, unit)
+
+    # ---- Prepare: each operation's check on each targeted active host.
+    change: dict[str, dict[str, bool]] = {name: {} for name in order}
+    prepare_waiting = False
+    if not connect_waiting:
+        walk.reach(Stage.Prepare)
+        for name in order:
+            op = ops[name]
+            for host in inv.targets[name]:
+                if not active(host):
+                    continue
+                if op.check is None:
+                    change[name][host] = True
+                    continue
+                key = WorkKey(Kind.CHECK, name, host, walk.attempt)
+                unit = units.get(key)
+                if unit is None or not unit.finished:
+                    prepare_waiting = True
+                    want(_intent(key, op.check, rb, inv, op.env, op.image, op.timeout_seconds))
+                    continue
+                verdict = classify_check(unit)
+                if verdict is CheckResult.ERROR:
+                    fail(host, Stage.Prepare, unit, name)
+                else:
+                    change[name][host] = verdict is CheckResult.CHANGE
+
+    # ---- Execute: operations in DAG order, side by side when their dependencies are done.
+    results: dict[str, dict[str, Any]] = {}
+    counts = {name: Counter[str]() for name in order}
+    finished_ops: set[str] = set()
+    started_ops: set[str] = set()
+    executing = not connect_waiting and not prepare_waiting and not obs.spec.dry_run
+    stop: str | None = None
+    if executing:
+        walk.reach(Stage.Execute)
+        stop = fail_percent_stop(len(hosts), len(hosts) - len(failed), rb.config.fail_percent)
+        # One pass in topological order is enough: an operation that finishes here is seen as
+        # finished by its dependents later in the same pass.
+        for name in order:
+            if not deps[name] <= finished_ops:
+                continue
+            if _execute_op(
+                walk,
+                rb,
+                inv,
+                ops[name],
+                units,
+                change[name],
+                failed,
+                results,
+                counts[name],
+                warnings,
+                want,
+                stop,
+                started_ops,
+            ):
+                finished_ops.add(name)
+                # pyinfra checks FAIL_PERCENT after each operation.
+                stop = stop or fail_percent_stop(
+                    len(hosts), len(hosts) - len(failed), rb.config.fail_percent
+                )
+
+    # ---- Counts for status (also while waiting), and the plan of a dry run.
+    for name in order:
+        c = counts[name]
+        c["changed"] = sum(1 for v in change[name].values() if v)
+        c["noChange"] = sum(1 for v in change[name].values() if not v)
+        for host, needed in change[name].items():
+            if not needed:
+                results.setdefault(f"{name}|{host}", {"result": RunResult.NO_CHANGE.value})
+    op_counts = tuple(
+        OperationCounts(
+            name=name,
+            hosts=len(inv.targets[name]),
+            changed=counts[name]["changed"],
+            no_change=counts[name]["noChange"],
+            success=counts[name]["success"],
+            error=counts[name]["error"],
+            ignored=counts[name]["ignored"],
+            partial=counts[name]["partial"],
+        )
+        for name in order
+    )
+    warnings[Stage.Execute] += sum(1 for k in units if k.kind is Kind.RUN and k.try_ > 0)
+    plan = None
+    if obs.spec.dry_run and not connect_waiting and not prepare_waiting:
+        plan = tuple(_plan(name, change[name]) for name in order)
+
+    # ---- Decide: still working, or Disconnect and the verdict.
+    all_done = executing and len(finished_ops) == len(order)
+    stopped_dry = obs.spec.dry_run and plan is not None
+    still_running = in_flight > 0 or bool(create)
+    delete: tuple[WorkKey, ...] = ()
+    requeue: float | None = None
+    if timed_out and not walk_final(walk):
+        delete = tuple(k for k, u in units.items() if not u.finished)
+        _finish(walk, "Failed", f"Run timed out after {timeout}s", "timeout")
+        create = []
+    elif stopped_dry:
+        changes = sum(1 for m in change.values() for v in m.values() if v)
+        _finish(
+            walk,
+            "Completed",
+            f"Dry run: {changes} change(s) planned on {len(hosts) - len(failed)} host(s)",
+        )
+    elif executing and (all_done or (stop is not None and not still_running)):
+        if stop is not None:
+            _finish(
+                walk, "Failed", stop, "no_hosts" if stop.startswith("No hosts") else "fail_percent"
+            )
+        else:
+            outcomes = [StateType.FAILED if h in failed else StateType.COMPLETED for h in hosts]
+            changed = sum(1 for m in change.values() for v in m.values() if v)
+            final = aggregate(outcomes, rb.config.fail_percent, changed)
+            _finish(
+                walk, "Completed" if final.type is StateType.COMPLETED else "Failed", final.message
+            )
+    elif deadline is not None:
+        requeue = max(0.0, (deadline - obs.now).total_seconds())
+
+    done_hosts = (
+        sum(
+            1
+            for h in hosts
+            if active(h)
+            and all(
+                not change[n].get(h) or f"{n}|{h}" in results for n in order if h in inv.targets[n]
+            )
+        )
+        if executing
+        else 0
+    )
+    summary = Summary(
+        hosts=HostCounts(
+            total=len(hosts),
+            active=len(hosts) - len(failed),
+            failed=len(failed),
+            limited=len(inv.limited),
+        ),
+        hosts_ok=done_hosts,
+        stage_warnings=StageWarnings(**{s.value: warnings[s] for s in Stage}),
+        operations=op_counts,
+        failed_hosts=tuple(sorted(failed.values(), key=lambda f: f.host))[:MAX_FAILED_HOSTS],
+        results=results,
+        plan=plan,
+    )
+    return Decision(
+        progress=walk.progress(),
+        transitions=tuple(walk.transitions),
+        create=tuple(create) if not walk_final(walk) else (),
+        delete=delete,
+        summary=summary,
+        requeue_after=requeue,
+        failure_reason=walk.failure_reason,
+    )
+
+
+def walk_final(walk: _Walk) -> bool:
+    return walk.state is not None and is_final(walk.state.type)
+
+
+def _finish(
+    walk: _Walk,
+    name: str,
+    message: str,
+    reason: str | None = None,
+    stage: Stage = Stage.Disconnect,
+) -> None:
+    """End the run. Disconnect always runs, also after a failure (pyinfra); only a run that
+    never got past Setup stays there."""
+    if stages.index(stage) > stages.index(walk.stage):
+        walk.reach(stage)
+    walk.move(name, message)
+    walk.end_time = walk.state.timestamp if walk.state else None
+    if name != "Completed":
+        walk.failure_reason = reason
+
+
+def _plan(name: str, change: Mapping[str, bool]) -> PlannedOperation:
+    yes = [h for h, v in change.items() if v]
+    no = [h for h, v in change.items() if not v]
+    return PlannedOperation(
+        name=name,
+        change=yes[:MAX_PLAN_HOSTS],
+        no_change=no[:MAX_PLAN_HOSTS],
+        truncated=len(yes) > MAX_PLAN_HOSTS or len(no) > MAX_PLAN_HOSTS,
+    )
+
+
+def _execute_op(
+    walk: _Walk,
+    rb: RunbookSpec,
+    inv: ResolvedInventory,
+    op: Any,
+    units: Mapping[WorkKey, Observed],
+    change: Mapping[str, bool],
+    failed: dict[str, FailedHost],
+    results: dict[str, dict[str, Any]],
+    counts: Counter[str],
+    warnings: Counter[Stage],
+    want: Any,
+    stop: str | None,
+    started_ops: set[str],
+) -> bool:
+    """Advance one ready operation over its hosts; True when it has finished on all of them."""
+    finished = True
+    pending_hosts: list[str] = []
+    for host in inv.targets[op.name]:
+        if not change.get(host):
+            continue  # no change needed, or the host failed before Prepare finished with it
+        latest = _latest_try(units, op.name, host, walk.attempt)
+        if latest is None:
+            if host in failed:
+                continue  # the host left the active set before this op reached it
+            pending_hosts.append(host)
+            finished = False
+            continue
+        started_ops.add(op.name)
+        if not latest.finished:
+            finished = False
+            continue
+        if latest.phase is Phase.SUCCEEDED:
+            outcome = RunResult.SUCCESS
+        elif latest.key.try_ < op.retries and host not in failed:
+            # Per op × host retries: the next try is a new unit (and a new pod).
+            pending_hosts.append(host)
+            finished = False
+            continue
+        elif op.ignore_errors:
+            outcome = RunResult.IGNORED
+            warnings[Stage.Execute] += 1
+        elif latest.timed_out:
+            outcome = RunResult.PARTIAL
+        else:
+            outcome = RunResult.ERROR
+        if outcome in (RunResult.ERROR, RunResult.PARTIAL):
+            reason_unit = latest
+            if host not in failed:
+                failed[host] = FailedHost(
+                    host=host,
+                    stage=Stage.Execute,
+                    operation=op.name,
+                    reason=reason_unit.reason or f"ExitCode{reason_unit.exit_code}",
+                    message=_trim(reason_unit.message),
+                )
+        counts[outcome.value] += 1
+        results[f"{op.name}|{host}"] = {
+            "result": outcome.value,
+            "exitCode": latest.exit_code,
+            "reason": latest.reason,
+            "try": latest.key.try_,
+            "message": _trim(latest.message) if outcome not in (RunResult.SUCCESS,) else "",
+        }
+
+    # Once FAIL_PERCENT is exceeded, no new operation starts; started ones finish their hosts.
+    if stop is not None and op.name not in started_ops:
+        return True
+    for host in pending_hosts:
+        if host in failed:
+            continue
+        latest = _latest_try(units, op.name, host, walk.attempt)
+        try_ = 0 if latest is None else latest.key.try_ + 1
+        key = WorkKey(Kind.RUN, op.name, host, walk.attempt, try_)
+        want(_intent(key, op.run, rb, inv, op.env, op.image, op.timeout_seconds))
+    return finished and not [h for h in pending_hosts if h not in failed]
+
+
+def _latest_try(
+    units: Mapping[WorkKey, Observed], op: str, host: str, attempt: int
+) -> Observed | None:
+    latest: Observed | None = None
+    for try_ in range(0, 11):
+        unit = units.get(WorkKey(Kind.RUN, op, host, attempt, try_))
+        if unit is None:
+            break
+        latest = unit
+    return latest
+
+
+__all__ = ["SpecError", "decide", "reject", "validate_runbook"]

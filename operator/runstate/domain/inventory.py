@@ -1,0 +1,62 @@
+"""The inventory of a run: hosts, groups, `limit`, and which hosts each operation targets."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from runstate.api.v1alpha1 import Host, Operation, RunbookSpec
+from runstate.domain.errors import SpecError
+
+
+@dataclass(frozen=True)
+class ResolvedInventory:
+    hosts: tuple[Host, ...]  # in inventory order, after `limit`
+    limited: tuple[str, ...]  # hosts left out by `limit`
+    targets: Mapping[str, tuple[str, ...]]  # operation name → host names
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(h.name for h in self.hosts)
+
+
+def _targets(i: int, op: Operation, hosts: Sequence[Host], groups: set[str]) -> tuple[str, ...]:
+    if op.hosts is None or (not op.hosts.groups and not op.hosts.names):
+        return tuple(h.name for h in hosts)
+    for g in op.hosts.groups:
+        if g not in groups:
+            raise SpecError(f"spec.operations[{i}].hosts.groups", f"unknown group {g!r}")
+    wanted_groups = set(op.hosts.groups)
+    wanted_names = set(op.hosts.names)
+    return tuple(h.name for h in hosts if h.name in wanted_names or wanted_groups & set(h.groups))
+
+
+def resolve_inventory(spec: RunbookSpec, limit: Sequence[str] | None) -> ResolvedInventory:
+    every = spec.inventory.hosts
+    if not every:
+        raise SpecError("spec.inventory.hosts", "the inventory has no hosts")
+    seen: set[str] = set()
+    for i, host in enumerate(every):
+        if host.name in seen:
+            raise SpecError(f"spec.inventory.hosts[{i}].name", f"duplicate host {host.name!r}")
+        seen.add(host.name)
+    groups = {g for h in every for g in h.groups}
+    # Operations name groups of the whole inventory: a limit must not turn a valid group invalid.
+    targets_all = {op.name: _targets(i, op, every, groups) for i, op in enumerate(spec.operations)}
+
+    kept: tuple[Host, ...]
+    limited: tuple[str, ...]
+    if limit is None:
+        kept, limited = tuple(every), ()
+    else:
+        unknown = sorted(set(limit) - seen)
+        if unknown:
+            raise SpecError("spec.limit", f"unknown host(s): {', '.join(unknown)}")
+        wanted = set(limit)
+        kept = tuple(h for h in every if h.name in wanted)
+        limited = tuple(h.name for h in every if h.name not in wanted)
+        if not kept:
+            raise SpecError("spec.limit", "no host left to run on")
+    names = {h.name for h in kept}
+    targets = {op: tuple(h for h in hosts if h in names) for op, hosts in targets_all.items()}
+    return ResolvedInventory(hosts=kept, limited=limited, targets=targets)

@@ -1,0 +1,102 @@
+"""Units of work as the domain sees them: one probe, check or run of an operation on a host.
+
+A unit is identified by a `WorkKey` (kind, operation, host, run attempt, try). The operator turns
+each unit into exactly one pod with a deterministic name, so the set of observed units *is* the
+run's progress: a restarted operator reads it back and continues, and never starts a key twice.
+This module also classifies what a finished unit means (pyinfra's check exit codes, timeouts).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from runstate.api.v1alpha1 import EnvVar
+
+
+class Kind(enum.StrEnum):
+    CONNECT = "connect"  # Connect stage: the probe, once per host
+    CHECK = "check"  # Prepare stage: does this operation need a change on this host?
+    RUN = "run"  # Execute stage: the operation itself
+
+
+class Phase(enum.StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True, order=True)
+class WorkKey:
+    kind: Kind
+    operation: str  # "" for connect probes
+    host: str
+    attempt: int = 1  # the run's attempt (run-level retries)
+    try_: int = 0  # the operation's retry on this host (0 = first try)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What a pod says about its unit of work."""
+
+    key: WorkKey
+    phase: Phase
+    exit_code: int | None = None
+    reason: str = ""
+    message: str = ""
+    started_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in (Phase.SUCCEEDED, Phase.FAILED)
+
+    @property
+    def timed_out(self) -> bool:
+        return self.phase is Phase.FAILED and self.reason == "DeadlineExceeded"
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A unit the engine wants started: everything a pod builder needs, nothing of Kubernetes."""
+
+    key: WorkKey
+    command: str
+    image: str
+    env: tuple[EnvVar, ...] = ()
+    timeout_seconds: int | None = None
+    host_data: Mapping[str, Any] = field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+    service_account_name: str | None = None
+    resources: Mapping[str, Any] | None = None
+
+
+class CheckResult(enum.StrEnum):
+    NO_CHANGE = "no_change"
+    CHANGE = "change"
+    ERROR = "error"
+
+
+def classify_check(obs: Observed) -> CheckResult:
+    """pyinfra-style change detection: 0 = in desired state, 1–125 = change, else error.
+
+    Exit codes ≥ 126 mean the shell could not run the command (126, 127) or a signal killed it
+    (128 + n), so they say nothing about the host's state; a timed-out check neither.
+    """
+    if obs.phase is Phase.SUCCEEDED:
+        return CheckResult.NO_CHANGE
+    if obs.timed_out or obs.exit_code is None:
+        return CheckResult.ERROR
+    return CheckResult.CHANGE if 1 <= obs.exit_code <= 125 else CheckResult.ERROR
+
+
+class RunResult(enum.StrEnum):
+    SUCCESS = "success"
+    ERROR = "error"
+    IGNORED = "ignored"  # an error under ignoreErrors: the host stays active
+    PARTIAL = "partial"  # timed out or interrupted: the op ran only in part
+    NO_CHANGE = "no_change"  # not run: the check said the host is already in state

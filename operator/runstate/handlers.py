@@ -1,0 +1,254 @@
+"""kopf wiring, and nothing else: indexes as the cache, watch events as queue entries.
+
+The handlers here decide nothing. Indexes keep the latest Runs, Runbooks and run pods in memory
+(kopf fills them from a full listing before any event handler runs, so the cache is complete
+before the first reconcile). Event handlers only put keys on the work queue; the reconciler
+does the work, level-based. Only `on.event` handlers and indexes are used: they make kopf write
+nothing to our objects (no progress annotations, no finalizer), so every API write per run is
+one the reconciler chose to make.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import kopf
+
+from runstate import metrics, server
+from runstate.api.v1alpha1 import GROUP, VERSION
+from runstate.controller.queue import WorkQueue, work
+from runstate.controller.reconciler import ObjectKey, Reconciler
+from runstate.domain.work import Observed
+from runstate.kube.client import KubeClient
+from runstate.kube.pods import LABEL_RUN_UID, observe
+from runstate.settings import Settings
+from runstate.stores import StoreUnavailable, store_from_url
+
+log = logging.getLogger("runstate")
+registry = kopf.OperatorRegistry()
+
+QueueKey = tuple[str, str, str]  # ("run" | "runbook", namespace, name)
+
+
+def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
+    # kopf reuses its body views; the cache keeps its own copy of what it needs.
+    return {
+        "metadata": copy.deepcopy(dict(body.get("metadata") or {})),
+        "spec": copy.deepcopy(dict(body.get("spec") or {})),
+        "status": copy.deepcopy(dict(body.get("status") or {})),
+    }
+
+
+# ---- indexes: the cache ---------------------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, "runs", registry=registry)
+def run_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index(GROUP, VERSION, "runs", registry=registry)
+def runs_by_runbook(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
+    ref = (spec.get("runbookRef") or {}).get("name")
+    return {(namespace, ref): (namespace, name)} if ref else None
+
+
+@kopf.index(GROUP, VERSION, "runbooks", registry=registry)
+def runbook_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+    return {(namespace, name): _snapshot(body)}
+
+
+@kopf.index("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT}, registry=registry)
+def pod_units(body: kopf.Body, labels: Mapping[str, str], name: str, **_: Any) -> Any:
+    unit = observe(body)
+    return {labels[LABEL_RUN_UID]: (name, unit)} if unit is not None else None
+
+
+class KopfCache:
+    """The reconciler's `Cache`, read from kopf's live indexes."""
+
+    def __init__(self, runs: Any, runbooks: Any, pods: Any, by_runbook: Any) -> None:
+        self._runs, self._runbooks, self._pods, self._by_runbook = runs, runbooks, pods, by_runbook
+
+    @staticmethod
+    def _one(index: Any, key: Any) -> Any:
+        for value in index.get(key, ()):
+            return value
+        return None
+
+    def run(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        result: Mapping[str, Any] | None = self._one(self._runs, key)
+        return result
+
+    def runbook(self, key: ObjectKey) -> Mapping[str, Any] | None:
+        result: Mapping[str, Any] | None = self._one(self._runbooks, key)
+        return result
+
+    def units(self, run_uid: str) -> Sequence[tuple[str, Observed]]:
+        return list(self._pods.get(run_uid, ()))
+
+    def runs_of_runbook(self, key: ObjectKey) -> Sequence[ObjectKey]:
+        return list(self._by_runbook.get(key, ()))
+
+    def run_keys(self) -> Sequence[ObjectKey]:
+        return list(self._runs.keys())
+
+    def run_state_counts(self) -> dict[tuple[str, str], int]:
+        counts: dict[tuple[str, str], int] = {}
+        for (namespace, _), store in list(self._runs.items()):
+            for body in store:
+                state_type = ((body.get("status") or {}).get("state") or {}).get("type") or "NONE"
+                counts[(namespace, state_type)] = counts.get((namespace, state_type), 0) + 1
+        return counts
+
+
+# ---- the runtime kept in kopf's memo ----------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    kube: KubeClient
+    reconciler: Reconciler
+    queue: WorkQueue[QueueKey]
+    synced: asyncio.Event = field(default_factory=asyncio.Event)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    runner: Any = None
+    port: int = 0
+
+
+def configure(settings: kopf.OperatorSettings, cfg: Settings) -> None:
+    # Anything kopf persists goes under our own group, not kopf.zalando.org.
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # kopf's own log lines as Events: problems only
+    settings.networking.request_timeout = 60
+    # The API server ends quiet watches itself before kopf's inactivity check would fire.
+    settings.watching.server_timeout = 240
+    settings.watching.client_timeout = 270
+    settings.watching.inactivity_timeout = 300
+    settings.peering.standalone = cfg.standalone
+    if cfg.peering:
+        settings.peering.name = cfg.peering
+        settings.peering.mandatory = True
+
+
+@kopf.on.startup(registry=registry)
+async def startup(
+    settings: kopf.OperatorSettings,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    cfg: Settings = memo.get("settings") or Settings.from_env()
+    configure(settings, cfg)
+    log.info("runstate starting: %s", cfg.describe())
+    store = store_from_url(cfg.redis_url)
+    try:
+        await store.aping()
+    except StoreUnavailable as exc:
+        raise kopf.PermanentError(f"state store unreachable at start: {exc}") from None
+    kube = await KubeClient.connect(
+        on_write=lambda resource: metrics.API_WRITES.labels(resource).inc()
+    )
+    # kopf passes every index to every handler by the index function's name.
+    cache = KopfCache(
+        kwargs["run_bodies"],
+        kwargs["runbook_bodies"],
+        kwargs["pod_units"],
+        kwargs["runs_by_runbook"],
+    )
+    metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts))
+    reconciler = Reconciler(kube=kube, store=store, cache=cache, resync_seconds=cfg.resync_seconds)
+    queue: WorkQueue[QueueKey] = WorkQueue()
+    rt = Runtime(settings=cfg, kube=kube, reconciler=reconciler, queue=queue)
+
+    async def dispatch(key: QueueKey) -> float | None:
+        kind, namespace, name = key
+        if kind == "run":
+            return await reconciler.reconcile_run((namespace, name))
+        return await reconciler.reconcile_runbook((namespace, name))
+
+    def on_error(key: QueueKey, exc: Exception) -> None:
+        metrics.RECONCILE_ERRORS.labels(key[0]).inc()
+        log.error("reconcile of %s %s/%s failed: %r", *key, exc, exc_info=exc)
+
+    rt.tasks = [asyncio.create_task(work(queue, dispatch, on_error)) for _ in range(cfg.workers)]
+    rt.tasks.append(asyncio.create_task(_resync(rt, cache)))
+
+    async def live() -> str | None:
+        dead = [t for t in rt.tasks if t.done()]
+        return f"{len(dead)} worker task(s) stopped" if dead else None
+
+    async def ready() -> str | None:
+        try:
+            await store.aping()
+        except StoreUnavailable as exc:
+            return str(exc)
+        return None
+
+    rt.runner, rt.port = await server.start(
+        server.build_app(live, ready), cfg.metrics_host, cfg.metrics_port
+    )
+    log.info("metrics and probes on %s:%d", cfg.metrics_host, rt.port)
+    memo["runtime"] = rt
+
+
+async def _resync(rt: Runtime, cache: KopfCache) -> None:
+    """Level-based drift check: every so often, every Run is reconciled whatever happened."""
+    await rt.synced.wait()
+    while True:
+        await asyncio.sleep(rt.settings.resync_seconds)
+        for namespace, name in cache.run_keys():
+            rt.queue.add(("run", namespace, name))
+
+
+@kopf.on.cleanup(registry=registry)
+async def cleanup(memo: kopf.Memo, **_: Any) -> None:
+    rt: Runtime | None = memo.get("runtime")
+    if rt is None:
+        return
+    for task in rt.tasks:
+        task.cancel()
+    await asyncio.gather(*rt.tasks, return_exceptions=True)
+    rt.queue.close()
+    if rt.runner is not None:
+        await rt.runner.cleanup()
+    await rt.kube.close()
+    await rt.reconciler.store.aclose()
+
+
+# ---- watch events → queue ---------------------------------------------------------------------
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    rt: Runtime = memo["runtime"]
+    rt.synced.set()  # kopf calls event handlers only once every index is populated
+    return rt
+
+
+@kopf.on.event(GROUP, VERSION, "runs", registry=registry)
+async def run_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
+    _runtime(memo).queue.add(("run", namespace or "", name))
+
+
+@kopf.on.event(GROUP, VERSION, "runbooks", registry=registry)
+async def runbook_event(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    rt = _runtime(memo)
+    rt.queue.add(("runbook", namespace or "", name))
+    for run_ns, run_name in kwargs["runs_by_runbook"].get((namespace, name), ()):
+        rt.queue.add(("run", run_ns, run_name))
+
+
+@kopf.on.event("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT}, registry=registry)
+async def pod_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == "Run" and ref.get("apiVersion", "").startswith(GROUP + "/"):
+            _runtime(memo).queue.add(("run", namespace or "", ref["name"]))

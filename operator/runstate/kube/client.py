@@ -1,0 +1,132 @@
+"""The operator's Kubernetes client: the few calls the controller makes, over kubernetes_asyncio.
+
+Created once at startup (kept in kopf's memo) and closed at cleanup. It sends what the pure
+builders made and classifies answers the controller cares about (already exists, gone,
+conflict). Responses are not deserialised into models: the operator never reads them, and
+skipping that keeps the event loop free. Every write is counted by resource for the
+`runstate_api_writes_total` metric, which the throughput benchmark reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client.exceptions import ApiException
+
+from runstate.api.v1alpha1 import GROUP, VERSION
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class Gone(Exception):
+    """The object no longer exists (404)."""
+
+
+class KubeClient:
+    def __init__(self, api: k8s.ApiClient, on_write: Callable[[str], None] | None = None) -> None:
+        self._api = api
+        # Typed as Any on purpose: we send raw dicts built by the pure builders (the generated
+        # stubs insist on model objects) and read raw JSON back.
+        self._core: Any = k8s.CoreV1Api(api)
+        self._custom: Any = k8s.CustomObjectsApi(api)
+        self._on_write = on_write or (lambda resource: None)
+
+    @classmethod
+    async def connect(
+        cls, kubeconfig: str | None = None, on_write: Callable[[str], None] | None = None
+    ) -> KubeClient:
+        """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
+        configuration = k8s.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        except k8s_config.ConfigException:
+            await k8s_config.load_kube_config(
+                config_file=kubeconfig, client_configuration=configuration
+            )
+        configuration.connection_pool_maxsize = 64
+        return cls(k8s.ApiClient(configuration), on_write)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    async def _drain(self, response: Any) -> Any:
+        data = await response.read()
+        response.release()
+        return json.loads(data) if data else None
+
+    async def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> bool:
+        """Create a pod; False when a pod of that name exists already (idempotent create)."""
+        self._on_write("pods")
+        try:
+            resp = await self._core.create_namespaced_pod(
+                namespace, dict(pod), _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        await self._drain(resp)
+        return True
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        self._on_write("pods")
+        try:
+            resp = await self._core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return
+            raise
+        await self._drain(resp)
+
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+        resp = await self._core.list_namespaced_pod(
+            namespace, label_selector=label_selector, _preload_content=False
+        )
+        body = await self._drain(resp)
+        return list(body.get("items") or [])
+
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch `status` of a runstate resource; raises `Gone` for a deleted object."""
+        self._on_write(f"{plural}/status")
+        try:
+            resp = await self._custom.patch_namespaced_custom_object_status(
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"status": dict(status)},
+                _content_type=MERGE_PATCH,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise Gone(f"{plural} {namespace}/{name}") from None
+            raise
+        result: dict[str, Any] = await self._drain(resp)
+        return result
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            resp = await self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, name, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        result: dict[str, Any] = await self._drain(resp)
+        return result
+
+    async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
+        self._on_write("events")
+        resp = await self._core.create_namespaced_event(
+            namespace, dict(event), _preload_content=False
+        )
+        await self._drain(resp)

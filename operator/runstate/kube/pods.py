@@ -1,0 +1,188 @@
+"""Pods of a run: pure builders from work intents, and the reverse (a pod → what it observed).
+
+Every op × host × attempt × try is one pod with a deterministic name (a hash of the run's UID
+and the work key), so creating it twice is impossible: the second create is a 409. Labels
+carry sanitised values for selection; annotations carry the exact operation and host names.
+No I/O here: `runstate.kube.client` sends what these functions build.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from runstate.api.v1alpha1 import API_VERSION, GROUP
+from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
+
+LABEL_RUN = f"{GROUP}/run"
+LABEL_RUN_UID = f"{GROUP}/run-uid"
+LABEL_OPERATION = f"{GROUP}/operation"
+LABEL_HOST = f"{GROUP}/host"
+LABEL_KIND = f"{GROUP}/kind"
+LABEL_ATTEMPT = f"{GROUP}/attempt"
+LABEL_TRY = f"{GROUP}/try"
+ANNOTATION_HOST = f"{GROUP}/host"
+ANNOTATION_OPERATION = f"{GROUP}/operation"
+CONTAINER = "work"
+
+_NOT_LABEL = re.compile(r"[^A-Za-z0-9_.-]+")
+_NOT_NAME = re.compile(r"[^a-z0-9-]+")
+
+
+def label_value(text: str) -> str:
+    """A valid label value (≤ 63, alphanumeric at both ends) that keeps what it can of `text`."""
+    value = _NOT_LABEL.sub("-", text)[:63].strip("-_.")
+    return value
+
+
+def _slug(text: str, size: int) -> str:
+    return _NOT_NAME.sub("-", text.lower())[:size].strip("-") or "x"
+
+
+def pod_name(run_name: str, run_uid: str, key: WorkKey) -> str:
+    """Deterministic, readable, ≤ 63 characters: `<run>-<kind>-<op>-<host>-<hash>`."""
+    digest = hashlib.sha256(
+        "|".join(
+            (run_uid, key.kind.value, key.operation, key.host, str(key.attempt), str(key.try_))
+        ).encode()
+    ).hexdigest()[:8]
+    op = _slug(key.operation or key.kind.value, 14)
+    parts = [_slug(run_name, 22), key.kind.value[0], op, _slug(key.host, 12), digest]
+    return "-".join(parts)
+
+
+def param_env_name(name: str) -> str:
+    return "RUNSTATE_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def build_pod(
+    *,
+    run_name: str,
+    run_uid: str,
+    namespace: str,
+    intent: Intent,
+    parameters: Mapping[str, str],
+) -> dict[str, Any]:
+    """The Pod that runs one unit of work, owned by its Run (deleted with it)."""
+    key = intent.key
+    env: list[dict[str, Any]] = [
+        {"name": "RUNSTATE_RUN", "value": run_name},
+        {"name": "RUNSTATE_HOST", "value": key.host},
+        {"name": "RUNSTATE_HOST_DATA", "value": json.dumps(dict(intent.host_data))},
+        {"name": "RUNSTATE_GROUPS", "value": ",".join(intent.groups)},
+        {"name": "RUNSTATE_OPERATION", "value": key.operation},
+        {"name": "RUNSTATE_KIND", "value": key.kind.value},
+        {"name": "RUNSTATE_ATTEMPT", "value": str(key.attempt)},
+        {"name": "RUNSTATE_TRY", "value": str(key.try_)},
+    ]
+    env += [{"name": param_env_name(k), "value": v} for k, v in sorted(parameters.items())]
+    for var in intent.env:
+        env.append(var.model_dump(by_alias=True, exclude_none=True))
+
+    container: dict[str, Any] = {
+        "name": CONTAINER,
+        "image": intent.image,
+        "command": ["/bin/sh", "-c", intent.command],
+        "env": env,
+        # The tail of the output becomes the termination message when the command fails,
+        # which is how failure output reaches the Run's status.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if intent.resources:
+        container["resources"] = dict(intent.resources)
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "containers": [container],
+    }
+    if intent.service_account_name:
+        spec["serviceAccountName"] = intent.service_account_name
+    else:
+        # Operation pods run user commands: no API credentials unless a service account is asked for.
+        spec["automountServiceAccountToken"] = False
+    if intent.timeout_seconds:
+        spec["activeDeadlineSeconds"] = intent.timeout_seconds
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod_name(run_name, run_uid, key),
+            "namespace": namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "runstate",
+                LABEL_RUN: label_value(run_name),
+                LABEL_RUN_UID: run_uid,
+                LABEL_KIND: key.kind.value,
+                LABEL_OPERATION: label_value(key.operation),
+                LABEL_HOST: label_value(key.host),
+                LABEL_ATTEMPT: str(key.attempt),
+                LABEL_TRY: str(key.try_),
+            },
+            "annotations": {ANNOTATION_HOST: key.host, ANNOTATION_OPERATION: key.operation},
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Run",
+                    "name": run_name,
+                    "uid": run_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def observe(pod: Mapping[str, Any]) -> Observed | None:
+    """What a pod of ours says about its unit of work; None for a pod that is not one."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    annotations = meta.get("annotations") or {}
+    try:
+        key = WorkKey(
+            kind=Kind(labels[LABEL_KIND]),
+            operation=annotations.get(ANNOTATION_OPERATION, ""),
+            host=annotations[ANNOTATION_HOST],
+            attempt=int(labels.get(LABEL_ATTEMPT, "1")),
+            try_=int(labels.get(LABEL_TRY, "0")),
+        )
+    except (KeyError, ValueError):
+        return None
+    status = pod.get("status") or {}
+    try:
+        phase = Phase(status.get("phase") or "Pending")
+    except ValueError:
+        phase = Phase.UNKNOWN
+    exit_code: int | None = None
+    reason = status.get("reason") or ""
+    message = status.get("message") or ""
+    started = finished = None
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("name") != CONTAINER:
+            continue
+        state = cs.get("state") or {}
+        term = state.get("terminated")
+        if term:
+            exit_code = term.get("exitCode")
+            reason = reason or term.get("reason") or ""
+            # The container's own output is more useful than the pod-level message.
+            message = term.get("message") or message
+            started, finished = term.get("startedAt"), term.get("finishedAt")
+        elif state.get("running"):
+            started = state["running"].get("startedAt")
+    if phase is Phase.SUCCEEDED and exit_code is None:
+        exit_code = 0
+    return Observed(
+        key=key,
+        phase=phase,
+        exit_code=exit_code,
+        reason=reason,
+        message=message,
+        started_at=started,
+        finished_at=finished,
+    )

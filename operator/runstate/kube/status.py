@@ -1,0 +1,157 @@
+"""Status of Runs and Runbooks: pure builders of what is written back onto the resources.
+
+`run_status()` turns a decision of the engine into the complete `status` a Run should show:
+state, stage, counts, capped lists, history and kstatus conditions (Ready / Reconciling /
+Stalled). The controller compares it with what the object already shows and writes only when
+they differ, so an unchanged reconcile costs no API write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from runstate.api.v1alpha1 import (
+    Condition,
+    HistoryItem,
+    RunbookSpec,
+    RunStatus,
+    StateType,
+)
+from runstate.domain.engine import Decision
+from runstate.domain.states import is_final, rfc3339
+
+HISTORY_IN_STATUS = 20
+
+
+def _conditions(
+    wanted: Sequence[tuple[str, bool, str, str]],
+    previous: Sequence[Mapping[str, Any]] | None,
+    generation: int,
+    now: datetime,
+) -> list[dict[str, Any]]:
+    """kstatus conditions; lastTransitionTime moves only when a condition's status changes."""
+    before = {c.get("type"): c for c in previous or []}
+    out = []
+    for ctype, truth, reason, message in wanted:
+        status = "True" if truth else "False"
+        old = before.get(ctype)
+        since = old.get("lastTransitionTime") if old and old.get("status") == status else None
+        cond = Condition(
+            type=ctype,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=since or rfc3339(now),
+            observed_generation=generation,
+        )
+        out.append(cond.model_dump(by_alias=True, exclude_none=True))
+    return out
+
+
+def run_status(
+    decision: Decision,
+    *,
+    previous: Mapping[str, Any],
+    generation: int,
+    history: Sequence[HistoryItem],
+    now: datetime,
+) -> dict[str, Any]:
+    """The whole `status` of a Run after `decision`."""
+    p = decision.progress
+    state = p.state
+    final = is_final(state.type)
+    summary = decision.summary
+    stalled = decision.stalled
+    if stalled is None and state.type in (StateType.FAILED, StateType.CRASHED):
+        reason, message = state.name, state.message
+        stalled_flag = True
+    elif stalled is not None:
+        reason, message, stalled_flag = stalled.reason, stalled.message, True
+    else:
+        reason, message, stalled_flag = "", "", False
+    conditions = _conditions(
+        [
+            ("Ready", state.type is StateType.COMPLETED, state.name, state.message),
+            ("Reconciling", not final and not stalled_flag, p.stage.value, state.message),
+            ("Stalled", stalled_flag, reason, message),
+        ],
+        previous.get("conditions"),
+        generation,
+        now,
+    )
+    status = RunStatus(
+        observed_generation=generation,
+        state=state,
+        stage=p.stage,
+        attempt=p.attempt,
+        history=list(history)[-HISTORY_IN_STATUS:],
+        start_time=p.start_time,
+        end_time=p.end_time,
+    )
+    out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
+    out["conditions"] = conditions
+    if p.start_time and p.end_time:
+        start = datetime.fromisoformat(p.start_time.replace("Z", "+00:00"))
+        end = datetime.fromisoformat(p.end_time.replace("Z", "+00:00"))
+        out["durationSeconds"] = round((end - start).total_seconds(), 3)
+    if summary is not None:
+        out["hosts"] = summary.hosts.model_dump(by_alias=True)
+        out["hostsSummary"] = f"{summary.hosts_ok}/{summary.hosts.total}"
+        out["stageWarnings"] = summary.stage_warnings.model_dump(by_alias=True)
+        out["operations"] = [o.model_dump(by_alias=True) for o in summary.operations]
+        out["failedHosts"] = [
+            f.model_dump(by_alias=True, exclude_none=True, mode="json")
+            for f in summary.failed_hosts
+        ]
+        if summary.plan is not None:
+            out["plan"] = [pl.model_dump(by_alias=True) for pl in summary.plan]
+    else:
+        # A decision without a summary (waiting for the runbook, failed at Setup) keeps
+        # whatever counts the status had.
+        for field in (
+            "hosts",
+            "hostsSummary",
+            "stageWarnings",
+            "operations",
+            "failedHosts",
+            "plan",
+        ):
+            if field in previous:
+                out[field] = previous[field]
+    return out
+
+
+def status_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+    """True when writing `wanted` would change what the object shows."""
+    return any(current.get(k) != v for k, v in wanted.items())
+
+
+def runbook_status(
+    spec: RunbookSpec | None,
+    problem: str | None,
+    *,
+    previous: Mapping[str, Any],
+    generation: int,
+    now: datetime,
+) -> dict[str, Any]:
+    """A Runbook's validation result as kstatus conditions (run counts come in later issues)."""
+    ok = problem is None
+    out: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": _conditions(
+            [
+                ("Ready", ok, "Valid" if ok else "InvalidSpec", "" if ok else str(problem)),
+                ("Reconciling", False, "", ""),
+                ("Stalled", not ok, "" if ok else "InvalidSpec", "" if ok else str(problem)),
+            ],
+            previous.get("conditions"),
+            generation,
+            now,
+        ),
+    }
+    if spec is not None:
+        out["hosts"] = len(spec.inventory.hosts)
+        out["operations"] = len(spec.operations)
+    return out
