@@ -6,7 +6,8 @@ run state keyed by the run's UID, and the operator decides what the state means.
 
 The shape follows PyStator's stores (state + metadata + context + history), widened with what an
 operator needs to be crash-safe: a version fence for compare-and-set transitions, per op × host
-results, and concurrency-slot leases.
+results, and concurrency-slot leases. Only the async protocol exists so far: the operator is
+async end to end; a sync `StateStore` twin is planned with the store work of issue 5.
 """
 
 from __future__ import annotations
@@ -95,7 +96,8 @@ class AsyncStateStore(Protocol):
         self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
     ) -> None:
         """PyStator-compatible unconditional write: `state` is "TYPE/Name"; metadata may carry
-        `stage`, `attempt`, `message`, `timestamp`, `context`. Bumps the version."""
+        `stage`, `attempt`, `message`, `timestamp`, `context`. Fields not given keep their
+        stored value (defaults for a new run); bumps the version; appends no history."""
         ...
 
     async def aget_context(self, run_uid: str) -> dict[str, Any]:
@@ -114,7 +116,9 @@ class AsyncStateStore(Protocol):
         """All results of the run, by "operation|host"."""
         ...
 
-    async def aacquire_slot(self, scope: str, holder: str, *, limit: int, ttl_seconds: float) -> bool:
+    async def aacquire_slot(
+        self, scope: str, holder: str, *, limit: int, ttl_seconds: float
+    ) -> bool:
         """Take one of `limit` concurrency slots of `scope` for `holder` (idempotent for the
         same holder, which renews its lease). Expired leases of dead holders do not count."""
         ...
@@ -124,11 +128,12 @@ class AsyncStateStore(Protocol):
         ...
 
     async def aslot_holders(self, scope: str) -> list[str]:
-        """Holders with a live lease, oldest first."""
+        """Holders with a live lease, in order of lease expiry (a renewal moves a holder last)."""
         ...
 
     async def aexpire(self, run_uid: str, ttl_seconds: int) -> None:
-        """Let a finished run's keys expire after `ttl_seconds`."""
+        """Let a finished run's keys expire after `ttl_seconds`. It must be the run's last
+        write: Redis sets the TTL only on keys that exist at that moment."""
         ...
 
     async def adelete(self, run_uid: str) -> None:

@@ -118,7 +118,10 @@ class _Walk:
         self.obs = obs
         prev = obs.progress
         self.state: RunState | None = prev.state if prev else None
-        self.stage: Stage = prev.stage if prev else Stage.Setup
+        # Each decision re-derives the stage from the pods, starting at Setup; `committed` is
+        # what an earlier decision reached, which the derived stage must never fall behind.
+        self.committed: Stage | None = prev.stage if prev else None
+        self.stage: Stage = Stage.Setup
         self.attempt = prev.attempt if prev else 1
         self.start_time = prev.start_time if prev else None
         self.end_time = prev.end_time if prev else None
@@ -140,9 +143,15 @@ class _Walk:
     def reach(self, stage: Stage) -> None:
         self.stage = stages.advance(self.stage, stage)
 
+    def regressed(self) -> bool:
+        return self.committed is not None and stages.index(self.stage) < stages.index(
+            self.committed
+        )
+
     def progress(self) -> Progress:
         assert self.state is not None
-        return Progress(self.state, self.stage, self.attempt, self.start_time, self.end_time)
+        stage = self.committed if self.regressed() and self.committed else self.stage
+        return Progress(self.state, stage, self.attempt, self.start_time, self.end_time)
 
 
 def _trim(text: str) -> str:
@@ -199,6 +208,7 @@ def decide(obs: Observation) -> Decision:
     """Everything that should happen next for one run. See the module docstring."""
     walk = _Walk(obs)
     if walk.state is not None and is_final(walk.state.type):
+        walk.stage = walk.committed or Stage.Setup
         return Decision(progress=walk.progress())
     if walk.state is None:
         walk.move("Pending", "Run accepted")
@@ -376,6 +386,24 @@ def _run(
     if obs.spec.dry_run and not connect_waiting and not prepare_waiting:
         plan = tuple(_plan(name, change[name]) for name in order)
 
+    # ---- A stage behind the committed one means finished work vanished (pods deleted by
+    # someone else): the run's progress cannot be reconstructed, which is a crash.
+    if walk.regressed():
+        lost = walk.stage.value
+        walk.stage = walk.committed or walk.stage
+        _finish(
+            walk,
+            "Crashed",
+            f"Progress lost: the run had reached {walk.stage.value} but its pods only "
+            f"show {lost} (pods deleted outside runstate?)",
+            "infrastructure",
+        )
+        return Decision(
+            progress=walk.progress(),
+            transitions=tuple(walk.transitions),
+            failure_reason=walk.failure_reason,
+        )
+
     # ---- Decide: still working, or Disconnect and the verdict.
     all_done = executing and len(finished_ops) == len(order)
     stopped_dry = obs.spec.dry_run and plan is not None
@@ -402,9 +430,8 @@ def _run(
             outcomes = [StateType.FAILED if h in failed else StateType.COMPLETED for h in hosts]
             changed = sum(1 for m in change.values() for v in m.values() if v)
             final = aggregate(outcomes, rb.config.fail_percent, changed)
-            _finish(
-                walk, "Completed" if final.type is StateType.COMPLETED else "Failed", final.message
-            )
+            name = "Completed" if final.type is StateType.COMPLETED else "Failed"
+            _finish(walk, name, final.message, "hosts_failed")
     elif deadline is not None:
         requeue = max(0.0, (deadline - obs.now).total_seconds())
 

@@ -1,0 +1,50 @@
+import pytest
+
+from runstate.api.v1alpha1 import Stage, StateType
+from runstate.domain import policy, stages
+from runstate.domain.states import TYPE_OF_NAME, is_final, make_state
+from tests.unit.sim import T0
+
+
+def test_stages_only_move_forward() -> None:
+    assert stages.advance(None, Stage.Setup) is Stage.Setup
+    assert stages.advance(Stage.Connect, Stage.Execute) is Stage.Execute
+    assert stages.advance(Stage.Execute, Stage.Execute) is Stage.Execute
+    with pytest.raises(stages.StageError, match="Execute → Prepare"):
+        stages.advance(Stage.Execute, Stage.Prepare)
+
+
+def test_every_prefect_state_name_has_its_type() -> None:
+    assert len(TYPE_OF_NAME) == 14
+    assert TYPE_OF_NAME["Late"] is StateType.SCHEDULED
+    assert TYPE_OF_NAME["Retrying"] is StateType.RUNNING
+    assert TYPE_OF_NAME["Suspended"] is StateType.PAUSED
+    assert {t for t in StateType if is_final(t)} == {
+        StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("terminal", ["Completed", "Failed", "Cancelled", "Crashed"])
+def test_no_transition_leaves_a_terminal_state(terminal: str) -> None:
+    for name in TYPE_OF_NAME:
+        with pytest.raises(policy.TransitionRefused) as err:
+            policy.check(make_state(terminal, T0), make_state(name, T0))
+        assert err.value.rule == "terminal-state"
+
+
+def test_duplicate_transition_is_refused() -> None:
+    with pytest.raises(policy.TransitionRefused) as err:
+        policy.check(make_state("Running", T0), make_state("Running", T0, "again"))
+    assert err.value.rule == "duplicate-transition"
+    policy.check(make_state("Running", T0), make_state("Scheduled", T0))  # same type is fine
+
+
+def test_table_refuses_what_it_does_not_list() -> None:
+    with pytest.raises(policy.TransitionRefused) as err:
+        policy.check(None, make_state("Running", T0))
+    assert err.value.rule == "not-in-table"
+    with pytest.raises(policy.TransitionRefused):
+        policy.check(make_state("Cancelling", T0), make_state("Running", T0))
+    policy.check(None, make_state("Pending", T0))
+    policy.check(make_state("Pending", T0), make_state("Running", T0))
+    policy.check(make_state("Running", T0), make_state("Completed", T0))
