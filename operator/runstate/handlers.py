@@ -141,6 +141,15 @@ def configure(settings: kopf.OperatorSettings, cfg: Settings) -> None:
         settings.peering.mandatory = True
 
 
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    # kopf only adds its default login handlers to its global registry, not to ours.
+    info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
+        **kwargs
+    ) or kopf.login_with_kubeconfig(**kwargs)
+    return info
+
+
 @kopf.on.startup(registry=registry)
 async def startup(
     settings: kopf.OperatorSettings,

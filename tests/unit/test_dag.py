@@ -18,9 +18,12 @@ def test_default_dependency_is_the_previous_operation() -> None:
 
 def test_empty_depends_on_runs_side_by_side_in_spec_order() -> None:
     dag = build_dag(
-        ops({"name": "z", "dependsOn": []}, {"name": "a", "dependsOn": []},
-            {"name": "join", "dependsOn": ["z", "a"]})
-    )  # fmt: skip
+        ops(
+            {"name": "z", "dependsOn": []},
+            {"name": "a", "dependsOn": []},
+            {"name": "join", "dependsOn": ["z", "a"]},
+        )
+    )
     assert dag.levels == (("z", "a"), ("join",))
     assert dag.ready(frozenset()) == ["z", "a"]
     assert dag.ready(frozenset({"z"})) == ["a"]
@@ -37,9 +40,12 @@ def test_unknown_dependency_names_field_and_operation() -> None:
 def test_cycle_is_named() -> None:
     with pytest.raises(SpecError) as err:
         build_dag(
-            ops({"name": "a", "dependsOn": ["c"]}, {"name": "b", "dependsOn": ["a"]},
-                {"name": "c", "dependsOn": ["b"]})
-        )  # fmt: skip
+            ops(
+                {"name": "a", "dependsOn": ["c"]},
+                {"name": "b", "dependsOn": ["a"]},
+                {"name": "c", "dependsOn": ["b"]},
+            )
+        )
     message = str(err.value)
     assert message.startswith("spec.operations: dependency cycle: ")
     cycle = message.split(": ", 2)[2].split(" → ")

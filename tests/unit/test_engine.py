@@ -19,8 +19,9 @@ def test_three_hosts_two_operations_complete_with_counts() -> None:
     assert d.progress.stage is Stage.Disconnect
     assert d.summary is not None
     assert [(o.name, o.hosts, o.changed, o.success) for o in d.summary.operations] == [
-        ("update", 3, 3, 3), ("install", 3, 3, 3),
-    ]  # fmt: skip
+        ("update", 3, 3, 3),
+        ("install", 3, 3, 3),
+    ]
     assert (d.summary.hosts.total, d.summary.hosts.failed, d.summary.hosts_ok) == (3, 0, 3)
     assert sorted(k for k in d.summary.results) == sorted(
         f"{op}|web{i}" for op in ("update", "install") for i in (1, 2, 3)
@@ -122,8 +123,10 @@ def test_checks_decide_which_hosts_change() -> None:
 
 
 def test_dry_run_stops_after_prepare_with_a_plan() -> None:
-    ops = [{"name": "install", "check": "command -v nginx", "run": "apk add nginx"},
-           {"name": "reload", "run": "nginx -s reload"}]  # fmt: skip
+    ops = [
+        {"name": "install", "check": "command -v nginx", "run": "apk add nginx"},
+        {"name": "reload", "run": "nginx -s reload"},
+    ]
     trace = simulate(
         runbook(operations=ops),
         spec=run_spec(dryRun=True),
@@ -135,8 +138,9 @@ def test_dry_run_stops_after_prepare_with_a_plan() -> None:
     assert not [k for k in trace.created if k.kind is Kind.RUN]
     assert d.summary is not None and d.summary.plan is not None
     assert [(p.name, p.change, p.no_change) for p in d.summary.plan] == [
-        ("install", ["web1"], ["web2", "web3"]), ("reload", ["web1", "web2", "web3"], []),
-    ]  # fmt: skip
+        ("install", ["web1"], ["web2", "web3"]),
+        ("reload", ["web1", "web2", "web3"], []),
+    ]
     assert d.progress.state.message == "Dry run: 4 change(s) planned on 3 host(s)"
 
 
@@ -193,13 +197,14 @@ def test_operation_hosts_by_group() -> None:
 def test_bad_input_fails_at_setup_naming_the_field() -> None:
     cases = {
         "spec.inventory.hosts: the inventory has no hosts": runbook(inventory={"hosts": []}),
-        "spec.operations[1].dependsOn: operation 'b' depends on unknown operation 'nope'":
-            runbook(operations=[{"name": "a", "run": "x"},
-                                {"name": "b", "run": "x", "dependsOn": ["nope"]}]),
-        "spec.operations[0].hosts.groups: unknown group 'db'":
-            runbook(operations=[{"name": "a", "run": "x", "hosts": {"groups": ["db"]}}]),
+        "spec.operations[1].dependsOn: operation 'b' depends on unknown operation 'nope'": runbook(
+            operations=[{"name": "a", "run": "x"}, {"name": "b", "run": "x", "dependsOn": ["nope"]}]
+        ),
+        "spec.operations[0].hosts.groups: unknown group 'db'": runbook(
+            operations=[{"name": "a", "run": "x", "hosts": {"groups": ["db"]}}]
+        ),
         "spec.limit: unknown host(s): ghost": runbook(),
-    }  # fmt: skip
+    }
     for message, rb in cases.items():
         spec = run_spec(limit=["ghost"]) if "limit" in message else run_spec()
         trace = simulate(rb, spec=spec)
@@ -230,8 +235,9 @@ def test_run_timeout_fails_and_deletes_running_pods() -> None:
     first = decide(Observation(run_spec(), rb, None, None, (), T0))
     assert first.requeue_after == 60
     units = tuple(Observed(i.key, Phase.RUNNING) for i in first.create)
-    late = decide(Observation(run_spec(), rb, None, first.progress, units,
-                              T0 + timedelta(seconds=61)))  # fmt: skip
+    late = decide(
+        Observation(run_spec(), rb, None, first.progress, units, T0 + timedelta(seconds=61))
+    )
     assert late.progress.state.type is StateType.FAILED
     assert late.progress.state.message == "Run timed out after 60s"
     assert late.failure_reason == "timeout"
@@ -240,8 +246,16 @@ def test_run_timeout_fails_and_deletes_running_pods() -> None:
 
 def test_a_final_run_is_left_alone() -> None:
     trace = simulate(runbook())
-    again = decide(Observation(run_spec(), runbook(), None, trace.last.progress,
-                               tuple(trace.units.values()), T0 + timedelta(hours=1)))  # fmt: skip
+    again = decide(
+        Observation(
+            run_spec(),
+            runbook(),
+            None,
+            trace.last.progress,
+            tuple(trace.units.values()),
+            T0 + timedelta(hours=1),
+        )
+    )
     assert again.transitions == () and again.create == () and again.final
 
 

@@ -20,8 +20,11 @@ def test_every_prefect_state_name_has_its_type() -> None:
     assert TYPE_OF_NAME["Retrying"] is StateType.RUNNING
     assert TYPE_OF_NAME["Suspended"] is StateType.PAUSED
     assert {t for t in StateType if is_final(t)} == {
-        StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED, StateType.CRASHED,
-    }  # fmt: skip
+        StateType.COMPLETED,
+        StateType.FAILED,
+        StateType.CANCELLED,
+        StateType.CRASHED,
+    }
 
 
 @pytest.mark.parametrize("terminal", ["Completed", "Failed", "Cancelled", "Crashed"])

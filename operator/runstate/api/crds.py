@@ -60,7 +60,8 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         return inner
 
     out: Schema = {k: copy.deepcopy(v) for k, v in node.items() if k in _KEEP}
-    if out.get("default", 0) is None:
+    if "default" in out and out["default"] in (None, "", [], {}):
+        # Empty defaults say nothing, and the API server reads `''` as null for a string.
         del out["default"]
     if not out.get("type") and "enum" in out:
         out["type"] = "string"
@@ -91,9 +92,21 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     return out
 
 
-def schema_of(model: type[BaseModel]) -> Schema:
+def _drop_defaults(node: Schema) -> Schema:
+    node.pop("default", None)
+    for sub in (node.get("properties") or {}).values():
+        _drop_defaults(sub)
+    if isinstance(node.get("items"), dict):
+        _drop_defaults(node["items"])
+    return node
+
+
+def schema_of(model: type[BaseModel], *, defaults: bool = True) -> Schema:
+    """The structural schema of `model`; `defaults=False` for status, which only the operator
+    writes (API-server defaulting there would invent values the operator never decided)."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
-    return _structural(raw, raw.get("$defs", {}))
+    schema = _structural(raw, raw.get("$defs", {}))
+    return schema if defaults else _drop_defaults(schema)
 
 
 def _crd(
@@ -160,7 +173,7 @@ def build_crds() -> list[dict[str, Any]]:
         plural="runbooks",
         short_names=["rb"],
         spec_schema=schema_of(RunbookSpec),
-        status_schema=schema_of(RunbookStatus),
+        status_schema=schema_of(RunbookStatus, defaults=False),
         columns=[
             {"name": "Hosts", "type": "integer", "jsonPath": ".status.hosts"},
             {"name": "Operations", "type": "integer", "jsonPath": ".status.operations"},
@@ -183,7 +196,7 @@ def build_crds() -> list[dict[str, Any]]:
         plural="runs",
         short_names=[],
         spec_schema=run_spec,
-        status_schema=schema_of(RunStatus),
+        status_schema=schema_of(RunStatus, defaults=False),
         columns=[
             {"name": "Type", "type": "string", "jsonPath": ".status.state.type"},
             {"name": "State", "type": "string", "jsonPath": ".status.state.name"},

@@ -53,40 +53,44 @@ class KubeClient:
     async def close(self) -> None:
         await self._api.close()
 
-    async def _drain(self, response: Any) -> Any:
-        data = await response.read()
-        response.release()
+    async def _call(self, method: Any, *args: Any, **kwargs: Any) -> Any:
+        """Call an API method without model deserialisation and return the JSON body.
+
+        With `_preload_content=False` kubernetes_asyncio hands back the raw response and does
+        *not* raise on HTTP errors, so the status is checked here, as the library would.
+        """
+        response = await method(*args, _preload_content=False, **kwargs)
+        try:
+            data = await response.read()
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=data.decode(errors="replace"))
+        finally:
+            response.release()
         return json.loads(data) if data else None
 
     async def create_pod(self, namespace: str, pod: Mapping[str, Any]) -> bool:
         """Create a pod; False when a pod of that name exists already (idempotent create)."""
         self._on_write("pods")
         try:
-            resp = await self._core.create_namespaced_pod(
-                namespace, dict(pod), _preload_content=False
-            )
+            await self._call(self._core.create_namespaced_pod, namespace, dict(pod))
         except ApiException as exc:
             if exc.status == 409:
                 return False
             raise
-        await self._drain(resp)
         return True
 
     async def delete_pod(self, namespace: str, name: str) -> None:
         self._on_write("pods")
         try:
-            resp = await self._core.delete_namespaced_pod(name, namespace, _preload_content=False)
+            await self._call(self._core.delete_namespaced_pod, name, namespace)
         except ApiException as exc:
-            if exc.status == 404:
-                return
-            raise
-        await self._drain(resp)
+            if exc.status != 404:
+                raise
 
     async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        resp = await self._core.list_namespaced_pod(
-            namespace, label_selector=label_selector, _preload_content=False
+        body = await self._call(
+            self._core.list_namespaced_pod, namespace, label_selector=label_selector
         )
-        body = await self._drain(resp)
         return list(body.get("items") or [])
 
     async def patch_status(
@@ -95,7 +99,8 @@ class KubeClient:
         """Merge-patch `status` of a runstate resource; raises `Gone` for a deleted object."""
         self._on_write(f"{plural}/status")
         try:
-            resp = await self._custom.patch_namespaced_custom_object_status(
+            result: dict[str, Any] = await self._call(
+                self._custom.patch_namespaced_custom_object_status,
                 GROUP,
                 VERSION,
                 namespace,
@@ -103,30 +108,24 @@ class KubeClient:
                 name,
                 {"status": dict(status)},
                 _content_type=MERGE_PATCH,
-                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status == 404:
                 raise Gone(f"{plural} {namespace}/{name}") from None
             raise
-        result: dict[str, Any] = await self._drain(resp)
         return result
 
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            resp = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, plural, name, _preload_content=False
+            result: dict[str, Any] = await self._call(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
             )
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
-        result: dict[str, Any] = await self._drain(resp)
         return result
 
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         self._on_write("events")
-        resp = await self._core.create_namespaced_event(
-            namespace, dict(event), _preload_content=False
-        )
-        await self._drain(resp)
+        await self._call(self._core.create_namespaced_event, namespace, dict(event))

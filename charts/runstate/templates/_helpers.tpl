@@ -1,0 +1,106 @@
+{{/* Chart name, overridable by nameOverride. */}}
+{{- define "runstate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name for the release's objects (63 characters at most: label values and DNS names).
+The release name alone when it already contains the chart name.
+*/}}
+{{- define "runstate.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "runstate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "runstate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "runstate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "runstate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "runstate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "runstate.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "runstate.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/*
+The Secret and key holding the Redis URL; empty when the store is in memory.
+*/}}
+{{- define "runstate.redisSecretName" -}}
+{{- if and .Values.redis.url .Values.redis.existingSecret }}
+{{- fail "set redis.url or redis.existingSecret, not both" }}
+{{- end }}
+{{- if .Values.redis.existingSecret }}
+{{- .Values.redis.existingSecret }}
+{{- else if .Values.redis.url }}
+{{- printf "%s-redis" (include "runstate.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{- define "runstate.redisSecretKey" -}}
+{{- if .Values.redis.existingSecret }}
+{{- .Values.redis.existingSecretKey }}
+{{- else }}
+{{- "redis-url" }}
+{{- end }}
+{{- end }}
+
+{{/*
+Rules on namespaced resources: in a ClusterRole when watching all namespaces, else in a Role
+per watched namespace. Exactly what the operator (and kopf under it) calls.
+*/}}
+{{- define "runstate.namespacedRules" -}}
+- apiGroups: ["runstate.dev"]
+  resources: ["runs", "runbooks"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["runstate.dev"]
+  resources: ["runs/status", "runbooks/status"]
+  verbs: ["get", "patch", "update"]
+# Pods carry an ownerReference to their Run with blockOwnerDeletion, which needs this.
+- apiGroups: ["runstate.dev"]
+  resources: ["runs/finalizers"]
+  verbs: ["update"]
+- apiGroups: [""]
+  resources: ["pods"]
+  verbs: ["get", "list", "watch", "create", "delete"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end }}
+
+{{/* Rules on cluster-scoped resources, needed in either mode (kopf's discovery). */}}
+{{- define "runstate.clusterRules" -}}
+- apiGroups: ["apiextensions.k8s.io"]
+  resources: ["customresourcedefinitions"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

@@ -1,0 +1,373 @@
+"""Runs end to end on the real control plane, with Redis and the operator process.
+
+Each test works in its own namespace and asserts what a user can see: status fields, pods,
+Redis keys, /metrics, Events, `kubectl get` columns and `kubectl wait`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from tests.conftest import Cluster, Operator, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+def runbook(name: str, *, ops: list[dict[str, Any]], hosts: int = 3, **spec: Any) -> str:
+    body = {
+        "apiVersion": "runstate.dev/v1alpha1",
+        "kind": "Runbook",
+        "metadata": {"name": name},
+        "spec": {
+            "inventory": {
+                "hosts": [
+                    {"name": f"web{i}.example.com", "groups": ["web"], "data": {"index": i}}
+                    for i in range(1, hosts + 1)
+                ]
+            },
+            "operations": ops,
+            **spec,
+        },
+    }
+    return json.dumps(body)
+
+
+def run(name: str, runbook_name: str, **spec: Any) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "runstate.dev/v1alpha1",
+            "kind": "Run",
+            "metadata": {"name": name},
+            "spec": {"runbookRef": {"name": runbook_name}, **spec},
+        }
+    )
+
+
+def final_status(cluster: Cluster, ns: str, name: str, timeout: float = 90) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        st: dict[str, Any] = cluster.get("run", name, ns).get("status") or {}
+        state = st.get("state") or {}
+        return st if state.get("type") in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+
+    result: dict[str, Any] = wait_for(f"run {ns}/{name} to finish", done, timeout=timeout)
+    return result
+
+
+def events_of(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
+    return [e for e in cluster.items("events", ns) if e["involvedObject"].get("name") == name]
+
+
+TWO_OPS = [
+    {"name": "update", "run": 'echo "updating $RUNSTATE_HOST"'},
+    {"name": "install", "run": 'test "$RUNSTATE_PARAM_VERSION" = "1.27" && echo installed'},
+]
+
+
+def test_three_hosts_two_operations_complete(
+    kube_cluster: Cluster, operator: Operator, redis_url: str
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("fleet", ops=TWO_OPS), ns)
+    kube_cluster.apply(run("deploy-1", "fleet", parameters={"version": "1.27"}), ns)
+    st = final_status(kube_cluster, ns, "deploy-1")
+
+    assert st["state"]["type"] == "COMPLETED", st
+    assert st["state"]["name"] == "Completed"
+    assert st["state"]["message"] == "All 3 hosts completed (6 changed)."
+    assert st["stage"] == "Disconnect"
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hostsSummary"] == "3/3"
+    assert [(o["name"], o["hosts"], o["success"], o["error"]) for o in st["operations"]] == [
+        ("update", 3, 3, 0),
+        ("install", 3, 3, 0),
+    ]
+    assert [h["to"] for h in st["history"]] == [
+        "PENDING/Pending",
+        "RUNNING/Running",
+        "COMPLETED/Completed",
+    ]
+    conditions = {c["type"]: c["status"] for c in st["conditions"]}
+    assert conditions == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert st["observedGeneration"] == 1
+
+    # One pod per operation × host, owned by the run, labelled, finished.
+    run_obj = kube_cluster.get("run", "deploy-1", ns)
+    pods = kube_cluster.items("pods", ns, "-l", "runstate.dev/run=deploy-1")
+    assert len(pods) == 6
+    assert {
+        (
+            p["metadata"]["labels"]["runstate.dev/operation"],
+            p["metadata"]["labels"]["runstate.dev/host"],
+        )
+        for p in pods
+    } == {(op, f"web{i}.example.com") for op in ("update", "install") for i in (1, 2, 3)}
+    for p in pods:
+        assert p["status"]["phase"] == "Succeeded"
+        assert p["metadata"]["ownerReferences"][0]["uid"] == run_obj["metadata"]["uid"]
+        env = {e["name"]: e.get("value") for e in p["spec"]["containers"][0]["env"]}
+        assert env["RUNSTATE_PARAM_VERSION"] == "1.27"
+        assert json.loads(env["RUNSTATE_HOST_DATA"])["index"] in (1, 2, 3)
+
+    # Hot state in Redis under the run's hash tag.
+    uid = run_obj["metadata"]["uid"]
+    r = redis.Redis.from_url(redis_url, decode_responses=True)
+    state = r.hgetall(f"runstate:{{{uid}}}:state")
+    assert (state["type"], state["name"], state["stage"]) == (
+        "COMPLETED",
+        "Completed",
+        "Disconnect",
+    )
+    history = r.xrange(f"runstate:{{{uid}}}:history")
+    assert [h[1]["to"] for h in history] == [
+        "PENDING/Pending",
+        "RUNNING/Running",
+        "COMPLETED/Completed",
+    ]
+    results = r.hgetall(f"runstate:{{{uid}}}:results")
+    assert json.loads(results["install|web2.example.com"])["result"] == "success"
+    assert len([k for k in results if not k.startswith("@")]) == 6
+    assert r.ttl(f"runstate:{{{uid}}}:state") > 0  # finished runs expire
+
+    # Metrics from the operator's /metrics endpoint.
+    assert (
+        operator.metric(
+            "runstate_operation_results_total",
+            namespace=ns,
+            runbook="fleet",
+            operation="install",
+            result="success",
+        )
+        == 3
+    )
+    assert (
+        operator.metric(
+            "runstate_state_transitions_total", from_type="RUNNING", to_type="COMPLETED"
+        )
+        >= 1
+    )
+    assert operator.metric("runstate_runs", namespace=ns, state_type="COMPLETED") == 1
+
+    # Transitions posted as Events, reason = state name.
+    reasons = [e["reason"] for e in events_of(kube_cluster, ns, "deploy-1")]
+    assert {"Pending", "Running", "Completed"} <= set(reasons)
+
+
+def test_failing_operation_fails_its_host_within_fail_percent(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    ops = [
+        {
+            "name": "update",
+            "run": 'if [ "$RUNSTATE_HOST" = web2.example.com ]; then echo "disk full on $RUNSTATE_HOST" >&2; exit 4; fi',
+        },
+        {"name": "install", "run": "true"},
+    ]
+    kube_cluster.apply(runbook("tolerant", ops=ops, config={"failPercent": 50}), ns)
+    kube_cluster.apply(run("r1", "tolerant"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+
+    assert st["state"]["type"] == "COMPLETED"
+    assert st["state"]["message"].startswith("1/3 hosts failed (within failPercent 50%)")
+    assert st["hosts"]["failed"] == 1 and st["hostsSummary"] == "2/3"
+    [failed] = st["failedHosts"]
+    assert failed["host"] == "web2.example.com"
+    assert failed["stage"] == "Execute" and failed["operation"] == "update"
+    assert "disk full on web2.example.com" in failed["message"]  # the pod's output, via status
+    installs = kube_cluster.items("pods", ns, "-l", "runstate.dev/operation=install")
+    assert sorted(p["metadata"]["labels"]["runstate.dev/host"] for p in installs) == [
+        "web1.example.com",
+        "web3.example.com",
+    ]
+    assert (
+        operator.metric(
+            "runstate_host_failures_total", namespace=ns, runbook="tolerant", stage="Execute"
+        )
+        == 1
+    )
+
+
+def test_fail_percent_exceeded_stops_the_run(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    ops = [
+        {"name": "update", "run": '[ "$RUNSTATE_HOST" != web1.example.com ]'},
+        {"name": "install", "run": "true"},
+    ]
+    kube_cluster.apply(runbook("strict", ops=ops, config={"failPercent": 20}), ns)
+    kube_cluster.apply(run("r1", "strict"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+
+    assert st["state"]["type"] == "FAILED"
+    assert st["state"]["message"] == "Over 20% of hosts failed (33%)"
+    assert kube_cluster.items("pods", ns, "-l", "runstate.dev/operation=install") == []
+    conditions = {c["type"]: c for c in st["conditions"]}
+    assert conditions["Ready"]["status"] == "False" and conditions["Stalled"]["status"] == "True"
+    assert (
+        operator.metric(
+            "runstate_run_failures_total",
+            namespace=ns,
+            runbook="strict",
+            state_type="FAILED",
+            reason="fail_percent",
+        )
+        == 1
+    )
+    warning = [e for e in events_of(kube_cluster, ns, "r1") if e["reason"] == "Failed"]
+    assert warning and warning[0]["type"] == "Warning"
+
+
+def test_kubectl_get_and_wait(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("one", ops=[{"name": "hello", "run": "echo hello"}], hosts=2), ns)
+    kube_cluster.apply(run("r1", "one"), ns)
+    kube_cluster.kubectl(
+        "wait", "-n", ns, "run/r1", "--timeout=90s", "--for=jsonpath={.status.state.type}=COMPLETED"
+    )
+    kube_cluster.kubectl("wait", "-n", ns, "run/r1", "--for=condition=Ready", "--timeout=30s")
+    table = kube_cluster.kubectl("get", "runs", "-n", ns).stdout.splitlines()
+    assert table[0].split() == ["NAME", "TYPE", "STATE", "STAGE", "HOSTS", "AGE"]
+    assert table[1].split()[:5] == ["r1", "COMPLETED", "Completed", "Disconnect", "2/2"]
+    wide = kube_cluster.kubectl("get", "runbooks", "-n", ns).stdout.splitlines()
+    assert wide[0].split()[:4] == ["NAME", "HOSTS", "OPERATIONS", "READY"]
+    assert wide[1].split()[:4] == ["one", "2", "1", "True"]
+    # The `runstate` category lists both kinds.
+    everything = kube_cluster.kubectl("get", "runstate", "-n", ns, "-o", "name").stdout
+    assert "run.runstate.dev/r1" in everything and "runbook.runstate.dev/one" in everything
+
+
+def test_unknown_runbook_waits_stalled_then_runs_when_it_appears(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(run("early", "later"), ns)
+
+    def stalled() -> dict[str, Any] | None:
+        st = kube_cluster.get("run", "early", ns).get("status") or {}
+        conds = {c["type"]: c for c in st.get("conditions") or []}
+        return conds["Stalled"] if conds.get("Stalled", {}).get("status") == "True" else None
+
+    cond = wait_for("Stalled condition", stalled, timeout=30)
+    assert cond["reason"] == "RunbookNotFound"
+    assert cond["message"] == f"spec.runbookRef.name: no Runbook 'later' in namespace '{ns}'"
+    st = kube_cluster.get("run", "early", ns)["status"]
+    assert st["state"]["name"] == "Pending"
+    assert (
+        wait_for(
+            "RunbookNotFound event",
+            lambda: [
+                e for e in events_of(kube_cluster, ns, "early") if e["reason"] == "RunbookNotFound"
+            ],
+            timeout=15,
+        )[0]["type"]
+        == "Warning"
+    )
+
+    # A GitOps sync may apply the Run before its Runbook: it goes on once the Runbook exists.
+    kube_cluster.apply(runbook("later", ops=[{"name": "a", "run": "true"}], hosts=1), ns)
+    assert final_status(kube_cluster, ns, "early")["state"]["type"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (
+            {
+                "operations": [
+                    {"name": "a", "run": "true"},
+                    {"name": "b", "run": "true", "dependsOn": ["compile"]},
+                ]
+            },
+            "Setup failed: spec.operations[1].dependsOn: operation 'b' depends on unknown operation 'compile'",
+        ),
+        (
+            {"inventory": {"hosts": []}, "operations": [{"name": "a", "run": "true"}]},
+            "Setup failed: spec.inventory.hosts: the inventory has no hosts",
+        ),
+        (
+            {
+                "operations": [
+                    {"name": "a", "run": "true", "dependsOn": ["b"]},
+                    {"name": "b", "run": "true"},
+                ],
+                "inventory": {"hosts": [{"name": "h"}]},
+            },
+            "Setup failed: spec.operations: dependency cycle: ",
+        ),
+    ],
+    ids=["unknown-dependency", "empty-inventory", "cycle"],
+)
+def test_invalid_runbook_fails_the_run_naming_the_field(
+    kube_cluster: Cluster, operator: Operator, spec: dict[str, Any], message: str
+) -> None:
+    ns = kube_cluster.namespace()
+    body = {
+        "apiVersion": "runstate.dev/v1alpha1",
+        "kind": "Runbook",
+        "metadata": {"name": "bad"},
+        "spec": {"inventory": {"hosts": [{"name": "h1"}]}, **spec},
+    }
+    kube_cluster.apply(json.dumps(body), ns)
+    kube_cluster.apply(run("r1", "bad"), ns)
+    st = final_status(kube_cluster, ns, "r1", timeout=30)
+    assert st["state"]["type"] == "FAILED"
+    assert st["state"]["message"].startswith(message)
+    assert st["stage"] == "Setup"
+    assert kube_cluster.items("pods", ns) == []
+    assert wait_for(
+        "Failed event",
+        lambda: [e for e in events_of(kube_cluster, ns, "r1") if e["reason"] == "Failed"],
+        timeout=15,
+    )[0]["message"].startswith(message)
+    # The Runbook itself says what is wrong.
+    rb = wait_for("runbook status", lambda: kube_cluster.get("runbook", "bad", ns).get("status"))
+    conds = {c["type"]: c for c in rb["conditions"]}
+    assert conds["Ready"]["status"] == "False"
+    assert message.removeprefix("Setup failed: ") in conds["Stalled"]["message"]
+
+
+def test_schema_rejects_what_it_can_at_apply_time(kube_cluster: Cluster) -> None:
+    ns = kube_cluster.namespace()
+    both = json.dumps(
+        {
+            "apiVersion": "runstate.dev/v1alpha1",
+            "kind": "Run",
+            "metadata": {"name": "both"},
+            "spec": {
+                "runbookRef": {"name": "x"},
+                "runbook": {"operations": [{"name": "a", "run": "true"}]},
+            },
+        }
+    )
+    result = kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=both, check=False)
+    assert result.returncode != 0 and "spec" in result.stderr
+    bad_name = runbook("bad-name", ops=[{"name": "Not_A_Label", "run": "true"}])
+    result = kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=bad_name, check=False)
+    assert result.returncode != 0 and "spec.operations" in result.stderr
+    no_ops = runbook("no-ops", ops=[])
+    result = kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=no_ops, check=False)
+    assert result.returncode != 0
+
+
+def test_inline_runbook_and_a_good_run_after_bad_input(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    """The operator is still healthy after everything above, and inline runbooks work."""
+    ns = kube_cluster.namespace()
+    body = {
+        "apiVersion": "runstate.dev/v1alpha1",
+        "kind": "Run",
+        "metadata": {"name": "inline"},
+        "spec": {
+            "runbook": {
+                "inventory": {"hosts": [{"name": "solo"}]},
+                "operations": [{"name": "hi", "run": "echo hi"}],
+            }
+        },
+    }
+    kube_cluster.apply(json.dumps(body), ns)
+    assert final_status(kube_cluster, ns, "inline")["state"]["type"] == "COMPLETED"
+    assert operator.process.poll() is None

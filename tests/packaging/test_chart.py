@@ -1,0 +1,288 @@
+"""The Helm chart: lint, rendering variants, RBAC, values schema, and its contract with the
+operator's settings (the environment it sets is what runstate.settings reads)."""
+
+from __future__ import annotations
+
+import subprocess
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from runstate.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "runstate"
+NAMESPACE = "runstate-system"
+
+Manifest = dict[str, Any]
+Render = Callable[..., list[Manifest]]
+Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+# Exactly what the operator calls on namespaced resources (kopf included).
+NAMESPACED_GRANTS = {
+    *(
+        ("runstate.dev", r, v)
+        for r in ("runs", "runbooks")
+        for v in ("get", "list", "watch", "patch")
+    ),
+    *(
+        ("runstate.dev", r, v)
+        for r in ("runs/status", "runbooks/status")
+        for v in ("get", "patch", "update")
+    ),
+    ("runstate.dev", "runs/finalizers", "update"),
+    *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete")),
+    *(("", "events", v) for v in ("create", "patch")),
+    *(("events.k8s.io", "events", v) for v in ("create", "patch")),
+    *(("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")),
+}
+# Cluster-scoped resources kopf reads in any mode.
+CLUSTER_GRANTS = {
+    *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
+    *(("", "namespaces", v) for v in ("get", "list", "watch")),
+}
+CLUSTERWIDE_PEERING_GRANTS = {
+    ("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")
+}
+
+
+def by_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
+    return [m for m in manifests if m["kind"] == kind]
+
+
+def one(manifests: list[Manifest], kind: str) -> Manifest:
+    (found,) = by_kind(manifests, kind)
+    return found
+
+
+def container(manifests: list[Manifest]) -> Manifest:
+    operator: Manifest
+    (operator,) = one(manifests, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return operator
+
+
+def env_of(manifests: list[Manifest]) -> dict[str, Any]:
+    """The container's env: name -> value, or the valueFrom mapping."""
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifests)["env"]}
+
+
+def grants(role: Manifest) -> set[Grant]:
+    found: set[Grant] = set()
+    for rule in role["rules"]:
+        # Least privilege: no wildcards, and nothing beyond groups/resources/verbs.
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    found.add((group, resource, verb))
+    return found
+
+
+def test_lint_strict(helm: str) -> None:
+    proc = subprocess.run(
+        [helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_default_render(render: Render) -> None:
+    manifests = render()
+    assert Counter(m["kind"] for m in manifests) == {
+        "ServiceAccount": 1,
+        "ClusterRole": 1,
+        "ClusterRoleBinding": 1,
+        "Service": 1,
+        "Deployment": 1,
+    }
+    for m in manifests:
+        if m["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert m["metadata"]["namespace"] == NAMESPACE, m["kind"]
+
+    deployment = one(manifests, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == one(manifests, "ServiceAccount")["metadata"]["name"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 65532
+
+    operator = container(manifests)
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2"
+    assert operator["image"] == f"ghcr.io/runstate/runstate:{chart['appVersion']}"
+    assert operator["args"][0] == "operator"
+    assert operator["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert operator["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
+    assert operator["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert operator["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert operator["resources"]["requests"] and operator["resources"]["limits"]
+    assert "RUNSTATE_REDIS_URL" not in env_of(manifests)
+    assert "RUNSTATE_PEERING" not in env_of(manifests)
+
+    service = one(manifests, "Service")
+    assert service["spec"]["ports"] == [
+        {"name": "metrics", "port": 8080, "targetPort": "metrics", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"].items() <= pod_labels(deployment).items()
+    assert service["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": "8080",
+        "prometheus.io/path": "/metrics",
+    }
+
+
+def pod_labels(deployment: Manifest) -> dict[str, str]:
+    labels: dict[str, str] = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    return labels
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ({}, Settings(metrics_port=8080, workers=16, resync_seconds=60.0)),
+        (
+            {
+                "watchNamespaces": ["team-a", "team-b"],
+                "metrics": {"port": 9090},
+                "operator": {"workers": 4, "resyncSeconds": 30, "standalone": True},
+            },
+            Settings(
+                metrics_port=9090,
+                workers=4,
+                resync_seconds=30.0,
+                namespaces=("team-a", "team-b"),
+                standalone=True,
+            ),
+        ),
+        ({"operator": {"peering": "runstate"}}, Settings(peering="runstate")),
+    ],
+)
+def test_env_is_what_the_operator_reads(
+    render: Render, values: dict[str, Any], expected: Settings
+) -> None:
+    manifests = render(values)
+    env = env_of(manifests)
+    assert Settings.from_env(env) == expected
+    port = expected.metrics_port
+    assert container(manifests)["ports"][0]["containerPort"] == port
+    assert one(manifests, "Service")["spec"]["ports"][0]["port"] == port
+
+
+def test_redis_url_goes_through_a_secret(render: Render) -> None:
+    url = "redis://:s3cret@redis.example:6379/0"
+    manifests = render({"redis": {"url": url}})
+    secret = one(manifests, "Secret")
+    ref = env_of(manifests)["RUNSTATE_REDIS_URL"]["secretKeyRef"]
+    assert ref["name"] == secret["metadata"]["name"]
+    assert secret["stringData"] == {ref["key"]: url}
+    # The password is in the Secret only, never in the Deployment's text.
+    deployment_text = yaml.safe_dump(one(manifests, "Deployment"))
+    assert "s3cret" not in deployment_text
+    annotations = one(manifests, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert "checksum/redis" in annotations
+    changed = render({"redis": {"url": url + "1"}})
+    assert (
+        one(changed, "Deployment")["spec"]["template"]["metadata"]["annotations"] != annotations
+    ), "a new URL must roll the pods"
+
+
+def test_redis_existing_secret(render: Render) -> None:
+    manifests = render({"redis": {"existingSecret": "my-redis", "existingSecretKey": "url"}})
+    assert not by_kind(manifests, "Secret")
+    ref = env_of(manifests)["RUNSTATE_REDIS_URL"]["secretKeyRef"]
+    assert ref == {"name": "my-redis", "key": "url"}
+
+
+def test_redis_url_and_existing_secret_conflict(helm_template: Callable[..., str]) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        helm_template({"redis": {"url": "redis://r:6379", "existingSecret": "my-redis"}})
+    assert "not both" in failed.value.stderr
+
+
+def test_two_replicas_render(render: Render) -> None:
+    deployment = one(render({"replicaCount": 2}), "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    # Unpeered replicas all act, so a rollout must not overlap old and new operators.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_scheduling_values(render: Render) -> None:
+    values = {
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {}},
+    }
+    pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    assert {k: pod[k] for k in values} == values
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": "two"},
+        {"unknownKey": 1},
+        {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
+        {"metrics": {"port": 0}},
+        {"watchNamespaces": ["Not_A_Namespace"]},
+        {"redis": {"url": "http://not-redis"}},
+        {"operator": {"logLevel": "loud"}},
+    ],
+)
+def test_schema_rejects(helm_template: Callable[..., str], values: dict[str, Any]) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        helm_template(values)
+    assert "schema" in failed.value.stderr
+
+
+def test_rbac_all_namespaces(render: Render) -> None:
+    manifests = render()
+    role = one(manifests, "ClusterRole")
+    assert grants(role) == NAMESPACED_GRANTS | CLUSTER_GRANTS | CLUSTERWIDE_PEERING_GRANTS
+    assert_bound(one(manifests, "ClusterRoleBinding"), role, manifests)
+    assert not by_kind(manifests, "Role")
+
+
+def test_rbac_watched_namespaces(render: Render) -> None:
+    watched = ["team-a", "team-b"]
+    manifests = render({"watchNamespaces": watched})
+    cluster_role = one(manifests, "ClusterRole")
+    assert grants(cluster_role) == CLUSTER_GRANTS
+    assert_bound(one(manifests, "ClusterRoleBinding"), cluster_role, manifests)
+    roles = by_kind(manifests, "Role")
+    bindings = by_kind(manifests, "RoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == watched
+    for role in roles:
+        assert grants(role) == NAMESPACED_GRANTS
+        (binding,) = [
+            b for b in bindings if b["metadata"]["namespace"] == role["metadata"]["namespace"]
+        ]
+        assert_bound(binding, role, manifests)
+
+
+def assert_bound(binding: Manifest, role: Manifest, manifests: list[Manifest]) -> None:
+    """`binding` gives `role` to the operator's ServiceAccount."""
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": role["kind"],
+        "name": role["metadata"]["name"],
+    }
+    account = one(manifests, "ServiceAccount")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
+    ]
+
+
+def test_chart_crds_are_the_generated_ones() -> None:
+    top = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    assert set(top) == {"runstate.dev_runbooks.yaml", "runstate.dev_runs.yaml"}
+    assert chart == top
