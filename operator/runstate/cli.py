@@ -63,6 +63,10 @@ def _operator(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s %(message)s",
     )
+    if args.log_level.lower() != "debug":
+        # kopf logs every handled watch event at INFO: a log line per pod event is CPU on the
+        # hot path and noise; the operator's own log says what happened to runs.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     asyncio.run(
         kopf.operator(
             registry=handlers.registry,

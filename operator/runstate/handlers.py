@@ -11,7 +11,6 @@ one the reconciler chose to make.
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -36,35 +35,37 @@ QueueKey = tuple[str, str, str]  # ("run" | "runbook", namespace, name)
 
 
 def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
-    # kopf reuses its body views; the cache keeps its own copy of what it needs.
+    # kopf parses every watch event into fresh dicts and never mutates them, so keeping
+    # references is safe and saves a deep copy per event on the hot path.
     return {
-        "metadata": copy.deepcopy(dict(body.get("metadata") or {})),
-        "spec": copy.deepcopy(dict(body.get("spec") or {})),
-        "status": copy.deepcopy(dict(body.get("status") or {})),
+        "metadata": body.get("metadata") or {},
+        "spec": body.get("spec") or {},
+        "status": body.get("status") or {},
     }
 
 
 # ---- indexes: the cache ---------------------------------------------------------------------
+# All handlers are async: kopf runs sync handlers in a thread pool, a thread hop per event.
 
 
 @kopf.index(GROUP, VERSION, "runs", registry=registry)
-def run_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def run_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index(GROUP, VERSION, "runs", registry=registry)
-def runs_by_runbook(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
+async def runs_by_runbook(spec: kopf.Spec, namespace: str | None, name: str, **_: Any) -> Any:
     ref = (spec.get("runbookRef") or {}).get("name")
     return {(namespace, ref): (namespace, name)} if ref else None
 
 
 @kopf.index(GROUP, VERSION, "runbooks", registry=registry)
-def runbook_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
+async def runbook_bodies(body: kopf.Body, namespace: str | None, name: str, **_: Any) -> Any:
     return {(namespace, name): _snapshot(body)}
 
 
 @kopf.index("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT}, registry=registry)
-def pod_units(body: kopf.Body, labels: Mapping[str, str], name: str, **_: Any) -> Any:
+async def pod_units(body: kopf.Body, labels: Mapping[str, str], name: str, **_: Any) -> Any:
     unit = observe(body)
     return {labels[LABEL_RUN_UID]: (name, unit)} if unit is not None else None
 

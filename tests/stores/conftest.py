@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 import redis.asyncio
+
 from runstate.stores import AsyncStateStore, InMemoryStateStore, RedisStateStore
 
 #: History cap the contract tests run with (small, so capping is cheap to exercise).

@@ -10,13 +10,14 @@ import uuid
 from typing import Any
 
 import pytest
-from conftest import TEST_HISTORY_CAP, Advance
+
 from runstate.stores import (
     AsyncStateStore,
     HistoryEntry,
     StateRecord,
     VersionConflict,
 )
+from tests.stores.conftest import TEST_HISTORY_CAP, Advance
 
 
 def new_uid() -> str:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import redis.asyncio
-from conftest import free_port
 from redis.crc import key_slot
+
 from runstate.stores import (
     HistoryEntry,
     StateRecord,
@@ -22,6 +22,7 @@ from runstate.stores import (
     store_from_url,
 )
 from runstate.stores.redis import RedisStateStore
+from tests.stores.conftest import free_port
 
 PASSWORD = "s3cret"
 

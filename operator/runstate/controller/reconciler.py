@@ -68,6 +68,8 @@ class _Memory:
     warnings: dict[str, int] | None = None
     stage_since: tuple[str, float] | None = None
     stalled_reason: str | None = None
+    first_seen: float = field(default_factory=time.monotonic)
+    last_status_write: float | None = None
 
 
 def _validation_problem(prefix: str, exc: ValidationError) -> str:
@@ -151,12 +153,14 @@ class Reconciler:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         resync_seconds: float = 60.0,
         create_concurrency: int = 16,
+        status_coalesce_seconds: float = 1.0,
     ) -> None:
         self.kube = kube
         self.store = store
         self.cache = cache
         self.clock = clock
         self.resync_seconds = resync_seconds
+        self.status_coalesce_seconds = status_coalesce_seconds
         self._memory: dict[ObjectKey, _Memory] = {}
         self._create_slots = asyncio.Semaphore(create_concurrency)
 
@@ -281,7 +285,9 @@ class Reconciler:
         if decision.summary is not None:
             await self._record_results(uid, labels, decision, mem)
 
-        # 4. Status, written only when it changes what the object shows.
+        # 4. Status, written only when it changes what the object shows. Progress inside a
+        # running run may wait a moment so that a fast run writes its status once; an end, a
+        # stall or a problem is written at once. The store already holds the truth.
         if decision.transitions or mem.written_status is None:
             items = await self._history(uid, current_status)
         else:
@@ -290,14 +296,24 @@ class Reconciler:
             decision, previous=current_status, generation=generation, history=items, now=now
         )
         baseline = mem.written_status or current_status
+        coalesce_wait = 0.0
         if status.status_differs(baseline, wanted) and status.status_differs(
             current_status, wanted
         ):
-            try:
-                await self.kube.patch_status("runs", ns, name, wanted)
-            except Gone:
-                return None
-        mem.written_status = wanted
+            urgent = decision.final or decision.stalled is not None
+            since = mem.last_status_write or mem.first_seen
+            coalesce_wait = (
+                0.0 if urgent else self.status_coalesce_seconds - (time.monotonic() - since)
+            )
+            if coalesce_wait <= 0:
+                try:
+                    await self.kube.patch_status("runs", ns, name, wanted)
+                except Gone:
+                    return None
+                mem.written_status = wanted
+                mem.last_status_write = time.monotonic()
+        else:
+            mem.written_status = wanted
 
         # 5. Events and metrics for what was committed.
         await self._announce(ns, name, uid, labels, decision, mem, now)
@@ -305,9 +321,12 @@ class Reconciler:
             await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
             mem.expected.clear()
             return None
+        delays = [self.resync_seconds]
         if decision.requeue_after is not None:
-            return min(decision.requeue_after, self.resync_seconds)
-        return self.resync_seconds
+            delays.append(decision.requeue_after)
+        if coalesce_wait > 0:
+            delays.append(coalesce_wait)
+        return min(delays)
 
     async def _create_pods(
         self, ns: str, name: str, uid: str, spec: RunSpec, decision: Decision, mem: _Memory
@@ -381,7 +400,12 @@ class Reconciler:
             if to.type in (StateType.FAILED, StateType.CRASHED):
                 reason = decision.failure_reason or "infrastructure"
                 metrics.RUN_FAILURES.labels(namespace, runbook, to.type.value, reason).inc()
-            await self._event(ns, name, uid, to.name, to.message, now)
+        if decision.transitions:
+            # One Event per decision, for the state the run is left in: a state entered and
+            # left within the same decision (a run accepted and started at once) is in the
+            # history, and not worth an API write of its own.
+            last = decision.transitions[-1][1]
+            await self._event(ns, name, uid, last.name, last.message, now)
         p = decision.progress
         if decision.final and decision.transitions:
             seconds = _seconds_between(p.start_time, p.end_time)
