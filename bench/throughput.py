@@ -91,15 +91,15 @@ async def wait_all(
     list_fn: Callable[[], Awaitable[list[dict[str, Any]]]],
     n: int,
     done: Callable[[dict[str, Any]], bool],
-    timeout: float,
+    limit: float,
 ) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
         items = await list_fn()
         if sum(1 for i in items if done(i)) >= n:
             return
         await asyncio.sleep(0.25)
-    raise TimeoutError(f"not all {n} objects finished in {timeout}s")
+    raise TimeoutError(f"not all {n} objects finished in {limit}s")
 
 
 def metric_sum(url: str, name: str) -> dict[str, float]:
@@ -111,6 +111,12 @@ def metric_sum(url: str, name: str) -> dict[str, float]:
             labels, value = line.rsplit(" ", 1)
             out[labels[len(name) :]] = float(value)
     return out
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_process(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
@@ -137,7 +143,7 @@ async def main() -> None:
             kubectl(kubeconfig, "wait", "--for=condition=Established", f"crd/{crd}")
         for ns in ("raw", "bare", "rs"):
             kubectl(kubeconfig, "create", "namespace", ns)
-        time.sleep(2)  # the default ServiceAccount of each namespace
+        await asyncio.sleep(2)  # the default ServiceAccount of each namespace
         cfg = k8s.Configuration()
         await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         cfg.connection_pool_maxsize = 64
@@ -200,6 +206,7 @@ async def main() -> None:
             )
         )
         await asyncio.sleep(4)  # kopf's start-up: not part of the measurement
+        cpu0 = cpu_seconds(procs[-1].pid)
         t0 = time.perf_counter()
         await bounded(n, conc, lambda i: create_bench("bare", i))
         await wait_all(
@@ -209,6 +216,7 @@ async def main() -> None:
             300,
         )
         bare_rate = n / (time.perf_counter() - t0)
+        bare_cpu_ms = 1000 * (cpu_seconds(procs[-1].pid) - cpu0) / n
         procs[-1].terminate()
 
         # runstate: N trivial runs.
@@ -248,6 +256,7 @@ async def main() -> None:
             }
 
         writes_before = metric_sum(metrics_url, "runstate_api_writes_total")
+        cpu0 = cpu_seconds(procs[-1].pid)
         t0 = time.perf_counter()
         await bounded(
             n,
@@ -263,8 +272,40 @@ async def main() -> None:
             600,
         )
         rs_rate = n / (time.perf_counter() - t0)
+        rs_cpu_ms = 1000 * (cpu_seconds(procs[-1].pid) - cpu0) / n
         await asyncio.sleep(1)  # trailing Events are posted after the status
         writes_after = metric_sum(metrics_url, "runstate_api_writes_total")
+        procs[-1].terminate()
+
+        # The process kubelet alone: the harness's own ceiling for pods on this machine.
+        def bare_pod(i: int) -> dict[str, Any]:
+            return {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": f"p{i}"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        {"name": "c", "image": "none", "command": ["/bin/sh", "-c", "true"]}
+                    ],
+                },
+            }
+
+        core: Any = k8s.CoreV1Api(api)
+        t0 = time.perf_counter()
+        await bounded(
+            n,
+            conc,
+            lambda i: core.create_namespaced_pod("raw", bare_pod(i), _preload_content=False),
+        )
+
+        async def raw_pods() -> list[dict[str, Any]]:
+            resp = await core.list_namespaced_pod("raw", _preload_content=False)
+            return list(json.loads(await resp.read())["items"])
+
+        await wait_all(raw_pods, n, lambda p: p["status"].get("phase") == "Succeeded", 300)
+        kubelet_rate = n / (time.perf_counter() - t0)
         writes = {k: (writes_after.get(k, 0) - writes_before.get(k, 0)) / n for k in writes_after}
         await api.close()
 
@@ -276,7 +317,16 @@ async def main() -> None:
             f"| bare kopf, one status patch per object | {bare_rate:.1f} | "
             f"{rs_rate / bare_rate:.2f} |"
         )
-        print(f"| **runstate runs to COMPLETED** | **{rs_rate:.1f}** | 1.00 |\n")
+        print(f"| **runstate runs to COMPLETED** | **{rs_rate:.1f}** | 1.00 |")
+        print(
+            f"| (harness) process kubelet alone, bare pods to Succeeded | {kubelet_rate:.1f} | "
+            f"{rs_rate / kubelet_rate:.2f} |\n"
+        )
+        print(
+            f"Operator CPU per object: bare kopf {bare_cpu_ms:.1f} ms, runstate "
+            f"{rs_cpu_ms:.1f} ms per run ({rs_cpu_ms / bare_cpu_ms:.1f}×); at 1 CPU that is "
+            f"{1000 / bare_cpu_ms:.0f} vs {1000 / rs_cpu_ms:.0f} objects/s.\n"
+        )
         total = sum(writes.values())
         detail = ", ".join(
             f"{k.strip('{}').split('=')[1].strip(chr(34))}: {v:.2f}"

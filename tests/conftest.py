@@ -108,7 +108,8 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
         from runstate.devcluster.cluster import ControlPlane
 
-        plane = ControlPlane(tmp_path_factory.mktemp("cluster")).start()
+        # die_with_parent: an aborted test session must not leave a control plane running.
+        plane = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True).start()
     except Exception as exc:  # any reason it cannot run is reported, never swallowed in CI
         unavailable("control plane", exc)
         raise
@@ -127,7 +128,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         from runstate.devcluster.redis import RedisServer
 
-        server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+        server = RedisServer(tmp_path_factory.mktemp("redis"), die_with_parent=True).start()
     except Exception as exc:
         unavailable("redis-server", exc)
         raise

@@ -2,7 +2,8 @@
 
 The handlers here decide nothing. Indexes keep the latest Runs, Runbooks and run pods in memory
 (kopf fills them from a full listing before any event handler runs, so the cache is complete
-before the first reconcile). Event handlers only put keys on the work queue; the reconciler
+before the first reconcile); pods come from a lean informer (`controller.informer`), not kopf.
+Event handlers only put keys on the work queue; the reconciler
 does the work, level-based. Only `on.event` handlers and indexes are used: they make kopf write
 nothing to our objects (no progress annotations, no finalizer), so every API write per run is
 one the reconciler chose to make.
@@ -20,11 +21,11 @@ import kopf
 
 from runstate import metrics, server
 from runstate.api.v1alpha1 import GROUP, VERSION
+from runstate.controller.informer import PodInformer
 from runstate.controller.queue import WorkQueue, work
 from runstate.controller.reconciler import ObjectKey, Reconciler
 from runstate.domain.work import Observed
 from runstate.kube.client import KubeClient
-from runstate.kube.pods import LABEL_RUN_UID, observe
 from runstate.settings import Settings
 from runstate.stores import StoreUnavailable, store_from_url
 
@@ -64,16 +65,11 @@ async def runbook_bodies(body: kopf.Body, namespace: str | None, name: str, **_:
     return {(namespace, name): _snapshot(body)}
 
 
-@kopf.index("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT}, registry=registry)
-async def pod_units(body: kopf.Body, labels: Mapping[str, str], name: str, **_: Any) -> Any:
-    unit = observe(body)
-    return {labels[LABEL_RUN_UID]: (name, unit)} if unit is not None else None
-
-
 class KopfCache:
-    """The reconciler's `Cache`, read from kopf's live indexes."""
+    """The reconciler's `Cache`: Runs and Runbooks from kopf's live indexes, pods from the
+    pod informer."""
 
-    def __init__(self, runs: Any, runbooks: Any, pods: Any, by_runbook: Any) -> None:
+    def __init__(self, runs: Any, runbooks: Any, pods: PodInformer, by_runbook: Any) -> None:
         self._runs, self._runbooks, self._pods, self._by_runbook = runs, runbooks, pods, by_runbook
 
     @staticmethod
@@ -91,7 +87,7 @@ class KopfCache:
         return result
 
     def units(self, run_uid: str) -> Sequence[tuple[str, Observed]]:
-        return list(self._pods.get(run_uid, ()))
+        return self._pods.units(run_uid)
 
     def runs_of_runbook(self, key: ObjectKey) -> Sequence[ObjectKey]:
         return list(self._by_runbook.get(key, ()))
@@ -168,19 +164,21 @@ async def startup(
     kube = await KubeClient.connect(
         on_write=lambda resource: metrics.API_WRITES.labels(resource).inc()
     )
+    queue: WorkQueue[QueueKey] = WorkQueue()
+    informer = PodInformer(
+        kube, lambda ref: queue.add(("run", ref[0], ref[1])), namespaces=cfg.namespaces
+    )
     # kopf passes every index to every handler by the index function's name.
     cache = KopfCache(
-        kwargs["run_bodies"],
-        kwargs["runbook_bodies"],
-        kwargs["pod_units"],
-        kwargs["runs_by_runbook"],
+        kwargs["run_bodies"], kwargs["runbook_bodies"], informer, kwargs["runs_by_runbook"]
     )
     metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts))
     reconciler = Reconciler(kube=kube, store=store, cache=cache, resync_seconds=cfg.resync_seconds)
-    queue: WorkQueue[QueueKey] = WorkQueue()
     rt = Runtime(settings=cfg, kube=kube, reconciler=reconciler, queue=queue)
 
     async def dispatch(key: QueueKey) -> float | None:
+        # Before the first full pod list, a run's pods would look missing.
+        await informer.synced.wait()
         kind, namespace, name = key
         if kind == "run":
             return await reconciler.reconcile_run((namespace, name))
@@ -192,6 +190,7 @@ async def startup(
 
     rt.tasks = [asyncio.create_task(work(queue, dispatch, on_error)) for _ in range(cfg.workers)]
     rt.tasks.append(asyncio.create_task(_resync(rt, cache)))
+    rt.tasks.append(asyncio.create_task(informer.run()))
 
     async def live() -> str | None:
         dead = [t for t in rt.tasks if t.done()]
@@ -255,10 +254,3 @@ async def runbook_event(namespace: str | None, name: str, memo: kopf.Memo, **kwa
     rt.queue.add(("runbook", namespace or "", name))
     for run_ns, run_name in kwargs["runs_by_runbook"].get((namespace, name), ()):
         rt.queue.add(("run", run_ns, run_name))
-
-
-@kopf.on.event("", "v1", "pods", labels={LABEL_RUN_UID: kopf.PRESENT}, registry=registry)
-async def pod_event(body: kopf.Body, namespace: str | None, memo: kopf.Memo, **_: Any) -> None:
-    for ref in body.get("metadata", {}).get("ownerReferences") or []:
-        if ref.get("kind") == "Run" and ref.get("apiVersion", "").startswith(GROUP + "/"):
-            _runtime(memo).queue.add(("run", namespace or "", ref["name"]))

@@ -10,7 +10,7 @@ skipping that keeps the event loop free. Every write is counted by resource for 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -87,11 +87,49 @@ class KubeClient:
             if exc.status != 404:
                 raise
 
-    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
-        body = await self._call(
-            self._core.list_namespaced_pod, namespace, label_selector=label_selector
-        )
-        return list(body.get("items") or [])
+    async def list_pods(
+        self, namespace: str | None, label_selector: str
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Pods matching the selector (in one namespace, or all), and the list's resourceVersion."""
+        if namespace is None:
+            body = await self._call(
+                self._core.list_pod_for_all_namespaces, label_selector=label_selector
+            )
+        else:
+            body = await self._call(
+                self._core.list_namespaced_pod, namespace, label_selector=label_selector
+            )
+        return list(body.get("items") or []), str(body["metadata"].get("resourceVersion", ""))
+
+    async def watch_pods(
+        self,
+        namespace: str | None,
+        label_selector: str,
+        resource_version: str,
+        timeout_seconds: int = 240,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({type, object}) from `resource_version`; ends when the server ends the
+        watch. Raw JSON lines: no model deserialisation on the hot path."""
+        kwargs: dict[str, Any] = {
+            "label_selector": label_selector,
+            "watch": True,
+            "resource_version": resource_version,
+            "timeout_seconds": timeout_seconds,
+            "allow_watch_bookmarks": True,
+            "_preload_content": False,
+        }
+        if namespace is None:
+            response = await self._core.list_pod_for_all_namespaces(**kwargs)
+        else:
+            response = await self._core.list_namespaced_pod(namespace, **kwargs)
+        try:
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=await response.text())
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release()
 
     async def patch_status(
         self, plural: str, namespace: str, name: str, status: Mapping[str, Any]

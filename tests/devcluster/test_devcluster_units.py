@@ -1,0 +1,165 @@
+"""Pure parts of the dev cluster: env expansion, downward API, status documents, helpers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runstate.devcluster import build
+from runstate.devcluster._proc import (
+    ComponentError,
+    free_port,
+    log_tail,
+    read_records,
+    spawn,
+    stop_all,
+    wait_until,
+)
+from runstate.devcluster.kubelet import (
+    ConfigError,
+    expand,
+    field_value,
+    output_tail,
+    running_status,
+    terminal_status,
+)
+
+POD = {
+    "metadata": {
+        "name": "p",
+        "namespace": "ns",
+        "uid": "u-1",
+        "labels": {"app": "web"},
+        "annotations": {"a/b": "c"},
+    },
+    "spec": {
+        "nodeName": "n1",
+        "serviceAccountName": "sa",
+        "containers": [{"name": "main", "image": "img"}],
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("$(A)-$(B)", "1-$(B)"),
+        ("$$(A)", "$(A)"),
+        ("$$", "$"),
+        ("cost $5", "cost $5"),
+        ("$(A", "$(A"),
+        ("end$", "end$"),
+        ("", ""),
+    ],
+)
+def test_expand_follows_kubernetes_rules(text: str, expected: str) -> None:
+    assert expand(text, {"A": "1"}) == expected
+
+
+def test_field_values() -> None:
+    assert field_value(POD, "metadata.name") == "p"
+    assert field_value(POD, "metadata.namespace") == "ns"
+    assert field_value(POD, "metadata.uid") == "u-1"
+    assert field_value(POD, "spec.nodeName") == "n1"
+    assert field_value(POD, "spec.serviceAccountName") == "sa"
+    assert field_value(POD, "status.podIP") == "127.0.0.1"
+    assert field_value(POD, "metadata.labels['app']") == "web"
+    assert field_value(POD, "metadata.annotations['a/b']") == "c"
+    with pytest.raises(ConfigError, match="unsupported"):
+        field_value(POD, "spec.nope")
+
+
+def test_output_tail_keeps_last_80_lines_and_4096_bytes(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.write_text("".join(f"line {i}\n" for i in range(200)))
+    tail = output_tail(out)
+    assert tail.splitlines() == [f"line {i}" for i in range(120, 200)]
+    out.write_text("x" * 10_000)
+    assert len(output_tail(out)) == 4096
+    assert output_tail(tmp_path / "missing") == ""
+
+
+def test_status_documents() -> None:
+    running = running_status(POD, "t0", "t1", 42)
+    assert running["phase"] == "Running"
+    assert running["containerStatuses"][0]["state"] == {"running": {"startedAt": "t1"}}
+    assert {c["type"] for c in running["conditions"] if c["status"] == "True"} == {
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    }
+    terminated = {"exitCode": 1, "reason": "Error", "startedAt": "t1", "finishedAt": "t2"}
+    final = terminal_status(POD, start_time="t0", terminated=terminated, phase="Failed")
+    assert final["phase"] == "Failed"
+    assert final["containerStatuses"][0]["state"]["terminated"] is terminated
+    assert final["qosClass"] == "BestEffort" and final["hostIP"] == "127.0.0.1"
+    # Nulls clear a reason/message an earlier merge patch may have set.
+    assert final["reason"] is None and final["message"] is None
+
+
+def test_cache_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("RUNSTATE_CACHE", str(tmp_path))
+    # The build revision is part of the key: a changed recipe never reuses an old cache.
+    assert build.kube_bin_dir() == tmp_path / "kube" / f"v1.20.2-r{build.BUILD_REVISION}" / "bin"
+    assert not build.binaries_present()
+    monkeypatch.delenv("RUNSTATE_CACHE")
+    assert build.cache_root() == Path.home() / ".cache" / "runstate"
+
+
+def test_spawn_records_and_stop_all(tmp_path: Path) -> None:
+    proc, record = spawn(
+        "sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], state_dir=tmp_path
+    )
+    assert record.alive()
+    assert read_records(tmp_path)["sleeper"] == record
+    assert stop_all(tmp_path) == ["sleeper"]
+    proc.wait(timeout=5)
+    assert not record.alive()
+    assert read_records(tmp_path) == {}
+
+
+def test_wait_until_reports_log_tail_of_dead_component(tmp_path: Path) -> None:
+    proc, _ = spawn("boom", ["/bin/sh", "-c", "echo kaputt; exit 4"], state_dir=tmp_path)
+    with pytest.raises(ComponentError, match=r"(?s)boom exited with code 4.*kaputt"):
+        wait_until(
+            lambda: False,
+            name="boom",
+            what="health",
+            log=tmp_path / "boom.log",
+            timeout=10,
+            proc=proc,
+        )
+    assert "kaputt" in log_tail(tmp_path / "boom.log")
+    stop_all(tmp_path)
+
+
+def test_die_with_parent(tmp_path: Path) -> None:
+    # The component gets SIGTERM when the process that spawned it dies.
+    script = (
+        "import sys, pathlib; from runstate.devcluster._proc import spawn; "
+        "p, r = spawn('orphan', ['sleep', '60'], state_dir=pathlib.Path(sys.argv[1]), "
+        "die_with_parent=True); print(r.pid)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True, check=True
+    )
+    pid = int(result.stdout)
+    record = read_records(tmp_path)["orphan"]
+    assert record.pid == pid
+
+    def dead() -> bool:
+        return not record.alive()
+
+    wait_until(dead, name="orphan", what="death", log=tmp_path / "orphan.log", timeout=10)
+    stop_all(tmp_path)
+
+
+def test_free_port_is_bindable() -> None:
+    port = free_port()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", port))
