@@ -82,9 +82,9 @@ def _operator(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["dev"]:
-        from runstate.devcluster.__main__ import main as dev_main
+        from runstate.devcluster.cli import main as dev_main
 
-        return int(dev_main(argv[1:]))
+        return dev_main(argv[1:], prog="runstate dev")
     parser = argparse.ArgumentParser(prog="runstate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     op = sub.add_parser("operator", help="run the operator")
