@@ -8,6 +8,7 @@ drift apart. Private to `runstate.stores`; it must not do I/O.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 
@@ -60,3 +61,10 @@ def check_slot_args(store: str, scope: str, holder: str, limit: int, ttl_seconds
         raise ValueError(f"{store} store: slot limit of {scope!r} must be >= 1, got {limit}")
     if ttl_seconds <= 0:
         raise ValueError(f"{store} store: slot ttl of {scope!r} must be > 0, got {ttl_seconds}")
+
+
+def commit_context(run_uid: str, expected_version: int, context: Mapping[str, Any]) -> str:
+    """Check `acommit` arguments the same way in every store; the context as JSON."""
+    if expected_version < 0:
+        raise ValueError(f"run {run_uid}: expected_version must be >= 0, got {expected_version}")
+    return dump_json("context", run_uid, dict(context))

@@ -21,7 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._common import check_key_part, check_slot_args, dump_json, load_object, split_state
+from ._common import (
+    check_key_part,
+    check_slot_args,
+    commit_context,
+    dump_json,
+    load_object,
+    split_state,
+)
 from .base import HISTORY_CAP, HistoryEntry, StateRecord, VersionConflict
 
 __all__ = ["InMemoryStateStore"]
@@ -116,11 +123,7 @@ class InMemoryStateStore:
         expected_version: int,
         history: Sequence[HistoryEntry] = (),
     ) -> StateRecord:
-        if expected_version < 0:
-            raise ValueError(
-                f"run {run_uid}: expected_version must be >= 0, got {expected_version}"
-            )
-        context_json = dump_json("context", run_uid, dict(record.context))
+        context_json = commit_context(run_uid, expected_version, record.context)
         # Yield before the critical section, like a network store would; from here to the end
         # there is no await, so check-and-write is atomic for every other task on the loop.
         await asyncio.sleep(0)

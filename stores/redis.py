@@ -37,7 +37,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT, FieldT
 
-from ._common import check_key_part, check_slot_args, dump_json, load_object, split_state
+from ._common import (
+    check_key_part,
+    check_slot_args,
+    commit_context,
+    dump_json,
+    load_object,
+    split_state,
+)
 from .base import HISTORY_CAP, HistoryEntry, StateRecord, StoreUnavailable, VersionConflict
 
 __all__ = ["RedisStateStore"]
@@ -296,11 +303,7 @@ class RedisStateStore:
         expected_version: int,
         history: Sequence[HistoryEntry] = (),
     ) -> StateRecord:
-        if expected_version < 0:
-            raise ValueError(
-                f"run {run_uid}: expected_version must be >= 0, got {expected_version}"
-            )
-        context_json = dump_json("context", run_uid, dict(record.context))
+        context_json = commit_context(run_uid, expected_version, record.context)
         fields = {
             "type": record.type,
             "name": record.name,
