@@ -143,6 +143,29 @@ class Operator:
     process: subprocess.Popen[bytes]
     metrics_url: str
     log: Path
+    argv: list[str]
+    env: dict[str, str]
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+            )
+        wait_for("the operator's /readyz", self.ready, timeout=60)
+
+    def ready(self) -> bool:
+        if self.process.poll() is not None:
+            raise AssertionError(f"operator exited ({self.process.returncode}):\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(self.metrics_url + "/readyz", timeout=2) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as when a node dies under the operator."""
+        self.process.kill()
+        self.process.wait(timeout=10)
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url + "/metrics", timeout=5) as resp:
@@ -179,34 +202,24 @@ def operator(
         "RUNSTATE_METRICS_PORT": str(port),
         "RUNSTATE_RESYNC_SECONDS": "10",
     }
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runstate", "operator", "--standalone"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-        )
-    op = Operator(process=process, metrics_url=f"http://127.0.0.1:{port}", log=log)
-
-    def healthy() -> bool:
-        if process.poll() is not None:
-            raise AssertionError(f"operator exited ({process.returncode}):\n{op.log_tail()}")
-        try:
-            with urllib.request.urlopen(op.metrics_url + "/readyz", timeout=2) as resp:
-                return bool(resp.status == 200)
-        except OSError:
-            return False
-
-    wait_for("the operator's /readyz", healthy, timeout=60)
+    argv = [sys.executable, "-m", "runstate", "operator", "--standalone"]
+    log.write_bytes(b"")
+    op = Operator(
+        process=None,
+        metrics_url=f"http://127.0.0.1:{port}",
+        log=log,  # type: ignore[arg-type]
+        argv=argv,
+        env=env,
+    )
+    op.start()
     try:
         yield op
     finally:
-        process.terminate()
+        op.process.terminate()
         try:
-            process.wait(timeout=20)
+            op.process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            op.process.kill()
         crashes = [ln for ln in log.read_text(errors="replace").splitlines() if "Traceback" in ln]
         # An operator that logged tracebacks misbehaved even if every assertion passed.
         assert not crashes, f"operator logged tracebacks:\n{op.log_tail(200)}"

@@ -374,3 +374,82 @@ def test_inline_runbook_and_a_good_run_after_bad_input(
     kube_cluster.apply(json.dumps(body), ns)
     assert final_status(kube_cluster, ns, "inline")["state"]["type"] == "COMPLETED"
     assert operator.process.poll() is None
+
+
+# ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.
+
+
+SLOW_OPS = [
+    {"name": "first", "run": "sleep 1; echo first on $RUNSTATE_HOST"},
+    {"name": "second", "run": "sleep 1; echo second on $RUNSTATE_HOST"},
+]
+
+
+def assert_each_unit_ran_once(cluster: Cluster, ns: str, run_name: str, hosts: int) -> None:
+    pods = cluster.items("pods", ns, "-l", f"runstate.dev/run={run_name}")
+    units = [
+        (
+            p["metadata"]["labels"]["runstate.dev/operation"],
+            p["metadata"]["labels"]["runstate.dev/host"],
+        )
+        for p in pods
+    ]
+    assert len(units) == len(set(units)) == 2 * hosts, sorted(units)
+    assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+
+
+def test_operator_killed_mid_run_finishes_it_without_repeating_anything(
+    kube_cluster: Cluster, operator: Operator, redis_url: str
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("slow", ops=SLOW_OPS, hosts=4, config={"parallel": 2}), ns)
+    kube_cluster.apply(run("r1", "slow"), ns)
+    wait_for(
+        "the run to be executing",
+        lambda: (
+            kube_cluster.get("run", "r1", ns).get("status", {}).get("stage") == "Execute"
+            and kube_cluster.items("pods", ns)
+        ),
+        timeout=30,
+    )
+    operator.kill()
+    pods_at_kill = len(kube_cluster.items("pods", ns))
+    assert 0 < pods_at_kill < 8, "the kill must land mid-run"
+    operator.start()
+
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+    assert_each_unit_ran_once(kube_cluster, ns, "r1", hosts=4)
+    assert [h["to"] for h in st["history"]] == [
+        "PENDING/Pending",
+        "RUNNING/Running",
+        "COMPLETED/Completed",
+    ]
+    uid = kube_cluster.get("run", "r1", ns)["metadata"]["uid"]
+    stream = redis.Redis.from_url(redis_url, decode_responses=True).xrange(
+        f"runstate:{{{uid}}}:history"
+    )
+    assert [e[1]["to"] for e in stream] == [h["to"] for h in st["history"]]
+
+
+def test_redis_wiped_mid_run_is_rebuilt_from_status_and_pods(
+    kube_cluster: Cluster, operator: Operator, redis_url: str
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("wiped", ops=SLOW_OPS, hosts=3, config={"parallel": 2}), ns)
+    kube_cluster.apply(run("r1", "wiped"), ns)
+    wait_for(
+        "the run to be executing",
+        lambda: kube_cluster.get("run", "r1", ns).get("status", {}).get("stage") == "Execute",
+        timeout=30,
+    )
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushall()
+
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+    assert_each_unit_ran_once(kube_cluster, ns, "r1", hosts=3)
+    uid = kube_cluster.get("run", "r1", ns)["metadata"]["uid"]
+    state = client.hgetall(f"runstate:{{{uid}}}:state")
+    assert state["type"] == "COMPLETED"  # the store knows the run again
+    assert operator.process.poll() is None

@@ -32,6 +32,23 @@ def _owner(pod: Mapping[str, Any]) -> RunRef | None:
     return None
 
 
+def _matters(before: Observed | None, after: Observed) -> bool:
+    """Whether a pod change can change a decision: the engine reads only whether a unit
+    exists and how it ended. A pod being bound or starting changes neither, and a pod that is
+    new and unfinished is one the operator just created (counted through its expectations) or
+    found in the first list (before any reconcile), so none of these needs a reconcile."""
+    if not after.finished:
+        return before is not None and before.finished  # a finished pod cannot un-finish
+    if before is None or not before.finished:
+        return True
+    return (before.phase, before.exit_code, before.reason, before.message) != (
+        after.phase,
+        after.exit_code,
+        after.reason,
+        after.message,
+    )
+
+
 class PodInformer:
     def __init__(
         self,
@@ -113,9 +130,11 @@ class PodInformer:
             return
         key = f"{meta.get('namespace')}/{meta.get('name')}"
         owner = _owner(pod)
-        self._units.setdefault(uid, {})[str(meta.get("name"))] = unit
+        pods = self._units.setdefault(uid, {})
+        before = pods.get(str(meta.get("name")))
+        pods[str(meta.get("name"))] = unit
         self._owner_of[key] = (uid, owner)
-        if owner is not None:
+        if owner is not None and _matters(before, unit):
             self._on_change(owner)
 
     def _forget(self, key: str, uid: str, owner: RunRef | None) -> None:

@@ -69,6 +69,9 @@ class _Memory:
     stage_since: tuple[str, float] | None = None
     stalled_reason: str | None = None
     first_seen: float = field(default_factory=time.monotonic)
+    # The record this process last committed: the version fence makes reading it from here
+    # safe (any other writer makes the next commit fail, and then the store is read again).
+    record: StateRecord | None = None
     last_status_write: float | None = None
 
 
@@ -220,7 +223,7 @@ class Reconciler:
             mem = self._memory[key] = _Memory(uid=uid)
         current_status: Mapping[str, Any] = body.get("status") or {}
 
-        record = await self._store_call("get_state", self.store.aget_state(uid))
+        record = mem.record or await self._store_call("get_state", self.store.aget_state(uid))
         progress = (
             _progress_from_record(record) if record else _progress_from_status(current_status)
         )
@@ -261,7 +264,7 @@ class Reconciler:
                 for frm, to in decision.transitions
             ]
             try:
-                await self._store_call(
+                mem.record = await self._store_call(
                     "commit",
                     self.store.acommit(
                         uid,
@@ -271,8 +274,9 @@ class Reconciler:
                     ),
                 )
             except VersionConflict as exc:
-                # Someone else moved this run (another replica, a stale read): read again.
+                # Someone else moved this run (another replica, a wiped store): read again.
                 log.info("run %s/%s: %s; reconciling again", ns, name, exc)
+                mem.record = None
                 return 0.0
 
         # 2. Pods.
@@ -288,10 +292,16 @@ class Reconciler:
         # 4. Status, written only when it changes what the object shows. Progress inside a
         # running run may wait a moment so that a fast run writes its status once; an end, a
         # stall or a problem is written at once. The store already holds the truth.
-        if decision.transitions or mem.written_status is None:
+        if mem.written_status is None:
+            # First status of this run in this process: the store's history is the truth
+            # (the status may lag it after a crash).
             items = await self._history(uid, current_status)
         else:
             items = [HistoryItem.model_validate(h) for h in mem.written_status.get("history", [])]
+            items += [
+                HistoryItem(from_=label(frm), to=label(to), at=to.timestamp, message=to.message)
+                for frm, to in decision.transitions
+            ]
         wanted = status.run_status(
             decision, previous=current_status, generation=generation, history=items, now=now
         )
