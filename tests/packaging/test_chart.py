@@ -98,6 +98,7 @@ def test_default_render(render: Render) -> None:
         "ClusterRoleBinding": 1,
         "Service": 1,
         "Deployment": 1,
+        "ConfigMap": 1,  # the Grafana dashboard
     }
     for m in manifests:
         if m["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
