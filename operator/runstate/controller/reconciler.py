@@ -33,7 +33,7 @@ from runstate.api.v1alpha1 import (
 )
 from runstate.domain import engine
 from runstate.domain.engine import Decision, Observation, Progress
-from runstate.domain.states import label
+from runstate.domain.states import is_final, label
 from runstate.domain.work import Observed, Phase
 from runstate.kube import events, pods, status
 from runstate.kube.client import Gone, KubeClient
@@ -72,6 +72,8 @@ class _Memory:
     # The record this process last committed: the version fence makes reading it from here
     # safe (any other writer makes the next commit fail, and then the store is read again).
     record: StateRecord | None = None
+    # The parsed spec for a generation: parsing is most of a reconcile's CPU otherwise.
+    spec: tuple[int, RunSpec] | None = None
     last_status_write: float | None = None
 
 
@@ -222,6 +224,12 @@ class Reconciler:
         if mem is None or mem.uid != uid:
             mem = self._memory[key] = _Memory(uid=uid)
         current_status: Mapping[str, Any] = body.get("status") or {}
+        if (
+            mem.record is not None
+            and is_final(StateType(mem.record.type))
+            and (current_status.get("state") or {}).get("type") == mem.record.type
+        ):
+            return None  # finished, and the object says so: late events change nothing
 
         record = mem.record or await self._store_call("get_state", self.store.aget_state(uid))
         progress = (
@@ -233,7 +241,9 @@ class Reconciler:
         runbook_name = ""
         spec: RunSpec | None = None
         try:
-            spec = RunSpec.model_validate(body.get("spec") or {})
+            if mem.spec is None or mem.spec[0] != generation:
+                mem.spec = (generation, RunSpec.model_validate(body.get("spec") or {}))
+            spec = mem.spec[1]
             rb, problem, runbook_name = self._runbook_for(ns, spec)
             obs = Observation(
                 spec=spec,
