@@ -89,9 +89,6 @@ class KopfCache:
     def units(self, run_uid: str) -> Sequence[tuple[str, Observed]]:
         return self._pods.units(run_uid)
 
-    def runs_of_runbook(self, key: ObjectKey) -> Sequence[ObjectKey]:
-        return list(self._by_runbook.get(key, ()))
-
     def run_keys(self) -> Sequence[ObjectKey]:
         return list(self._runs.keys())
 

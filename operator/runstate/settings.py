@@ -7,7 +7,7 @@ gives a printable summary with the password masked.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 
@@ -33,7 +33,6 @@ class Settings:
     finished_ttl_seconds: int = 7 * 24 * 3600
     standalone: bool = False
     peering: str | None = None
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:

@@ -168,7 +168,7 @@ def _intent(
     image: str | None = None,
     timeout: int | None = None,
 ) -> Intent:
-    host = next(h for h in inv.hosts if h.name == key.host)
+    host = inv.by_name[key.host]
     return Intent(
         key=key,
         command=command,

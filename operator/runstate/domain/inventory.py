@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from runstate.api.v1alpha1 import Host, Operation, RunbookSpec
 from runstate.domain.errors import SpecError
@@ -18,6 +19,10 @@ class ResolvedInventory:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(h.name for h in self.hosts)
+
+    @cached_property
+    def by_name(self) -> Mapping[str, Host]:
+        return {h.name: h for h in self.hosts}
 
 
 def _targets(i: int, op: Operation, hosts: Sequence[Host], groups: set[str]) -> tuple[str, ...]:

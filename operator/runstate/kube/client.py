@@ -153,17 +153,6 @@ class KubeClient:
             raise
         return result
 
-    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            result: dict[str, Any] = await self._call(
-                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
-            )
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        return result
-
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         self._on_write("events")
         await self._call(self._core.create_namespaced_event, namespace, dict(event))
