@@ -96,7 +96,11 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         prog=prog, description="A local Kubernetes v1.20 control plane whose pods are processes."
     )
     verbs = parser.add_subparsers(dest="verb", required=True)
-    verbs.add_parser("build", help="build and cache kube-apiserver/kube-controller-manager")
+    verbs.add_parser(
+        "build",
+        help="install the Debian packages a dev cluster needs (etcd, openssl, redis) and "
+        "build and cache kube-apiserver/kube-controller-manager",
+    )
     for verb, help_text in (
         ("up", "start (or find) the dev cluster, print its env"),
         ("down", "stop the dev cluster"),
@@ -118,6 +122,9 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate.devcl
     args = _parser(prog).parse_args(argv)
     try:
         if args.verb == "build":
+            # Everything a dev cluster, its Redis and the test suites need, installed up front,
+            # so that no test depends on another having installed a package first.
+            build.ensure_packages({**build.CLUSTER_PACKAGES, **build.REDIS_PACKAGES})
             print(build.ensure_binaries())
             return 0
         if args.verb == "kubelet":
