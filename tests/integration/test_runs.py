@@ -376,6 +376,154 @@ def test_inline_runbook_and_a_good_run_after_bad_input(
     assert operator.process.poll() is None
 
 
+# ---- Run lifecycle beyond the happy path (issue 3's first part).
+
+
+def history_of(st: dict[str, Any]) -> list[str]:
+    return [h["to"].split("/")[1] for h in st["history"]]
+
+
+def pods_running(cluster: Cluster, ns: str, n: int) -> Any:
+    return wait_for(
+        f"{n} running pod(s)",
+        lambda: (
+            len([p for p in cluster.items("pods", ns) if p["status"].get("phase") == "Running"])
+            >= n
+        ),
+        timeout=30,
+    )
+
+
+def test_cancel_while_pods_run(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("long", ops=[{"name": "wait", "run": "sleep 60"}], hosts=2), ns)
+    kube_cluster.apply(run("r1", "long"), ns)
+    pods_running(kube_cluster, ns, 2)
+    kube_cluster.kubectl(
+        "patch", "run", "r1", "-n", ns, "--type", "merge", "-p", '{"spec": {"cancel": true}}'
+    )
+    st = final_status(kube_cluster, ns, "r1", timeout=60)
+    assert st["state"]["type"] == "CANCELLED"
+    assert history_of(st)[-2:] == ["Cancelling", "Cancelled"]
+    assert kube_cluster.items("pods", ns) == []  # the running pods were stopped and removed
+    assert {"Cancelling", "Cancelled"} <= {e["reason"] for e in events_of(kube_cluster, ns, "r1")}
+
+
+def test_retry_succeeds_on_the_second_attempt(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    ops = [{"name": "flaky", "run": '[ "$RUNSTATE_ATTEMPT" -ge 2 ] || { echo "not yet"; exit 1; }'}]
+    kube_cluster.apply(
+        runbook("flaky", ops=ops, hosts=2, retries={"limit": 2, "delaySeconds": 1}), ns
+    )
+    kube_cluster.apply(run("r1", "flaky"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED" and st["attempt"] == 2
+    assert history_of(st) == [
+        "Pending",
+        "Running",
+        "AwaitingRetry",
+        "Pending",
+        "Retrying",
+        "Completed",
+    ]
+    awaiting = next(h for h in st["history"] if h["to"].endswith("AwaitingRetry"))
+    assert awaiting["message"].startswith("Attempt 1 failed: No hosts remaining!")
+    attempts = sorted(
+        p["metadata"]["labels"]["runstate.dev/attempt"] for p in kube_cluster.items("pods", ns)
+    )
+    assert attempts == ["1", "1", "2", "2"]  # each attempt's pods are its own
+
+
+def test_retries_exhausted_fail_the_run(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(
+        runbook(
+            "broken",
+            ops=[{"name": "x", "run": "exit 3"}],
+            hosts=1,
+            retries={"limit": 1, "delaySeconds": 0},
+        ),
+        ns,
+    )
+    kube_cluster.apply(run("r1", "broken"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "FAILED" and st["attempt"] == 2
+    assert history_of(st).count("AwaitingRetry") == 1
+
+
+def test_paused_before_start_is_suspended_then_resumes(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("p", ops=[{"name": "a", "run": "true"}], hosts=1), ns)
+    kube_cluster.apply(run("r1", "p", paused=True), ns)
+    wait_for(
+        "Suspended",
+        lambda: (
+            (kube_cluster.get("run", "r1", ns).get("status") or {}).get("state", {}).get("name")
+            == "Suspended"
+        ),
+        timeout=30,
+    )
+    assert kube_cluster.items("pods", ns) == []
+    kube_cluster.kubectl(
+        "patch", "run", "r1", "-n", ns, "--type", "merge", "-p", '{"spec": {"paused": false}}'
+    )
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED"
+    assert history_of(st) == ["Pending", "Suspended", "Running", "Completed"]
+
+
+def test_scheduled_run_starts_at_its_time(kube_cluster: Cluster, operator: Operator) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("s", ops=[{"name": "a", "run": "true"}], hosts=1), ns)
+    at = (datetime.now(UTC) + timedelta(seconds=4)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kube_cluster.apply(run("r1", "s", scheduledTime=at), ns)
+    st = wait_for(
+        "Scheduled",
+        lambda: (kube_cluster.get("run", "r1", ns).get("status") or {}).get("state"),
+        timeout=30,
+    )
+    assert st["type"] == "SCHEDULED" and st["scheduledTime"] == at
+    final = final_status(kube_cluster, ns, "r1")
+    assert history_of(final) == ["Scheduled", "Pending", "Running", "Completed"]
+
+    def parse(t: str) -> datetime:
+        return datetime.fromisoformat(t.replace("Z", "+00:00"))
+
+    assert parse(final["startTime"]) >= parse(at)
+
+
+def test_pod_deleted_by_someone_else_crashes_the_run(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("victim", ops=[{"name": "wait", "run": "sleep 60"}], hosts=1), ns)
+    kube_cluster.apply(run("r1", "victim"), ns)
+    pods_running(kube_cluster, ns, 1)
+    [pod] = kube_cluster.items("pods", ns)
+    kube_cluster.kubectl("delete", "pod", pod["metadata"]["name"], "-n", ns, "--wait=false")
+    st = final_status(kube_cluster, ns, "r1", timeout=60)
+    assert st["state"]["type"] == "CRASHED"
+    assert "deleted outside runstate" in st["state"]["message"]
+    # The operation was not started a second time.
+    assert all(
+        p["metadata"]["name"] == pod["metadata"]["name"] for p in kube_cluster.items("pods", ns)
+    )
+    assert (
+        operator.metric(
+            "runstate_run_failures_total",
+            namespace=ns,
+            runbook="victim",
+            state_type="CRASHED",
+            reason="infrastructure",
+        )
+        == 1
+    )
+
+
 # ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.
 
 

@@ -21,3 +21,9 @@ def test_finishing_wakes_the_run() -> None:
     assert _matters(None, unit(Phase.FAILED, 3))  # finished before we ever saw it run
     assert _matters(unit(Phase.FAILED, 137), unit(Phase.FAILED, 137, "DeadlineExceeded"))
     assert not _matters(unit(Phase.SUCCEEDED, 0), unit(Phase.SUCCEEDED, 0))
+
+
+def test_a_pod_being_deleted_wakes_the_run() -> None:
+    deleting = Observed(KEY, Phase.RUNNING, deleting=True)
+    assert _matters(unit(Phase.RUNNING), deleting)
+    assert not _matters(deleting, deleting)

@@ -10,9 +10,10 @@ clients or anything with I/O.
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 GROUP = "runstate.dev"
@@ -146,12 +147,30 @@ class RunConfig(_Model):
     timeout_seconds: Annotated[int, Field(ge=1)] | None = None
 
 
+class Retries(_Model):
+    """Run-level retries: a failed attempt waits (AwaitingRetry), then runs again (Retrying)."""
+
+    limit: Annotated[int, Field(ge=0, le=100)] = Field(
+        default=0, description="Attempts after the first"
+    )
+    delay_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(
+        default=30, description="Wait before the first retry"
+    )
+    backoff_factor: Annotated[float, Field(ge=1, le=10)] = Field(
+        default=2.0, description="Each further wait is this many times longer"
+    )
+
+
 class RunbookSpec(_Model):
     inventory: Inventory = Field(default_factory=Inventory)
     defaults: Defaults = Field(default_factory=Defaults)
     connect: Connect | None = None
     operations: list[Operation] = Field(min_length=1, max_length=200)
     config: RunConfig = Field(default_factory=RunConfig)
+    retries: Retries = Field(default_factory=Retries)
+    late_after_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=15, description="A scheduled run not started this long after its time is Late"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -174,6 +193,30 @@ class RunSpec(_Model):
         default=None, description="Only these hosts (pyinfra limit_hosts)"
     )
     dry_run: bool = Field(default=False, description="Stop after Prepare; report status.plan")
+    scheduled_time: str | None = Field(
+        default=None,
+        description="Start at this RFC 3339 time (Scheduled until then)",
+        json_schema_extra={"format": "date-time"},
+    )
+    paused: bool = Field(
+        default=False, description="true: no new pods start (Paused); false again: resume"
+    )
+    pause_timeout_seconds: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="A pause longer than this fails the run"
+    )
+    cancel: bool = Field(default=False, description="true: stop the run (Cancelling → Cancelled)")
+
+    @field_validator("scheduled_time")
+    @classmethod
+    def _rfc3339(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                raise ValueError(f"not an RFC 3339 time: {value!r}") from None
+            if moment.tzinfo is None:
+                raise ValueError(f"needs a time zone (e.g. Z): {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _one_runbook(self) -> RunSpec:

@@ -34,9 +34,11 @@ def _owner(pod: Mapping[str, Any]) -> RunRef | None:
 
 def _matters(before: Observed | None, after: Observed) -> bool:
     """Whether a pod change can change a decision: the engine reads only whether a unit
-    exists and how it ended. A pod being bound or starting changes neither, and a pod that is
+    exists, whether someone is deleting it, and how it ended. A pod being bound or starting changes neither, and a pod that is
     new and unfinished is one the operator just created (counted through its expectations) or
     found in the first list (before any reconcile), so none of these needs a reconcile."""
+    if after.deleting and (before is None or not before.deleting):
+        return True  # someone is deleting one of the run's pods
     if not after.finished:
         return before is not None and before.finished  # a finished pod cannot un-finish
     if before is None or not before.finished:

@@ -34,7 +34,7 @@ from runstate.api.v1alpha1 import (
 from runstate.domain import engine
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.states import is_final, label
-from runstate.domain.work import Observed, Phase
+from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, status
 from runstate.kube.client import Gone, KubeClient
 from runstate.stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
@@ -44,6 +44,30 @@ log = logging.getLogger(__name__)
 ObjectKey = tuple[str, str]  # (namespace, name)
 FINISHED_TTL_SECONDS = 7 * 24 * 3600
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
+LAUNCHED = "@launched|"  # results-hash key prefix of the record of started units
+
+
+def _launched_record(key: WorkKey) -> dict[str, Any]:
+    return {
+        "kind": key.kind.value,
+        "operation": key.operation,
+        "host": key.host,
+        "attempt": key.attempt,
+        "try": key.try_,
+    }
+
+
+def _launched_key(value: Mapping[str, Any]) -> WorkKey | None:
+    try:
+        return WorkKey(
+            Kind(value["kind"]),
+            str(value["operation"]),
+            str(value["host"]),
+            int(value["attempt"]),
+            int(value["try"]),
+        )
+    except (KeyError, ValueError, TypeError):
+        return None
 
 
 class Cache(Protocol):
@@ -64,6 +88,7 @@ class _Memory:
     expected: dict[str, tuple[float, Observed]] = field(default_factory=dict)
     written_status: dict[str, Any] | None = None
     result_keys: set[str] | None = None  # op|host results already in the store
+    launched: set[WorkKey] | None = None  # units recorded as started (see engine.Observation)
     warnings: dict[str, int] | None = None
     stage_since: tuple[str, float] | None = None
     stalled_reason: str | None = None
@@ -71,6 +96,9 @@ class _Memory:
     # The record this process last committed: the version fence makes reading it from here
     # safe (any other writer makes the next commit fail, and then the store is read again).
     record: StateRecord | None = None
+    # The run's history as committed: seeded once from the store, then extended by every
+    # committed decision, whether or not its status write was coalesced away.
+    history: list[HistoryItem] | None = None
     # The parsed spec for a generation: parsing is most of a reconcile's CPU otherwise.
     spec: tuple[int, RunSpec] | None = None
     last_status_write: float | None = None
@@ -84,13 +112,14 @@ def _validation_problem(prefix: str, exc: ValidationError) -> str:
 
 def _progress_from_record(record: StateRecord) -> Progress:
     ctx = record.context
-    state = RunState(
-        type=StateType(record.type),
-        name=record.name,
-        message=record.message,
-        timestamp=record.timestamp,
-        attempt=ctx.get("stateAttempt"),
-        scheduled_time=ctx.get("scheduledTime"),
+    state = RunState.model_validate(
+        {
+            **(ctx.get("stateDetails") or {}),
+            "type": record.type,
+            "name": record.name,
+            "message": record.message,
+            "timestamp": record.timestamp,
+        }
     )
     return Progress(
         state=state,
@@ -98,6 +127,7 @@ def _progress_from_record(record: StateRecord) -> Progress:
         attempt=record.attempt,
         start_time=ctx.get("startTime"),
         end_time=ctx.get("endTime"),
+        attempt_start=ctx.get("attemptStart"),
     )
 
 
@@ -118,13 +148,16 @@ def _progress_from_status(st: Mapping[str, Any]) -> Progress | None:
 
 def _record(progress: Progress) -> StateRecord:
     s = progress.state
+    details = s.model_dump(
+        by_alias=True, exclude_none=True, exclude={"type", "name", "message", "timestamp"}
+    )
     context = {
         k: v
         for k, v in {
             "startTime": progress.start_time,
             "endTime": progress.end_time,
-            "stateAttempt": s.attempt,
-            "scheduledTime": s.scheduled_time,
+            "attemptStart": progress.attempt_start,
+            "stateDetails": details or None,
         }.items()
         if v is not None
     }
@@ -236,6 +269,14 @@ class Reconciler:
         )
         if progress is not None and mem.stage_since is None:
             mem.stage_since = (progress.stage.value, time.monotonic())
+        if mem.result_keys is None or mem.launched is None:
+            stored = await self._store_call("get_results", self.store.aget_results(uid))
+            mem.result_keys = set(stored)
+            mem.launched = {
+                k
+                for k in (_launched_key(v) for n, v in stored.items() if n.startswith(LAUNCHED))
+                if k is not None
+            }
         now = self.clock()
         runbook_name = ""
         spec: RunSpec | None = None
@@ -251,6 +292,7 @@ class Reconciler:
                 progress=progress,
                 units=self._units(mem),
                 now=now,
+                launched=frozenset(mem.launched),
             )
             decision = engine.decide(obs)
         except ValidationError as exc:
@@ -294,23 +336,25 @@ class Reconciler:
         for wkey in decision.delete:
             await self.kube.delete_pod(ns, pods.pod_name(name, uid, wkey))
 
-        # 3. Results (and the counters that follow from new ones).
+        # 3. The record of started units, then results (and the counters that follow).
+        await self._record_launched(uid, decision, mem)
         if decision.summary is not None:
             await self._record_results(uid, labels, decision, mem)
 
         # 4. Status, written only when it changes what the object shows. Progress inside a
         # running run may wait a moment so that a fast run writes its status once; an end, a
         # stall or a problem is written at once. The store already holds the truth.
-        if mem.written_status is None:
-            # First status of this run in this process: the store's history is the truth
-            # (the status may lag it after a crash).
-            items = await self._history(uid, current_status)
+        if mem.history is None:
+            # The store's history is the truth (the status may lag it after a crash); it
+            # already holds this decision's transitions.
+            mem.history = await self._history(uid, current_status)
         else:
-            items = [HistoryItem.model_validate(h) for h in mem.written_status.get("history", [])]
-            items += [
+            mem.history += [
                 HistoryItem(from_=label(frm), to=label(to), at=to.timestamp, message=to.message)
                 for frm, to in decision.transitions
             ]
+        mem.history = mem.history[-status.HISTORY_IN_STATUS :]
+        items = mem.history
         wanted = status.run_status(
             decision, previous=current_status, generation=generation, history=items, now=now
         )
@@ -368,6 +412,23 @@ class Reconciler:
 
         await asyncio.gather(*(one(i) for i in decision.create))
 
+    async def _record_launched(self, uid: str, decision: Decision, mem: _Memory) -> None:
+        """Record every unit created or seen and not yet recorded: written after the pod
+        exists, so a crash in between at worst misses a record, never invents one."""
+        assert mem.launched is not None
+        known = {u.key for u in self._units(mem)} | {i.key for i in decision.create}
+        fresh = known - mem.launched
+        if not fresh:
+            return
+        payload = {
+            f"{LAUNCHED}{k.kind.value}|{k.attempt}|{k.try_}|{k.operation}|{k.host}": _launched_record(
+                k
+            )
+            for k in fresh
+        }
+        await self._store_call("set_results", self.store.aset_results(uid, payload))
+        mem.launched |= fresh
+
     async def _history(self, uid: str, current: Mapping[str, Any]) -> list[HistoryItem]:
         entries = await self._store_call(
             "read_history", self.store.aread_history(uid, status.HISTORY_IN_STATUS)
@@ -384,9 +445,7 @@ class Reconciler:
     ) -> None:
         summary = decision.summary
         assert summary is not None
-        if mem.result_keys is None:
-            stored = await self._store_call("get_results", self.store.aget_results(uid))
-            mem.result_keys = set(stored)
+        assert mem.result_keys is not None
         fresh = {k: v for k, v in summary.results.items() if k not in mem.result_keys}
         failed_keys = {f"@failed|{f.host}": f for f in summary.failed_hosts}
         fresh_failed = {k: f for k, f in failed_keys.items() if k not in mem.result_keys}
@@ -419,12 +478,13 @@ class Reconciler:
             if to.type in (StateType.FAILED, StateType.CRASHED):
                 reason = decision.failure_reason or "infrastructure"
                 metrics.RUN_FAILURES.labels(namespace, runbook, to.type.value, reason).inc()
-        if decision.transitions:
-            # One Event per decision, for the state the run is left in: a state entered and
-            # left within the same decision (a run accepted and started at once) is in the
-            # history, and not worth an API write of its own.
-            last = decision.transitions[-1][1]
-            await self._event(ns, name, uid, last.name, last.message, now)
+        last = len(decision.transitions) - 1
+        for i, (_, to) in enumerate(decision.transitions):
+            # A Pending the run left within the same decision (accepted and started at once)
+            # is in the history; an Event of its own would cost an API write and say nothing.
+            if to.type is StateType.PENDING and i < last:
+                continue
+            await self._event(ns, name, uid, to.name, to.message, now)
         p = decision.progress
         if decision.final and decision.transitions:
             seconds = _seconds_between(p.start_time, p.end_time)

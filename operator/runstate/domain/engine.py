@@ -37,7 +37,7 @@ from runstate.domain.aggregate import aggregate, fail_percent_stop
 from runstate.domain.dag import build_dag
 from runstate.domain.errors import SpecError
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
-from runstate.domain.states import is_final, make_state
+from runstate.domain.states import is_final, make_state, rfc3339
 from runstate.domain.work import (
     CheckResult,
     Intent,
@@ -61,8 +61,9 @@ class Progress:
     state: RunState
     stage: Stage
     attempt: int = 1
-    start_time: str | None = None
+    start_time: str | None = None  # the run's first start
     end_time: str | None = None
+    attempt_start: str | None = None  # this attempt's start: run timeouts count from here
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class Observation:
     progress: Progress | None
     units: Sequence[Observed]
     now: datetime
+    # Units the operator is known to have started (recorded in the store). One of them that no
+    # pod shows any more was deleted behind the operator's back: starting it again would run an
+    # operation twice, so the run crashes instead.
+    launched: frozenset[WorkKey] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -125,14 +130,16 @@ class _Walk:
         self.attempt = prev.attempt if prev else 1
         self.start_time = prev.start_time if prev else None
         self.end_time = prev.end_time if prev else None
+        self.attempt_start = prev.attempt_start if prev else None
         self.transitions: list[tuple[RunState | None, RunState]] = []
         self.failure_reason: str | None = None
 
-    def move(self, name: str, message: str = "", **details: Any) -> None:
+    def move(self, name: str, message: str = "", **details: Any) -> RunState:
         new = make_state(name, self.obs.now, message, **details)
         policy.check(self.state, new)
         self.transitions.append((self.state, new))
         self.state = new
+        return new
 
     def reword(self, message: str) -> None:
         """Same state, new message: not a transition, so it is not recorded in history."""
@@ -151,7 +158,17 @@ class _Walk:
     def progress(self) -> Progress:
         assert self.state is not None
         stage = self.committed if self.regressed() and self.committed else self.stage
-        return Progress(self.state, stage, self.attempt, self.start_time, self.end_time)
+        return Progress(
+            self.state, stage, self.attempt, self.start_time, self.end_time, self.attempt_start
+        )
+
+    def decision(self, **kwargs: Any) -> Decision:
+        return Decision(
+            progress=self.progress(),
+            transitions=tuple(self.transitions),
+            failure_reason=self.failure_reason,
+            **kwargs,
+        )
 
 
 def _trim(text: str) -> str:
@@ -192,50 +209,151 @@ def reject(obs: Observation, problem: str) -> Decision:
     """Fail a run whose spec cannot be acted on (Setup failed); `problem` names the field."""
     walk = _Walk(obs)
     if walk.state is not None and is_final(walk.state.type):
+        walk.stage = walk.committed or Stage.Setup
         return Decision(progress=walk.progress())
     if walk.state is None:
         walk.move("Pending", "Run accepted")
+    return _reject(walk, problem)
+
+
+def _reject(walk: _Walk, problem: str) -> Decision:
     _finish(walk, "Failed", f"Setup failed: {problem}", "invalid_spec", stage=Stage.Setup)
-    return Decision(
-        progress=walk.progress(),
-        transitions=tuple(walk.transitions),
-        stalled=Stalled("InvalidSpec", problem),
-        failure_reason=walk.failure_reason,
-    )
+    return walk.decision(stalled=Stalled("InvalidSpec", problem))
+
+
+def _when(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
+
+
+def _seconds(delta: timedelta) -> float:
+    return max(0.0, delta.total_seconds())
 
 
 def decide(obs: Observation) -> Decision:
     """Everything that should happen next for one run. See the module docstring."""
     walk = _Walk(obs)
+    spec, rb, now = obs.spec, obs.runbook, obs.now
     if walk.state is not None and is_final(walk.state.type):
         walk.stage = walk.committed or Stage.Setup
         return Decision(progress=walk.progress())
     if walk.state is None:
-        walk.move("Pending", "Run accepted")
+        start_at = _when(spec.scheduled_time)
+        if start_at is not None and start_at > now:
+            walk.move(
+                "Scheduled",
+                f"Scheduled for {spec.scheduled_time}",
+                scheduled_time=spec.scheduled_time,
+            )
+        else:
+            walk.move("Pending", "Run accepted")
 
-    rb = obs.runbook
+    # Cancel wins over everything that is not final.
+    if spec.cancel:
+        return _cancel(walk)
+
+    state = walk.state
+    assert state is not None
+    if state.type is StateType.SCHEDULED:
+        due = _when(state.scheduled_time) or now
+        if now < due:
+            return walk.decision(requeue_after=_seconds(due - now))
+        late_after = rb.late_after_seconds if rb is not None else 15
+        if state.name == "Scheduled" and now > due + timedelta(seconds=late_after):
+            late = int((now - due).total_seconds())
+            walk.move(
+                "Late",
+                f"Starting {late}s after its scheduled time",
+                scheduled_time=state.scheduled_time,
+            )
+        if state.name == "AwaitingRetry":
+            # A new attempt: its stages start again at Setup, its units are new pods.
+            walk.attempt += 1
+            walk.committed = None
+            walk.attempt_start = None
+        walk.move("Pending", f"Attempt {walk.attempt} accepted")
+
     if rb is None:
         problem = obs.runbook_problem or "spec: no runbook"
         walk.reword(f"Waiting: {problem}")
-        return Decision(
-            progress=walk.progress(),
-            transitions=tuple(walk.transitions),
-            stalled=Stalled("RunbookNotFound", problem),
-        )
+        return walk.decision(stalled=Stalled("RunbookNotFound", problem))
 
     # ---- Setup: validate, resolve the inventory and the DAG.
     walk.reach(Stage.Setup)
     try:
-        inv = resolve_inventory(rb, obs.spec.limit)
+        inv = resolve_inventory(rb, spec.limit)
         dag = build_dag(rb.operations)
     except SpecError as exc:
-        return reject(obs, str(exc))
+        return _reject(walk, str(exc))
 
-    assert walk.state is not None
-    if walk.state.type is StateType.PENDING:
-        walk.move("Running", f"Attempt {walk.attempt} started", attempt=walk.attempt)
-        walk.start_time = walk.state.timestamp
+    started = any(u.key.kind is Kind.RUN and u.key.attempt == walk.attempt for u in obs.units)
+    pause_name = "Paused" if started else "Suspended"
+    run_name = "Running" if walk.attempt == 1 else "Retrying"
+    state = walk.state
+    assert state is not None
+    if state.type is StateType.PENDING:
+        if spec.paused:
+            _pause(walk, spec.pause_timeout_seconds, pause_name)
+        else:
+            entered = walk.move(run_name, f"Attempt {walk.attempt} started", attempt=walk.attempt)
+            walk.start_time = walk.start_time or entered.timestamp
+            walk.attempt_start = entered.timestamp
+    elif state.type is StateType.RUNNING and spec.paused:
+        _pause(walk, spec.pause_timeout_seconds, pause_name)
+    elif state.type is StateType.PAUSED and not spec.paused:
+        entered = walk.move(run_name, "Resumed", attempt=walk.attempt)
+        walk.start_time = walk.start_time or entered.timestamp
+        walk.attempt_start = walk.attempt_start or entered.timestamp
+
+    # The operator deletes pods only when a run is cancelled or ends: any other pod that is
+    # being deleted, or is gone, was deleted by someone else.
+    seen = {u.key for u in obs.units if not u.deleting}
+    vanished = sorted(
+        {k for k in obs.launched if k not in seen} | {u.key for u in obs.units if u.deleting}
+    )
+    vanished = [k for k in vanished if k.attempt == walk.attempt]
+    if vanished:
+        first = vanished[0]
+        what = f"{first.kind.value} {first.operation or ''} on {first.host}".replace("  ", " ")
+        _finish(
+            walk,
+            "Crashed",
+            f"{len(vanished)} pod(s) of this run were deleted outside runstate (first: "
+            f"{what}); its progress cannot be trusted",
+            "infrastructure",
+        )
+        return walk.decision(delete=tuple(u.key for u in obs.units if not u.finished))
+
+    state = walk.state
+    if state is not None and state.type is StateType.PAUSED:
+        until = _when(state.pause_timeout)
+        if until is not None and now >= until:
+            in_flight = tuple(u.key for u in obs.units if not u.finished)
+            _finish(walk, "Failed", f"Paused longer than {spec.pause_timeout_seconds}s", "timeout")
+            return walk.decision(delete=in_flight)
+        # Paused: running pods finish, no new one starts, no verdict until resumed.
+        hold_for = _seconds(until - now) if until is not None else None
+        return _run(walk, rb, inv, dag.order, dag.deps, hold=True, hold_for=hold_for)
     return _run(walk, rb, inv, dag.order, dag.deps)
+
+
+def _pause(walk: _Walk, timeout: int | None, name: str) -> None:
+    until = walk.obs.now + timedelta(seconds=timeout) if timeout else None
+    message = "Paused: running pods finish, no new ones start"
+    if until is not None:
+        message += f"; fails unless resumed by {rfc3339(until)}"
+    walk.move(name, message, pause_timeout=rfc3339(until) if until else None)
+
+
+def _cancel(walk: _Walk) -> Decision:
+    """Cancelling stops the run's pods; it is Cancelled once none of them runs any more."""
+    in_flight = tuple(u.key for u in walk.obs.units if not u.finished)
+    assert walk.state is not None
+    if walk.state.type is not StateType.CANCELLING:
+        walk.move("Cancelling", f"Cancel requested: stopping {len(in_flight)} pod(s)")
+    if in_flight:
+        return walk.decision(delete=in_flight, requeue_after=2.0)
+    _finish(walk, "Cancelled", "Cancelled by spec.cancel")
+    return walk.decision()
 
 
 def _run(
@@ -244,11 +362,16 @@ def _run(
     inv: ResolvedInventory,
     order: Sequence[str],
     deps: Mapping[str, frozenset[str]],
+    hold: bool = False,
+    hold_for: float | None = None,
 ) -> Decision:
+    """Walk the stages of the current attempt. `hold` (a paused run): count and report, but
+    start nothing and reach no verdict; look again after `hold_for` seconds."""
     obs = walk.obs
     ops = {op.name: op for op in rb.operations}
     units: dict[WorkKey, Observed] = {u.key: u for u in obs.units if u.key.attempt == walk.attempt}
-    in_flight = sum(1 for u in units.values() if not u.finished)
+    # `parallel` is per run: pods still running from an earlier attempt count too.
+    in_flight = sum(1 for u in obs.units if not u.finished)
     budget = max(0, rb.config.parallel - in_flight)
     create: list[Intent] = []
     warnings: Counter[Stage] = Counter()
@@ -258,7 +381,7 @@ def _run(
 
     def want(intent: Intent) -> None:
         nonlocal budget
-        if budget > 0 and intent.key not in units:
+        if not hold and budget > 0 and intent.key not in units:
             create.append(intent)
             budget -= 1
 
@@ -278,12 +401,8 @@ def _run(
 
     # Run-level timeout: fails the run ("timed out"), it never crashes it.
     timeout = rb.config.timeout_seconds
-    started = (
-        datetime.fromisoformat(walk.start_time.replace("Z", "+00:00"))
-        if (walk.start_time)
-        else obs.now
-    )
-    deadline = started + timedelta(seconds=timeout) if timeout else None
+    started = _when(walk.attempt_start) or obs.now
+    deadline = started + timedelta(seconds=timeout) if timeout and not hold else None
     timed_out = deadline is not None and obs.now >= deadline
 
     # ---- Connect: the probe once per host; hosts whose probe fails are failed hosts.
@@ -410,9 +529,11 @@ def _run(
     still_running = in_flight > 0 or bool(create)
     delete: tuple[WorkKey, ...] = ()
     requeue: float | None = None
-    if timed_out and not walk_final(walk):
+    if hold:
+        requeue = hold_for
+    elif timed_out and not walk_final(walk):
         delete = tuple(k for k, u in units.items() if not u.finished)
-        _finish(walk, "Failed", f"Run timed out after {timeout}s", "timeout")
+        requeue = _fail(walk, rb, f"Run timed out after {timeout}s", "timeout")
         create = []
     elif stopped_dry:
         changes = sum(1 for m in change.values() for v in m.values() if v)
@@ -421,17 +542,20 @@ def _run(
             "Completed",
             f"Dry run: {changes} change(s) planned on {len(hosts) - len(failed)} host(s)",
         )
-    elif executing and (all_done or (stop is not None and not still_running)):
+    elif executing and not still_running and (all_done or stop is not None):
+        # A verdict only once none of the run's pods runs any more (a check of a host that
+        # already failed may still be running): the next attempt must not overlap this one.
         if stop is not None:
-            _finish(
-                walk, "Failed", stop, "no_hosts" if stop.startswith("No hosts") else "fail_percent"
-            )
+            reason = "no_hosts" if stop.startswith("No hosts") else "fail_percent"
+            requeue = _fail(walk, rb, stop, reason)
         else:
             outcomes = [StateType.FAILED if h in failed else StateType.COMPLETED for h in hosts]
             changed = sum(1 for m in change.values() for v in m.values() if v)
             final = aggregate(outcomes, rb.config.fail_percent, changed)
-            name = "Completed" if final.type is StateType.COMPLETED else "Failed"
-            _finish(walk, name, final.message, "hosts_failed")
+            if final.type is StateType.COMPLETED:
+                _finish(walk, "Completed", final.message)
+            else:
+                requeue = _fail(walk, rb, final.message, "hosts_failed")
     elif deadline is not None:
         requeue = max(0.0, (deadline - obs.now).total_seconds())
 
@@ -461,15 +585,34 @@ def _run(
         results=results,
         plan=plan,
     )
-    return Decision(
-        progress=walk.progress(),
-        transitions=tuple(walk.transitions),
-        create=tuple(create) if not walk_final(walk) else (),
+    idle = walk_final(walk) or (walk.state is not None and walk.state.type is StateType.SCHEDULED)
+    return walk.decision(
+        create=tuple(create) if not idle else (),
         delete=delete,
         summary=summary,
         requeue_after=requeue,
-        failure_reason=walk.failure_reason,
     )
+
+
+def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | None:
+    """The attempt failed: wait and retry while retries remain (AwaitingRetry), else Failed.
+    Returns the delay before the next attempt, if any."""
+    retries = rb.retries
+    if walk.attempt > retries.limit:
+        _finish(walk, "Failed", message, reason)
+        return None
+    delay = retries.delay_seconds * retries.backoff_factor ** (walk.attempt - 1)
+    at = walk.obs.now + timedelta(seconds=delay)
+    walk.reach(Stage.Disconnect)  # the failed attempt's Disconnect; the next starts at Setup
+    walk.move(
+        "AwaitingRetry",
+        f"Attempt {walk.attempt} failed: {message} Retrying at {rfc3339(at)} "
+        f"({walk.attempt}/{retries.limit} retries)",
+        scheduled_time=rfc3339(at),
+        attempt=walk.attempt,
+        retriable=True,
+    )
+    return delay
 
 
 def walk_final(walk: _Walk) -> bool:

@@ -50,6 +50,7 @@ class Observed:
     message: str = ""
     started_at: str | None = None
     finished_at: str | None = None
+    deleting: bool = False  # the pod has a deletionTimestamp: someone is deleting it
 
     @property
     def finished(self) -> bool:

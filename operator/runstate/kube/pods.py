@@ -185,4 +185,5 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
         message=message,
         started_at=started,
         finished_at=finished,
+        deleting=bool(meta.get("deletionTimestamp")),
     )
