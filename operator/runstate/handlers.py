@@ -33,6 +33,7 @@ log = logging.getLogger("runstate")
 registry = kopf.OperatorRegistry()
 
 QueueKey = tuple[str, str, str]  # ("run" | "runbook", namespace, name)
+RUNBOOK_STATUS_DELAY = 1.0
 
 
 def _snapshot(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,6 +89,9 @@ class KopfCache:
 
     def units(self, run_uid: str) -> Sequence[tuple[str, Observed]]:
         return self._pods.units(run_uid)
+
+    def runs_of_runbook(self, key: ObjectKey) -> Sequence[ObjectKey]:
+        return list(self._by_runbook.get(key, ()))
 
     def run_keys(self) -> Sequence[ObjectKey]:
         return list(self._runs.keys())
@@ -241,8 +245,15 @@ def _runtime(memo: kopf.Memo) -> Runtime:
 
 
 @kopf.on.event(GROUP, VERSION, "runs", registry=registry)
-async def run_event(namespace: str | None, name: str, memo: kopf.Memo, **_: Any) -> None:
-    _runtime(memo).queue.add(("run", namespace or "", name))
+async def run_event(
+    namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **_: Any
+) -> None:
+    rt = _runtime(memo)
+    rt.queue.add(("run", namespace or "", name))
+    runbook = (spec.get("runbookRef") or {}).get("name")
+    if runbook:
+        # The Runbook's status aggregates its Runs; a short delay folds bursts into one write.
+        rt.queue.add_after(("runbook", namespace or "", runbook), RUNBOOK_STATUS_DELAY)
 
 
 @kopf.on.event(GROUP, VERSION, "runbooks", registry=registry)

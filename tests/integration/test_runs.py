@@ -7,6 +7,7 @@ Redis keys, /metrics, Events, `kubectl get` columns and `kubectl wait`.
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -475,7 +476,7 @@ def test_paused_before_start_is_suspended_then_resumes(
 
 
 def test_scheduled_run_starts_at_its_time(kube_cluster: Cluster, operator: Operator) -> None:
-    from datetime import UTC, datetime, timedelta
+    from datetime import timedelta
 
     ns = kube_cluster.namespace()
     kube_cluster.apply(runbook("s", ops=[{"name": "a", "run": "true"}], hosts=1), ns)
@@ -522,6 +523,95 @@ def test_pod_deleted_by_someone_else_crashes_the_run(
         )
         == 1
     )
+
+
+# ---- Runbooks start Runs by themselves, and say how their Runs went.
+
+
+def runbook_status(cluster: Cluster, ns: str, name: str) -> dict[str, Any]:
+    result: dict[str, Any] = cluster.get("runbook", name, ns).get("status") or {}
+    return result
+
+
+def test_on_change_starts_a_run_per_generation(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    ops = [{"name": "deploy", "run": "echo v1"}]
+    kube_cluster.apply(runbook("gitops", ops=ops, hosts=1, trigger={"onChange": True}), ns)
+    first = final_status(kube_cluster, ns, "gitops-g1")
+    assert first["state"]["type"] == "COMPLETED"
+    run1 = kube_cluster.get("run", "gitops-g1", ns)
+    assert run1["metadata"]["labels"]["runstate.dev/trigger"] == "onChange"
+    assert run1["metadata"]["ownerReferences"][0]["kind"] == "Runbook"
+
+    ops[0]["run"] = "echo v2"  # a GitOps sync of a changed Runbook
+    kube_cluster.apply(runbook("gitops", ops=ops, hosts=1, trigger={"onChange": True}), ns)
+    assert final_status(kube_cluster, ns, "gitops-g2")["state"]["type"] == "COMPLETED"
+    st = wait_for(
+        "runbook aggregate",
+        lambda: (
+            s
+            if (s := runbook_status(kube_cluster, ns, "gitops")).get("runs", {}).get("COMPLETED")
+            == 2
+            else None
+        ),
+        timeout=30,
+    )
+    assert st["lastTriggeredGeneration"] == 2 and st["activeRuns"] == 0
+    assert st["lastRun"]["name"] == "gitops-g2" and st["lastRun"]["type"] == "COMPLETED"
+    runs = [r["metadata"]["name"] for r in kube_cluster.items("runs", ns)]
+    assert sorted(runs) == ["gitops-g1", "gitops-g2"]  # one per generation, no more
+
+
+def test_schedule_starts_runs_at_their_times(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(
+        runbook(
+            "cron",
+            ops=[{"name": "tick", "run": "true"}],
+            hosts=1,
+            trigger={"schedule": "* * * * * */3"},
+        ),
+        ns,
+    )
+    scheduled = wait_for(
+        "two scheduled runs completed",
+        lambda: (
+            [
+                r
+                for r in kube_cluster.items("runs", ns, "-l", "runstate.dev/trigger=schedule")
+                if (r.get("status") or {}).get("state", {}).get("type") == "COMPLETED"
+            ][1:]
+            and kube_cluster.items("runs", ns)
+        ),
+        timeout=40,
+    )
+    for r in scheduled:
+        stamp = int(r["metadata"]["name"].rsplit("-s", 1)[1])
+        assert r["spec"]["scheduledTime"].startswith(
+            datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        )
+    st = runbook_status(kube_cluster, ns, "cron")
+    assert st["nextScheduledTime"] > st["lastScheduleTime"]
+    # Stop the schedule; no burst of runs follows.
+    kube_cluster.apply(runbook("cron", ops=[{"name": "tick", "run": "true"}], hosts=1), ns)
+
+
+def test_bad_schedule_stalls_the_runbook(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(
+        runbook(
+            "oops",
+            ops=[{"name": "a", "run": "true"}],
+            hosts=1,
+            trigger={"schedule": "every tuesday"},
+        ),
+        ns,
+    )
+    st = wait_for("Stalled", lambda: runbook_status(kube_cluster, ns, "oops").get("conditions"))
+    stalled = {c["type"]: c for c in st}["Stalled"]
+    assert stalled["status"] == "True"
+    assert stalled["message"] == "spec.trigger.schedule: not a cron expression: 'every tuesday'"
+    assert kube_cluster.items("runs", ns) == []
 
 
 # ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.

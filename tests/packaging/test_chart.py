@@ -35,6 +35,8 @@ NAMESPACED_GRANTS = {
         for v in ("get", "patch", "update")
     ),
     ("runstate.dev", "runs/finalizers", "update"),
+    ("runstate.dev", "runs", "create"),  # Runbook triggers start Runs
+    ("runstate.dev", "runbooks/finalizers", "update"),  # ...owned by the Runbook
     *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete")),
     *(("", "events", v) for v in ("create", "patch")),
     *(("events.k8s.io", "events", v) for v in ("create", "patch")),

@@ -81,6 +81,13 @@ per watched namespace. Exactly what the operator (and kopf under it) calls.
 - apiGroups: ["runstate.dev"]
   resources: ["runs/finalizers"]
   verbs: ["update"]
+# Runbook triggers (onChange, schedule) create Runs, owned by the Runbook.
+- apiGroups: ["runstate.dev"]
+  resources: ["runs"]
+  verbs: ["create"]
+- apiGroups: ["runstate.dev"]
+  resources: ["runbooks/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["get", "list", "watch", "create", "delete"]

@@ -161,6 +161,24 @@ class Retries(_Model):
     )
 
 
+class Trigger(_Model):
+    """What starts Runs of a Runbook by itself."""
+
+    on_change: bool = Field(
+        default=False, description="Every new spec generation starts a Run (a GitOps sync deploys)"
+    )
+    schedule: str | None = Field(
+        default=None,
+        description="Cron (5 fields, or 6 with seconds last) in timeZone; starts a Run per time",
+    )
+    time_zone: str = Field(default="UTC", description="IANA time zone of schedule")
+    starting_deadline_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=300,
+        description="After downtime only the latest missed time starts a Run, and only if it "
+        "is at most this old; the others are skipped and counted",
+    )
+
+
 class RunbookSpec(_Model):
     inventory: Inventory = Field(default_factory=Inventory)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -171,6 +189,7 @@ class RunbookSpec(_Model):
     late_after_seconds: Annotated[int, Field(ge=0)] = Field(
         default=15, description="A scheduled run not started this long after its time is Late"
     )
+    trigger: Trigger = Field(default_factory=Trigger)
 
 
 # --------------------------------------------------------------------------------------------
@@ -316,11 +335,27 @@ class RunStatus(_Model):
     conditions: list[Condition] | None = None
 
 
+class LastRun(_Model):
+    name: str
+    type: StateType | None = None
+    state: str | None = None
+    created: str | None = None
+
+
 class RunbookStatus(_Model):
     observed_generation: int | None = None
     conditions: list[Condition] | None = None
     hosts: int | None = None
     operations: int | None = None
+    last_run: LastRun | None = None
+    active_runs: int | None = None
+    runs: dict[str, int] | None = Field(default=None, description="Runs by state type")
+    last_triggered_generation: int | None = None
+    last_schedule_time: str | None = None
+    next_scheduled_time: str | None = None
+    missed_schedules: int | None = Field(
+        default=None, description="Schedule times skipped after downtime (total)"
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -31,11 +31,11 @@ from runstate.api.v1alpha1 import (
     Stage,
     StateType,
 )
-from runstate.domain import engine
+from runstate.domain import engine, triggers
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.states import is_final, label
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
-from runstate.kube import events, pods, status
+from runstate.kube import events, pods, runs, status
 from runstate.kube.client import Gone, KubeClient
 from runstate.stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
 
@@ -77,6 +77,7 @@ class Cache(Protocol):
     def runbook(self, key: ObjectKey) -> Mapping[str, Any] | None: ...
     def units(self, run_uid: str) -> Sequence[tuple[str, Observed]]: ...
     def run_keys(self) -> Sequence[ObjectKey]: ...
+    def runs_of_runbook(self, key: ObjectKey) -> Sequence[ObjectKey]: ...
 
 
 @dataclass
@@ -170,6 +171,12 @@ def _record(progress: Progress) -> StateRecord:
         timestamp=s.timestamp,
         context=context,
     )
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not text:
+        return None
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -530,45 +537,88 @@ class Reconciler:
     # ---- Runbooks ----------------------------------------------------------------------------
 
     async def reconcile_runbook(self, key: ObjectKey) -> float | None:
+        """Validate a Runbook, start the Runs its triggers call for, aggregate its Runs."""
         body = self.cache.runbook(key)
         if body is None:
             return None
         ns, name = key
         meta = body.get("metadata") or {}
+        uid = str(meta.get("uid") or "")
+        generation = int(meta.get("generation") or 0)
         current: Mapping[str, Any] = body.get("status") or {}
+        now = self.clock()
         spec: RunbookSpec | None = None
         problem: str | None = None
+        plan: triggers.TriggerPlan | None = None
         try:
             spec = RunbookSpec.model_validate(body.get("spec") or {})
             engine.validate_runbook(spec)
+            plan = triggers.plan(
+                spec.trigger,
+                runbook=name,
+                generation=generation,
+                created=_parse_time(meta.get("creationTimestamp")) or now,
+                last_generation=current.get("lastTriggeredGeneration"),
+                last_schedule=_parse_time(current.get("lastScheduleTime")),
+                now=now,
+            )
         except ValidationError as exc:
             problem = _validation_problem("spec", exc)
         except engine.SpecError as exc:
             problem = str(exc)
+
+        # Create first, then remember in the status: a crash in between re-plans the same
+        # deterministic names, and a second create is a 409.
+        if plan is not None:
+            for start in plan.start:
+                run = runs.build_run(runbook=name, runbook_uid=uid, namespace=ns, run=start)
+                if await self.kube.create_run(ns, run):
+                    what = (
+                        f"at {start.scheduled_time}"
+                        if start.scheduled_time
+                        else (f"for generation {generation}")
+                    )
+                    await self._runbook_event(
+                        ns,
+                        name,
+                        uid,
+                        f"Run {start.name} started by {start.trigger} {what}",
+                        reason="RunStarted",
+                    )
+            for note in plan.notes:
+                await self._runbook_event(ns, name, uid, note, reason="MissedSchedule")
+
+        bodies = [b for k in self.cache.runs_of_runbook(key) if (b := self.cache.run(k))]
         wanted = status.runbook_status(
             spec,
             problem,
             previous=current,
-            generation=int(meta.get("generation") or 0),
-            now=self.clock(),
+            generation=generation,
+            now=now,
+            plan=plan,
+            runs=bodies,
         )
         if status.status_differs(current, wanted):
             try:
                 await self.kube.patch_status("runbooks", ns, name, wanted)
             except Gone:
                 return None
-            if problem is not None:
-                await self._runbook_event(ns, name, meta.get("uid", ""), problem)
+            if problem is not None and current.get("observedGeneration") != generation:
+                await self._runbook_event(ns, name, uid, problem, reason="InvalidSpec")
+        if plan is not None and plan.wake_in is not None:
+            return min(plan.wake_in + 0.05, self.resync_seconds)
         return None
 
-    async def _runbook_event(self, ns: str, name: str, uid: str, problem: str) -> None:
+    async def _runbook_event(
+        self, ns: str, name: str, uid: str, message: str, *, reason: str
+    ) -> None:
         event = events.build_event(
             kind="Runbook",
             name=name,
             namespace=ns,
             uid=uid,
-            reason="InvalidSpec",
-            message=problem,
+            reason=reason,
+            message=message,
             now=self.clock(),
         )
         try:

@@ -6,7 +6,7 @@ transitions are allowed live in `policy`; this module only says what a state *is
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from runstate.api.v1alpha1 import RunState, StateType
 
@@ -39,6 +39,9 @@ def is_final(state_type: StateType) -> bool:
 
 
 def rfc3339(moment: datetime) -> str:
+    """UTC, microseconds, `Z`: the one timestamp format of status, store and Events."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 

@@ -153,6 +153,24 @@ class KubeClient:
             raise
         return result
 
+    async def create_run(self, namespace: str, run: Mapping[str, Any]) -> bool:
+        """Create a Run; False when one of that name exists already (idempotent create)."""
+        self._on_write("runs")
+        try:
+            await self._call(
+                self._custom.create_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "runs",
+                dict(run),
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return False
+            raise
+        return True
+
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         self._on_write("events")
         await self._call(self._core.create_namespaced_event, namespace, dict(event))

@@ -15,12 +15,14 @@ from typing import Any
 from runstate.api.v1alpha1 import (
     Condition,
     HistoryItem,
+    LastRun,
     RunbookSpec,
     RunStatus,
     StateType,
 )
 from runstate.domain.engine import Decision
 from runstate.domain.states import is_final, rfc3339
+from runstate.domain.triggers import TriggerPlan
 
 HISTORY_IN_STATUS = 20
 
@@ -135,8 +137,11 @@ def runbook_status(
     previous: Mapping[str, Any],
     generation: int,
     now: datetime,
+    plan: TriggerPlan | None = None,
+    runs: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """A Runbook's validation result as kstatus conditions (run counts come in later issues)."""
+    """A Runbook's status: validation as kstatus conditions, what its triggers did, and an
+    aggregate of its Runs (last run, active runs, counts by state type)."""
     ok = problem is None
     out: dict[str, Any] = {
         "observedGeneration": generation,
@@ -154,4 +159,47 @@ def runbook_status(
     if spec is not None:
         out["hosts"] = len(spec.inventory.hosts)
         out["operations"] = len(spec.operations)
+    for field in (
+        "lastTriggeredGeneration",
+        "lastScheduleTime",
+        "nextScheduledTime",
+        "missedSchedules",
+    ):
+        if previous.get(field) is not None:
+            out[field] = previous[field]
+    if plan is not None:
+        if plan.last_triggered_generation is not None:
+            out["lastTriggeredGeneration"] = plan.last_triggered_generation
+        if plan.last_schedule_time is not None:
+            out["lastScheduleTime"] = plan.last_schedule_time
+        if plan.next_scheduled_time is not None:
+            out["nextScheduledTime"] = plan.next_scheduled_time
+        if plan.missed:
+            out["missedSchedules"] = int(previous.get("missedSchedules") or 0) + plan.missed
+    counts: dict[str, int] = {}
+    active = 0
+    last: Mapping[str, Any] | None = None
+    for run in runs:
+        state = (run.get("status") or {}).get("state") or {}
+        kind = state.get("type") or "NONE"
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind not in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+            active += 1
+        meta = run.get("metadata") or {}
+        order = (meta.get("creationTimestamp") or "", meta.get("name") or "")
+        if last is None or order > (
+            last["metadata"].get("creationTimestamp") or "",
+            last["metadata"].get("name") or "",
+        ):
+            last = run
+    out["activeRuns"] = active
+    out["runs"] = counts
+    if last is not None:
+        state = (last.get("status") or {}).get("state") or {}
+        out["lastRun"] = LastRun(
+            name=last["metadata"]["name"],
+            type=state.get("type"),
+            state=state.get("name"),
+            created=last["metadata"].get("creationTimestamp"),
+        ).model_dump(by_alias=True, exclude_none=True, mode="json")
     return out
