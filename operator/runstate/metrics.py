@@ -90,7 +90,15 @@ RUNS_GAUGE = "runstate_runs"
 
 #: Bounded values of RUN_FAILURES' `reason` label.
 FAILURE_REASONS = frozenset(
-    {"invalid_spec", "fail_percent", "no_hosts", "hosts_failed", "timeout", "infrastructure"}
+    {
+        "invalid_spec",
+        "fail_percent",
+        "no_hosts",
+        "hosts_failed",
+        "timeout",
+        "infrastructure",
+        "concurrency",
+    }
 )
 
 

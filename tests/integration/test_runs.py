@@ -6,6 +6,7 @@ Redis keys, /metrics, Events, `kubectl get` columns and `kubectl wait`.
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -612,6 +613,86 @@ def test_bad_schedule_stalls_the_runbook(kube_cluster: Cluster, operator: Operat
     assert stalled["status"] == "True"
     assert stalled["message"] == "spec.trigger.schedule: not a cron expression: 'every tuesday'"
     assert kube_cluster.items("runs", ns) == []
+
+
+def limited_runbook(name: str, policy: str) -> str:
+    return runbook(
+        name,
+        ops=[{"name": "work", "run": "sleep 2"}],
+        hosts=1,
+        trigger={"concurrency": {"limit": 1, "policy": policy}},
+    )
+
+
+def test_concurrency_queue_runs_one_at_a_time(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(limited_runbook("q", "Queue"), ns)
+    for i in range(3):
+        kube_cluster.apply(run(f"r{i}", "q"), ns)
+    spans = []
+    for i in range(3):
+        st = final_status(kube_cluster, ns, f"r{i}", timeout=90)
+        assert st["state"]["type"] == "COMPLETED"
+        spans.append((st["startTime"], st["endTime"], history_of(st)))
+    spans.sort()
+    for (_, end, _), (start, _, _) in itertools.pairwise(spans):
+        assert end <= start, f"runs overlapped: {spans}"
+    assert sum("AwaitingConcurrencySlot" in h for _, _, h in spans) == 2
+
+
+def test_concurrency_forbid_fails_the_others(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(limited_runbook("f", "Forbid"), ns)
+    kube_cluster.apply(run("r0", "f"), ns)
+    wait_for(
+        "r0 running",
+        lambda: (
+            (kube_cluster.get("run", "r0", ns).get("status") or {}).get("state", {}).get("type")
+            == "RUNNING"
+        ),
+        timeout=30,
+    )
+    for i in (1, 2):
+        kube_cluster.apply(run(f"r{i}", "f"), ns)
+    for i in (1, 2):
+        st = final_status(kube_cluster, ns, f"r{i}")
+        assert st["state"]["type"] == "FAILED"
+        assert st["state"]["message"] == ("Concurrency limit 1 reached (policy Forbid): r0 running")
+    assert final_status(kube_cluster, ns, "r0")["state"]["type"] == "COMPLETED"
+
+
+def test_concurrency_replace_cancels_the_running_one(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(
+        runbook(
+            "rp",
+            ops=[{"name": "work", "run": "sleep 30"}],
+            hosts=1,
+            trigger={"concurrency": {"limit": 1, "policy": "Replace"}},
+        ),
+        ns,
+    )
+    kube_cluster.apply(run("old", "rp"), ns)
+    pods_running(kube_cluster, ns, 1)
+    kube_cluster.kubectl(
+        "patch",
+        "runbook",
+        "rp",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "-p",
+        '{"spec": {"operations": [{"name": "work", "run": "true"}]}}',
+    )
+    kube_cluster.apply(run("new", "rp"), ns)
+    old = final_status(kube_cluster, ns, "old", timeout=60)
+    assert old["state"]["type"] == "CANCELLED"
+    new = final_status(kube_cluster, ns, "new", timeout=60)
+    assert new["state"]["type"] == "COMPLETED"
+    assert "AwaitingConcurrencySlot" in history_of(new)
 
 
 # ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.

@@ -173,3 +173,51 @@ def test_a_pod_deleted_behind_our_back_crashes_the_run_and_is_not_restarted() ->
     assert "deleted outside runstate" in d2.progress.state.message and d2.create == ()
     gone = decide(Observation(run_spec(), RB, None, d.progress, (), T0, launched))
     assert names(gone) == ["Crashed"] and gone.create == ()
+
+
+def limited(policy: str) -> Any:
+    return runbook(
+        operations=[{"name": "op", "run": "x"}],
+        inventory={"hosts": [{"name": "h"}]},
+        trigger={"concurrency": {"limit": 1, "policy": policy}},
+    )
+
+
+def with_slot(
+    prev: Decision | None, rb: Any, slot: bool, holders: tuple[str, ...] = ()
+) -> Decision:
+    return decide(
+        Observation(
+            run_spec(),
+            rb,
+            None,
+            prev.progress if prev else None,
+            (),
+            T0,
+            slot=slot,
+            holders=holders,
+        )
+    )
+
+
+def test_queue_waits_for_a_slot_then_starts() -> None:
+    rb = limited("Queue")
+    d = with_slot(None, rb, False, ("first",))
+    assert names(d) == ["Pending", "AwaitingConcurrencySlot"] and d.create == ()
+    assert d.progress.state.message == "Concurrency limit 1 reached: waiting for first"
+    assert d.requeue_after == 2.0 and d.replace == ()
+    d = with_slot(d, rb, False, ("first",))
+    assert names(d) == []  # still waiting, no duplicate transition
+    d = with_slot(d, rb, True)
+    assert names(d) == ["Pending", "Running"] and len(d.create) == 1
+
+
+def test_forbid_fails_the_new_run_at_once() -> None:
+    d = with_slot(None, limited("Forbid"), False, ("first",))
+    assert names(d) == ["Pending", "Failed"] and d.failure_reason == "concurrency"
+    assert d.progress.state.message == "Concurrency limit 1 reached (policy Forbid): first running"
+
+
+def test_replace_cancels_the_holders_and_waits() -> None:
+    d = with_slot(None, limited("Replace"), False, ("first",))
+    assert names(d) == ["Pending", "AwaitingConcurrencySlot"] and d.replace == ("first",)

@@ -161,8 +161,21 @@ class Retries(_Model):
     )
 
 
+class ConcurrencyPolicy(enum.StrEnum):
+    Queue = "Queue"  # wait (AwaitingConcurrencySlot) until a slot frees
+    Forbid = "Forbid"  # fail the new run at once
+    Replace = "Replace"  # cancel the running ones, then start
+
+
+class Concurrency(_Model):
+    limit: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=1, description="At most this many Runs of the Runbook at once"
+    )
+    policy: ConcurrencyPolicy = ConcurrencyPolicy.Queue
+
+
 class Trigger(_Model):
-    """What starts Runs of a Runbook by itself."""
+    """What starts Runs of a Runbook by itself, and how many may run at once."""
 
     on_change: bool = Field(
         default=False, description="Every new spec generation starts a Run (a GitOps sync deploys)"
@@ -176,6 +189,9 @@ class Trigger(_Model):
         default=300,
         description="After downtime only the latest missed time starts a Run, and only if it "
         "is at most this old; the others are skipped and counted",
+    )
+    concurrency: Concurrency | None = Field(
+        default=None, description="Limit on concurrent Runs of this Runbook (any trigger)"
     )
 
 

@@ -100,6 +100,9 @@ class _Memory:
     # The run's history as committed: seeded once from the store, then extended by every
     # committed decision, whether or not its status write was coalesced away.
     history: list[HistoryItem] | None = None
+    # The concurrency scope this run holds a slot in, and the runs it asked to be replaced.
+    slot_scope: str | None = None
+    replaced: set[str] = field(default_factory=set)
     # The parsed spec for a generation: parsing is most of a reconcile's CPU otherwise.
     spec: tuple[int, RunSpec] | None = None
     last_status_write: float | None = None
@@ -199,12 +202,15 @@ class Reconciler:
         create_concurrency: int = 16,
         status_coalesce_seconds: float = 1.0,
     ) -> None:
+        # A lease outlives a few resyncs (each reconcile of a live run renews it), and dies with
+        # an operator that stops renewing.
         self.kube = kube
         self.store = store
         self.cache = cache
         self.clock = clock
         self.resync_seconds = resync_seconds
         self.status_coalesce_seconds = status_coalesce_seconds
+        self.slot_ttl = max(120.0, 3 * resync_seconds)
         self._memory: dict[ObjectKey, _Memory] = {}
         self._create_slots = asyncio.Semaphore(create_concurrency)
 
@@ -255,6 +261,10 @@ class Reconciler:
             if mem is not None:
                 # Pods go with the Run (ownerReferences → garbage collector); hot state here.
                 await self._store_call("delete", self.store.adelete(mem.uid))
+                if mem.slot_scope:
+                    await self._store_call(
+                        "release_slot", self.store.arelease_slot(mem.slot_scope, mem.uid)
+                    )
             return None
         meta = body.get("metadata") or {}
         ns, name, uid = key[0], key[1], meta.get("uid", "")
@@ -292,6 +302,7 @@ class Reconciler:
                 mem.spec = (generation, RunSpec.model_validate(body.get("spec") or {}))
             spec = mem.spec[1]
             rb, problem, runbook_name = self._runbook_for(ns, spec)
+            slot, holders = await self._slot(ns, runbook_name, mem, spec, rb, progress, now)
             obs = Observation(
                 spec=spec,
                 runbook=rb,
@@ -300,6 +311,8 @@ class Reconciler:
                 units=self._units(mem),
                 now=now,
                 launched=frozenset(mem.launched),
+                slot=slot,
+                holders=holders,
             )
             decision = engine.decide(obs)
         except ValidationError as exc:
@@ -336,6 +349,15 @@ class Reconciler:
                 log.info("run %s/%s: %s; reconciling again", ns, name, exc)
                 mem.record = None
                 return 0.0
+
+        # Concurrency: a final run gives its slot back; Replace cancels the holders (once).
+        if mem.slot_scope and decision.final:
+            await self._store_call("release_slot", self.store.arelease_slot(mem.slot_scope, uid))
+            mem.slot_scope = None
+        for holder in decision.replace:
+            if holder not in mem.replaced:
+                await self.kube.patch_spec("runs", ns, holder, {"cancel": True})
+                mem.replaced.add(holder)
 
         # 2. Pods.
         if decision.create and spec is not None:
@@ -397,6 +419,50 @@ class Reconciler:
         if coalesce_wait > 0:
             delays.append(coalesce_wait)
         return min(delays)
+
+    async def _slot(
+        self,
+        ns: str,
+        runbook: str,
+        mem: _Memory,
+        spec: RunSpec,
+        rb: RunbookSpec | None,
+        progress: Progress | None,
+        now: datetime,
+    ) -> tuple[bool | None, tuple[str, ...]]:
+        """Take (or renew) this run's slot under its Runbook's concurrency limit, when the run
+        needs one now: about to start, or live. A run scheduled for later takes none yet."""
+        limit = rb.trigger.concurrency if rb is not None else None
+        if limit is None or not runbook:
+            return None, ()
+        if progress is None:
+            start_at = _parse_time(spec.scheduled_time)
+            needed = start_at is None or start_at <= now
+        else:
+            state = progress.state
+            due = (_parse_time(state.scheduled_time) or now) <= now
+            needed = not is_final(state.type) and (
+                state.type is not StateType.SCHEDULED
+                or state.name in ("AwaitingConcurrencySlot", "AwaitingRetry")
+                or due
+            )
+        if not needed:
+            return None, ()
+        scope = f"{ns}/{runbook}"
+        got = await self._store_call(
+            "acquire_slot",
+            self.store.aacquire_slot(scope, mem.uid, limit=limit.limit, ttl_seconds=self.slot_ttl),
+        )
+        if got:
+            mem.slot_scope = scope
+            return True, ()
+        holder_uids = await self._store_call("slot_holders", self.store.aslot_holders(scope))
+        names = []
+        for key in self.cache.runs_of_runbook((ns, runbook)):
+            body = self.cache.run(key)
+            if body and (body.get("metadata") or {}).get("uid") in holder_uids:
+                names.append(key[1])
+        return False, tuple(sorted(names))
 
     async def _create_pods(
         self, ns: str, name: str, uid: str, spec: RunSpec, decision: Decision, mem: _Memory

@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from runstate.api.v1alpha1 import (
+    ConcurrencyPolicy,
     FailedHost,
     HostCounts,
     OperationCounts,
@@ -78,6 +79,10 @@ class Observation:
     # pod shows any more was deleted behind the operator's back: starting it again would run an
     # operation twice, so the run crashes instead.
     launched: frozenset[WorkKey] = frozenset()
+    # The Runbook's concurrency slot: None when it sets no limit, True when this run holds
+    # one, False when the limit is reached; `holders` names the runs that hold them.
+    slot: bool | None = None
+    holders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class Decision:
     stalled: Stalled | None = None
     requeue_after: float | None = None
     failure_reason: str | None = None  # bounded code for metrics when the run ends badly
+    replace: tuple[str, ...] = ()  # runs to cancel (concurrency policy Replace)
 
     @property
     def final(self) -> bool:
@@ -253,7 +259,7 @@ def decide(obs: Observation) -> Decision:
 
     state = walk.state
     assert state is not None
-    if state.type is StateType.SCHEDULED:
+    if state.type is StateType.SCHEDULED and state.name != "AwaitingConcurrencySlot":
         due = _when(state.scheduled_time) or now
         if now < due:
             return walk.decision(requeue_after=_seconds(due - now))
@@ -284,6 +290,34 @@ def decide(obs: Observation) -> Decision:
         dag = build_dag(rb.operations)
     except SpecError as exc:
         return _reject(walk, str(exc))
+
+    # ---- The Runbook's concurrency limit, before anything starts.
+    state = walk.state
+    assert state is not None
+    waiting = state.name == "AwaitingConcurrencySlot"
+    if obs.slot is False and (state.type is StateType.PENDING or waiting):
+        limit = rb.trigger.concurrency
+        assert limit is not None
+        holders = ", ".join(obs.holders) or "other runs"
+        if limit.policy is ConcurrencyPolicy.Forbid:
+            _finish(
+                walk,
+                "Failed",
+                f"Concurrency limit {limit.limit} reached (policy Forbid): {holders} running",
+                "concurrency",
+                stage=Stage.Setup,
+            )
+            return walk.decision()
+        if not waiting:
+            verb = "replacing" if limit.policy is ConcurrencyPolicy.Replace else "waiting for"
+            walk.move(
+                "AwaitingConcurrencySlot",
+                f"Concurrency limit {limit.limit} reached: {verb} {holders}",
+            )
+        replace = obs.holders if limit.policy is ConcurrencyPolicy.Replace else ()
+        return walk.decision(requeue_after=2.0, replace=replace)
+    if waiting:
+        walk.move("Pending", "Concurrency slot acquired")
 
     started = any(u.key.kind is Kind.RUN and u.key.attempt == walk.attempt for u in obs.units)
     pause_name = "Paused" if started else "Suspended"

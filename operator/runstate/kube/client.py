@@ -153,6 +153,26 @@ class KubeClient:
             raise
         return result
 
+    async def patch_spec(
+        self, plural: str, namespace: str, name: str, spec: Mapping[str, Any]
+    ) -> None:
+        """Merge-patch `spec` of a runstate resource (e.g. cancel a Run); a gone object is fine."""
+        self._on_write(plural)
+        try:
+            await self._call(
+                self._custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"spec": dict(spec)},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     async def create_run(self, namespace: str, run: Mapping[str, Any]) -> bool:
         """Create a Run; False when one of that name exists already (idempotent create)."""
         self._on_write("runs")
