@@ -102,6 +102,7 @@ class _Memory:
     history: list[HistoryItem] | None = None
     # The concurrency scope this run holds a slot in, and the runs it asked to be replaced.
     slot_scope: str | None = None
+    slot_renewed: float = 0.0
     replaced: set[str] = field(default_factory=set)
     # The parsed spec for a generation: parsing is most of a reconcile's CPU otherwise.
     spec: tuple[int, RunSpec] | None = None
@@ -449,12 +450,15 @@ class Reconciler:
         if not needed:
             return None, ()
         scope = f"{ns}/{runbook}"
+        if mem.slot_scope == scope and time.monotonic() - mem.slot_renewed < self.slot_ttl / 3:
+            return True, ()  # held and renewed recently: no Redis round trip per pod event
         got = await self._store_call(
             "acquire_slot",
             self.store.aacquire_slot(scope, mem.uid, limit=limit.limit, ttl_seconds=self.slot_ttl),
         )
         if got:
             mem.slot_scope = scope
+            mem.slot_renewed = time.monotonic()
             return True, ()
         holder_uids = await self._store_call("slot_holders", self.store.aslot_holders(scope))
         names = []

@@ -305,6 +305,25 @@ def _condition(kind: str, status: bool, when: str, reason: str | None = None) ->
     return cond
 
 
+def _container_status(
+    pod: Pod, state: dict[str, Any], *, running: bool, container_id: str | None = None
+) -> list[dict[str, Any]]:
+    """`containerStatuses` for the pod's one container, in the given state."""
+    container = pod["spec"]["containers"][0]
+    entry: dict[str, Any] = {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": running,
+        "started": running,
+        "restartCount": 0,
+        "state": state,
+    }
+    if container_id is not None:
+        entry["containerID"] = container_id
+    return [entry]
+
+
 def _base_status(pod: Pod, phase: str, start_time: str) -> dict[str, Any]:
     return {
         "phase": phase,
@@ -317,7 +336,6 @@ def _base_status(pod: Pod, phase: str, start_time: str) -> dict[str, Any]:
 
 
 def running_status(pod: Pod, start_time: str, started_at: str, pid: int) -> dict[str, Any]:
-    container = pod["spec"]["containers"][0]
     status = _base_status(pod, "Running", start_time)
     status["conditions"] = [
         _condition("Initialized", True, start_time),
@@ -325,18 +343,12 @@ def running_status(pod: Pod, start_time: str, started_at: str, pid: int) -> dict
         _condition("ContainersReady", True, started_at),
         _condition("PodScheduled", True, start_time),
     ]
-    status["containerStatuses"] = [
-        {
-            "name": container["name"],
-            "image": container.get("image", ""),
-            "imageID": "",
-            "containerID": f"process://{pid}",
-            "ready": True,
-            "started": True,
-            "restartCount": 0,
-            "state": {"running": {"startedAt": started_at}},
-        }
-    ]
+    status["containerStatuses"] = _container_status(
+        pod,
+        {"running": {"startedAt": started_at}},
+        running=True,
+        container_id=f"process://{pid}",
+    )
     return status
 
 
@@ -350,7 +362,6 @@ def terminal_status(
     reason: str | None = None,
     message: str | None = None,
 ) -> dict[str, Any]:
-    container = pod["spec"]["containers"][0]
     when = terminated.get("finishedAt") or _now()
     status = _base_status(pod, phase, start_time)
     status["conditions"] = [
@@ -359,18 +370,9 @@ def terminal_status(
         _condition("ContainersReady", False, when, "PodCompleted"),
         _condition("PodScheduled", True, start_time),
     ]
-    status["containerStatuses"] = [
-        {
-            "name": container["name"],
-            "image": container.get("image", ""),
-            "imageID": "",
-            "containerID": container_id,
-            "ready": False,
-            "started": False,
-            "restartCount": 0,
-            "state": {"terminated": terminated},
-        }
-    ]
+    status["containerStatuses"] = _container_status(
+        pod, {"terminated": terminated}, running=False, container_id=container_id
+    )
     # Merge patch: null removes a reason/message left by an earlier write.
     status["reason"] = reason
     status["message"] = message
@@ -378,7 +380,6 @@ def terminal_status(
 
 
 def waiting_status(pod: Pod, start_time: str, reason: str, message: str) -> dict[str, Any]:
-    container = pod["spec"]["containers"][0]
     status = _base_status(pod, "Pending", start_time)
     status["conditions"] = [
         _condition("Initialized", True, start_time),
@@ -386,17 +387,9 @@ def waiting_status(pod: Pod, start_time: str, reason: str, message: str) -> dict
         _condition("ContainersReady", False, start_time, "ContainersNotReady"),
         _condition("PodScheduled", True, start_time),
     ]
-    status["containerStatuses"] = [
-        {
-            "name": container["name"],
-            "image": container.get("image", ""),
-            "imageID": "",
-            "ready": False,
-            "started": False,
-            "restartCount": 0,
-            "state": {"waiting": {"reason": reason, "message": message}},
-        }
-    ]
+    status["containerStatuses"] = _container_status(
+        pod, {"waiting": {"reason": reason, "message": message}}, running=False
+    )
     return status
 
 
