@@ -174,7 +174,13 @@ async def startup(
         kwargs["run_bodies"], kwargs["runbook_bodies"], informer, kwargs["runs_by_runbook"]
     )
     metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts))
-    reconciler = Reconciler(kube=kube, store=store, cache=cache, resync_seconds=cfg.resync_seconds)
+    reconciler = Reconciler(
+        kube=kube,
+        store=store,
+        cache=cache,
+        resync_seconds=cfg.resync_seconds,
+        wake=lambda key: queue.add(("run", key[0], key[1])),
+    )
     rt = Runtime(settings=cfg, kube=kube, reconciler=reconciler, queue=queue)
 
     async def dispatch(key: QueueKey) -> float | None:

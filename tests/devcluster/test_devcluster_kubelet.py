@@ -6,6 +6,7 @@ import asyncio
 import base64
 import os
 from pathlib import Path
+from typing import Any
 
 from devcluster_helpers import (
     pod_manifest,
@@ -87,6 +88,60 @@ async def test_active_deadline_kills_pod(core: client.CoreV1Api, name: str) -> N
     assert pod.status.reason == "DeadlineExceeded"
     assert pod.status.message == DEADLINE_MESSAGE
     assert pod.status.container_statuses[0].state.terminated.exit_code == 128 + 15
+
+
+def _storage_limited(manifest: dict[str, Any], limit: str) -> dict[str, Any]:
+    manifest["spec"]["containers"][0]["resources"] = {"limits": {"ephemeral-storage": limit}}
+    return manifest
+
+
+async def test_pod_over_its_ephemeral_storage_limit_is_evicted(
+    core: client.CoreV1Api, name: str, tmp_path: Path
+) -> None:
+    pid_file = tmp_path / "pid"
+    # 4 MiB into the pod's working directory (its writable layer) against a 1Mi limit.
+    script = f"sleep 60 & echo $! > {pid_file}; head -c 4194304 /dev/zero > big; wait"
+    await core.create_namespaced_pod("default", _storage_limited(pod_manifest(name, script), "1Mi"))
+    pod = await wait_phase(core, name, {"Failed", "Succeeded"}, within=5)
+    assert pod.status.phase == "Failed"
+    assert pod.status.reason == "Evicted"
+    assert pod.status.message == (
+        "Pod ephemeral local storage usage exceeds the total limit of containers 1Mi. "
+    )
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (137, "Error")
+    assert terminated.started_at is not None and terminated.finished_at is not None
+    assert pod.status.container_statuses[0].container_id.startswith("process://")
+    assert {c.type for c in pod.status.conditions if c.status == "False"} == {
+        "Ready",
+        "ContainersReady",
+    }
+    # The whole process group is gone, not just the shell.
+    pid = read_pid(pid_file)
+    assert pid is not None
+    await wait_for(polled(lambda: not process_alive(pid)), f"pid {pid} of {name} to die", within=5)
+
+
+async def test_evicted_pod_deletion_completes(core: client.CoreV1Api, name: str) -> None:
+    script = "head -c 4194304 /dev/zero > big; sleep 60"
+    await core.create_namespaced_pod("default", _storage_limited(pod_manifest(name, script), "1Mi"))
+    pod = await wait_phase(core, name, {"Failed", "Succeeded"}, within=5)
+    assert pod.status.reason == "Evicted"
+    await core.delete_namespaced_pod(name, "default")
+    await wait_gone(lambda: core.read_namespaced_pod(name, "default"), f"pod {name}", within=10)
+
+
+async def test_pod_within_its_ephemeral_storage_limit_succeeds(
+    core: client.CoreV1Api, name: str
+) -> None:
+    # Runs past a few storage checks with 10 KiB of its 1Mi.
+    script = "head -c 10240 /dev/zero > small; sleep 1.5"
+    await core.create_namespaced_pod("default", _storage_limited(pod_manifest(name, script), "1Mi"))
+    pod = await wait_phase(core, name, {"Failed", "Succeeded"})
+    assert pod.status.phase == "Succeeded"
+    assert pod.status.reason is None
+    terminated = pod.status.container_statuses[0].state.terminated
+    assert (terminated.exit_code, terminated.reason) == (0, "Completed")
 
 
 async def test_deleting_running_pod_kills_process(

@@ -23,7 +23,11 @@ from runstate.devcluster.kubelet import (
     ConfigError,
     expand,
     field_value,
+    format_quantity,
+    local_storage_bytes,
     output_tail,
+    parse_quantity,
+    pod_storage_limit,
     running_status,
     terminal_status,
 )
@@ -100,6 +104,100 @@ def test_status_documents() -> None:
     assert final["qosClass"] == "BestEffort" and final["hostIP"] == "127.0.0.1"
     # Nulls clear a reason/message an earlier merge patch may have set.
     assert final["reason"] is None and final["message"] is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0", 0),
+        ("100", 100),
+        ("1Ki", 1024),
+        ("1Mi", 1024**2),
+        ("2Gi", 2 * 1024**3),
+        ("1Ti", 1024**4),
+        ("1.5Gi", 3 * 1024**3 // 2),
+        ("1k", 1000),
+        ("500M", 500_000_000),
+        ("3G", 3 * 10**9),
+        ("1T", 10**12),
+        ("1e6", 10**6),
+        ("2.5E3", 2500),
+        ("1E", 10**18),  # a bare E is exa, not an exponent
+        ("1500m", 2),  # fractions round up, like Quantity.Value()
+        ("+7", 7),
+        (".5k", 500),
+    ],
+)
+def test_parse_quantity(text: str, expected: int) -> None:
+    assert parse_quantity(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "Mi", "1K", "1 Mi", "1MiB", "1e", "-", "1..0", "0x10"])
+def test_parse_quantity_rejects_what_kubernetes_rejects(text: str) -> None:
+    with pytest.raises(ValueError, match="invalid quantity"):
+        parse_quantity(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "like", "expected"),
+    [
+        (1024**2, "1Mi", "1Mi"),
+        (3 * 1024**2 // 2, "1Mi", "1536Ki"),
+        (1536 * 1024**3, "1Gi", "1536Gi"),
+        (512, "1Ki", "512"),  # below 1Ki BinarySI prints as DecimalSI
+        (1025, "1Ki", "1025"),
+        (10**6, "1000000", "1M"),
+        (1_500_000, "1M", "1500k"),
+        (10**6, "1e6", "1e6"),
+        (1_500_000, "1e6", "1500e3"),
+        (100, "1e2", "100"),
+        (0, "1Mi", "0"),
+    ],
+)
+def test_format_quantity_is_canonical(value: int, like: str, expected: str) -> None:
+    assert format_quantity(value, like) == expected
+
+
+def _limited(*limits: str | None, init: tuple[str, ...] = ()) -> dict[str, object]:
+    def container(limit: str | None) -> dict[str, object]:
+        return {"name": "c", "resources": {"limits": {"ephemeral-storage": limit}} if limit else {}}
+
+    return {
+        "spec": {
+            "containers": [container(limit) for limit in limits],
+            "initContainers": [container(limit) for limit in init],
+        }
+    }
+
+
+def test_pod_storage_limit_sums_containers_like_the_kubelet() -> None:
+    assert pod_storage_limit(POD) is None
+    assert pod_storage_limit(_limited(None, None)) is None
+    assert pod_storage_limit(_limited("1Mi")) == (1024**2, "1Mi")
+    assert pod_storage_limit(_limited("1Mi", None, "512Ki")) == (1536 * 1024, "1536Ki")
+    # The sum is printed in the format of the first limit (Quantity.Add).
+    assert pod_storage_limit(_limited("1M", "1Mi")) == (2_048_576, "2048576")
+    assert pod_storage_limit(_limited("0", "1Mi")) == (1024**2, "1Mi")
+    # An init container's larger limit wins (PodRequestsAndLimits).
+    assert pod_storage_limit(_limited("1Mi", init=("2Gi",))) == (2 * 1024**3, "2Gi")
+    assert pod_storage_limit(_limited("1Gi", init=("2Mi",))) == (1024**3, "1Gi")
+    assert pod_storage_limit(_limited(None, init=("1k",))) == (1000, "1k")
+
+
+def test_local_storage_bytes_counts_files_once(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "a" / "b").mkdir(parents=True)
+    (work / "top").write_bytes(b"x" * 100)
+    (work / "a" / "b" / "deep").write_bytes(b"x" * 1000)
+    (work / "a" / "hard").hardlink_to(work / "top")  # one file, counted once
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"x" * 10_000)
+    (work / "link").symlink_to(outside)  # not followed
+    log = tmp_path / "pod.log"
+    log.write_bytes(b"x" * 7)
+    assert local_storage_bytes(work) == 1100
+    assert local_storage_bytes(work, log) == 1107
+    assert local_storage_bytes(work, tmp_path / "missing") == 1100
 
 
 def test_cache_root_honours_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

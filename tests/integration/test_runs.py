@@ -629,15 +629,35 @@ def test_concurrency_queue_runs_one_at_a_time(kube_cluster: Cluster, operator: O
     kube_cluster.apply(limited_runbook("q", "Queue"), ns)
     for i in range(3):
         kube_cluster.apply(run(f"r{i}", "q"), ns)
+    # While its runs are active the Runbook is Reconciling: a GitOps tool shows "progressing".
+    busy = wait_for(
+        "the runbook to reconcile its runs",
+        lambda: next(
+            (
+                c
+                for c in runbook_status(kube_cluster, ns, "q").get("conditions") or []
+                if c["type"] == "Reconciling" and c["status"] == "True"
+            ),
+            None,
+        ),
+        timeout=30,
+    )
+    assert busy["reason"] == "RunsActive"
     spans = []
     for i in range(3):
         st = final_status(kube_cluster, ns, f"r{i}", timeout=90)
         assert st["state"]["type"] == "COMPLETED"
         spans.append((st["startTime"], st["endTime"], history_of(st)))
-    spans.sort()
+    # First in, first served: created r0, r1, r2 (same second: the name decides), run so.
     for (_, end, _), (start, _, _) in itertools.pairwise(spans):
-        assert end <= start, f"runs overlapped: {spans}"
+        assert end <= start, f"runs overlapped or ran out of order: {spans}"
     assert sum("AwaitingConcurrencySlot" in h for _, _, h in spans) == 2
+    st = wait_for(
+        "the runbook to settle",
+        lambda: (s := runbook_status(kube_cluster, ns, "q")).get("activeRuns") == 0 and s,
+    )
+    assert {k: n for k, n in st["runs"].items() if n} == {"COMPLETED": 3}
+    assert {c["type"]: c["status"] for c in st["conditions"]}["Reconciling"] == "False"
 
 
 def test_concurrency_forbid_fails_the_others(kube_cluster: Cluster, operator: Operator) -> None:
@@ -693,6 +713,149 @@ def test_concurrency_replace_cancels_the_running_one(
     new = final_status(kube_cluster, ns, "new", timeout=60)
     assert new["state"]["type"] == "COMPLETED"
     assert "AwaitingConcurrencySlot" in history_of(new)
+
+
+# ---- Hooks, deletion, eviction.
+
+
+def hook_runbook(name: str, log: str, ops: list[dict[str, Any]], **spec: Any) -> str:
+    record = f'echo "$RUNSTATE_RUN $RUNSTATE_STATE_NAME" >> {log}'
+    return runbook(
+        name,
+        ops=ops,
+        hosts=2,
+        hooks={
+            "onCompletion": ["notify", "broken"],
+            "onFailure": ["notify"],
+            "onCancellation": ["notify"],
+        },
+        hookOperations=[
+            {"name": "notify", "run": record},
+            {"name": "broken", "run": "echo cannot reach chat; exit 4"},
+        ],
+        **spec,
+    )
+
+
+def hooks_over(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
+    def over() -> list[dict[str, Any]] | None:
+        hooks = (cluster.get("run", name, ns).get("status") or {}).get("hooks") or []
+        if hooks and all(h["result"] in ("Succeeded", "Failed", "Lost") for h in hooks):
+            return list(hooks)
+        return None
+
+    result: list[dict[str, Any]] = wait_for(f"hooks of {name} to finish", over, timeout=60)
+    return result
+
+
+def test_hooks_run_once_when_a_run_ends_and_a_failing_one_is_a_warning(
+    kube_cluster: Cluster, operator: Operator, tmp_path: Any
+) -> None:
+    ns = kube_cluster.namespace()
+    log = tmp_path / "hooks.log"
+    kube_cluster.apply(hook_runbook("hooked", str(log), [{"name": "work", "run": "true"}]), ns)
+    kube_cluster.apply(run("ok", "hooked"), ns)
+    kube_cluster.kubectl("wait", "-n", ns, "run/ok", "--for=condition=Ready", "--timeout=60s")
+    hooks = hooks_over(kube_cluster, ns, "ok")
+    assert hooks == [
+        {"name": "notify", "on": "onCompletion", "result": "Succeeded", "message": ""},
+        {
+            "name": "broken",
+            "on": "onCompletion",
+            "result": "Failed",
+            "message": "cannot reach chat",
+        },
+    ]
+    st = kube_cluster.get("run", "ok", ns)["status"]
+    assert st["state"]["name"] == "Completed"  # a failed hook never changes the state
+    assert [h["to"] for h in st["history"]][-1] == "COMPLETED/Completed"
+    assert st["stageWarnings"]["Disconnect"] == 1
+    conds = {c["type"]: c["status"] for c in st["conditions"]}
+    assert conds == {"Ready": "True", "Reconciling": "False", "Stalled": "False"}
+    assert log.read_text() == "ok Completed\n"  # once per run, not per host
+    hook_pods = kube_cluster.items("pods", ns, "-l", "runstate.dev/kind=hook")
+    assert len(hook_pods) == 2
+    failed = [e for e in events_of(kube_cluster, ns, "ok") if e["reason"] == "HookFailed"]
+    assert [(e["type"], e["message"]) for e in failed] == [
+        ("Warning", "onCompletion hook broken failed: cannot reach chat")
+    ]
+    assert (
+        operator.metric(
+            "runstate_stage_warnings_total", namespace=ns, runbook="hooked", stage="Disconnect"
+        )
+        == 1
+    )
+
+    # A failing run runs the failure hook instead.
+    kube_cluster.apply(
+        hook_runbook("hooked-fail", str(log), [{"name": "work", "run": "exit 1"}]), ns
+    )
+    kube_cluster.apply(run("bad", "hooked-fail"), ns)
+    assert final_status(kube_cluster, ns, "bad")["state"]["type"] == "FAILED"
+    assert [h["name"] for h in hooks_over(kube_cluster, ns, "bad")] == ["notify"]
+    assert log.read_text().splitlines()[-1] == "bad Failed"
+
+
+def test_deleting_a_running_run_cancels_it_cleans_up_then_lets_it_go(
+    kube_cluster: Cluster, operator: Operator, redis_url: str, tmp_path: Any
+) -> None:
+    ns = kube_cluster.namespace()
+    log = tmp_path / "hooks.log"
+    kube_cluster.apply(hook_runbook("doomed", str(log), [{"name": "wait", "run": "sleep 60"}]), ns)
+    kube_cluster.apply(run("r1", "doomed"), ns)
+    pods_running(kube_cluster, ns, 2)
+    obj = kube_cluster.get("run", "r1", ns)
+    assert obj["metadata"]["finalizers"] == ["runstate.dev/cleanup"]
+    uid = obj["metadata"]["uid"]
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    assert client.exists(f"runstate:{{{uid}}}:state")
+
+    kube_cluster.kubectl("delete", "run", "r1", "-n", ns, "--wait=false")
+    wait_for(
+        "the Run to be gone",
+        lambda: kube_cluster.kubectl("get", "run", "r1", "-n", ns, check=False).returncode != 0,
+        timeout=60,
+    )
+    reasons = [e["reason"] for e in events_of(kube_cluster, ns, "r1")]
+    assert {"Cancelling", "Cancelled"} <= set(reasons)
+    cancelling = next(e for e in events_of(kube_cluster, ns, "r1") if e["reason"] == "Cancelling")
+    assert cancelling["message"] == "Run deleted: stopping 2 pod(s)"
+    # The cancellation hook ran before the Run went, and nothing is left behind.
+    assert log.read_text() == "r1 Cancelled\n"
+    assert client.keys(f"runstate:{{{uid}}}:*") == []
+    wait_for("the run's pods to be gone", lambda: kube_cluster.items("pods", ns) == [], timeout=60)
+
+
+def test_an_evicted_pod_crashes_the_run(kube_cluster: Cluster, operator: Operator) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(
+        runbook(
+            "hungry",
+            ops=[{"name": "fill", "run": "head -c 4194304 /dev/zero > big; sleep 60"}],
+            hosts=1,
+            defaults={"resources": {"limits": {"ephemeral-storage": "1Mi"}}},
+        ),
+        ns,
+    )
+    kube_cluster.apply(run("r1", "hungry"), ns)
+    st = final_status(kube_cluster, ns, "r1", timeout=60)
+    assert st["state"]["type"] == "CRASHED", st["state"]
+    assert st["state"]["message"] == (
+        "1 pod(s) of this run ended by their node (first: run fill on web1.example.com: "
+        "Evicted: Pod ephemeral local storage usage exceeds the total limit of containers 1Mi.)"
+    )
+    [pod] = kube_cluster.items("pods", ns)  # evicted, and not started again
+    assert pod["status"]["reason"] == "Evicted"
+    assert (
+        operator.metric(
+            "runstate_run_failures_total",
+            namespace=ns,
+            runbook="hungry",
+            state_type="CRASHED",
+            reason="infrastructure",
+        )
+        == 1
+    )
 
 
 # ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.

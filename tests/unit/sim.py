@@ -71,7 +71,7 @@ def simulate(
             trace.units[key] = Observed(key, Phase.FAILED, 137, "Deleted")
         in_flight = [u for u in trace.units.values() if not u.finished]
         trace.max_in_flight = max(trace.max_in_flight, len(in_flight))
-        if d.final or (not in_flight and not d.create):
+        if d.done or (not in_flight and not d.create):
             break
         for unit in in_flight[:finish_per_step]:
             result = outcome(unit.key)

@@ -5,7 +5,7 @@ from datetime import timedelta
 from typing import Any
 
 from runstate.api.v1alpha1 import RunSpec, Stage, StateType
-from runstate.domain.engine import Decision, Observation, decide
+from runstate.domain.engine import QUEUED_RECHECK_SECONDS, Decision, Observation, decide
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from tests.unit.sim import T0, run_spec, runbook
 
@@ -205,7 +205,7 @@ def test_queue_waits_for_a_slot_then_starts() -> None:
     d = with_slot(None, rb, False, ("first",))
     assert names(d) == ["Pending", "AwaitingConcurrencySlot"] and d.create == ()
     assert d.progress.state.message == "Concurrency limit 1 reached: waiting for first"
-    assert d.requeue_after == 2.0 and d.replace == ()
+    assert d.requeue_after == QUEUED_RECHECK_SECONDS and d.replace == ()
     d = with_slot(d, rb, False, ("first",))
     assert names(d) == []  # still waiting, no duplicate transition
     d = with_slot(d, rb, True)

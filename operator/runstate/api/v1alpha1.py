@@ -19,6 +19,8 @@ from pydantic.alias_generators import to_camel
 GROUP = "runstate.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
+# Kept on a Run while it has pods or hot state to clean up: deleting the Run cancels it first.
+FINALIZER = f"{GROUP}/cleanup"
 
 # Operation names become label values and parts of pod names: keep them DNS-label shaped.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
@@ -195,6 +197,20 @@ class Trigger(_Model):
     )
 
 
+class Hooks(_Model):
+    """Prefect's state hooks: names of `hookOperations` run once when a run ends so."""
+
+    on_completion: list[str] = Field(
+        default_factory=list, description="Run when a run reaches Completed"
+    )
+    on_failure: list[str] = Field(
+        default_factory=list, description="Run when a run reaches Failed or Crashed"
+    )
+    on_cancellation: list[str] = Field(
+        default_factory=list, description="Run when a run reaches Cancelled (also by deletion)"
+    )
+
+
 class RunbookSpec(_Model):
     inventory: Inventory = Field(default_factory=Inventory)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -206,6 +222,13 @@ class RunbookSpec(_Model):
         default=15, description="A scheduled run not started this long after its time is Late"
     )
     trigger: Trigger = Field(default_factory=Trigger)
+    hooks: Hooks = Field(default_factory=Hooks)
+    hook_operations: list[Operation] = Field(
+        default_factory=list,
+        max_length=50,
+        description="Operations that `hooks` name: one pod per run (per selected host when "
+        "`hosts` is given), never part of the DAG",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -331,6 +354,14 @@ class PlannedOperation(_Model):
     truncated: bool = False
 
 
+class HookResult(_Model):
+    name: str
+    on: str = Field(description="onCompletion, onFailure or onCancellation")
+    host: str | None = None
+    result: str = Field(description="Pending, Running, Succeeded, Failed or Lost")
+    message: str = ""
+
+
 class RunStatus(_Model):
     observed_generation: int | None = None
     state: RunState | None = None
@@ -345,6 +376,9 @@ class RunStatus(_Model):
     failed_hosts: list[FailedHost] | None = None
     history: list[HistoryItem] | None = None
     plan: list[PlannedOperation] | None = None
+    hooks: list[HookResult] | None = Field(
+        default=None, description="Hooks run after the run ended (a failure is a warning)"
+    )
     start_time: str | None = None
     end_time: str | None = None
     duration_seconds: float | None = None

@@ -24,6 +24,7 @@ from pydantic import ValidationError
 
 from runstate import metrics
 from runstate.api.v1alpha1 import (
+    FINALIZER,
     HistoryItem,
     RunbookSpec,
     RunSpec,
@@ -45,6 +46,9 @@ ObjectKey = tuple[str, str]  # (namespace, name)
 FINISHED_TTL_SECONDS = 7 * 24 * 3600
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
 LAUNCHED = "@launched|"  # results-hash key prefix of the record of started units
+# A deleted Run waits this long for its state hooks before its finalizer goes anyway: a hook
+# whose pod cannot start must not keep a Run (and its namespace) from being deleted.
+DELETE_HOOK_GRACE_SECONDS = 120.0
 
 
 def _launched_record(key: WorkKey) -> dict[str, Any]:
@@ -107,6 +111,9 @@ class _Memory:
     # The parsed spec for a generation: parsing is most of a reconcile's CPU otherwise.
     spec: tuple[int, RunSpec] | None = None
     last_status_write: float | None = None
+    done: bool = False  # ended and its hooks over: later events change nothing
+    finalizer_added: bool = False  # until the cache shows it, do not add it twice
+    hook_failures: set[tuple[str, str]] | None = None  # (hook, host) already announced
 
 
 def _validation_problem(prefix: str, exc: ValidationError) -> str:
@@ -191,6 +198,38 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
     return (b - a).total_seconds()
 
 
+def queued_ahead(
+    runs: Sequence[Mapping[str, Any]],
+    meta: Mapping[str, Any],
+    holders: Sequence[str],
+    now: datetime,
+) -> int:
+    """How many of `runs` (of one Runbook) were created before the run with `meta` and wait for
+    a concurrency slot too: a free slot goes to them first (first in, first served)."""
+    mine = (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
+    ahead = 0
+    for body in runs:
+        other = body.get("metadata") or {}
+        when = (str(other.get("creationTimestamp") or ""), str(other.get("name") or ""))
+        if when >= mine or other.get("uid") in holders:
+            continue
+        state = (body.get("status") or {}).get("state") or {}
+        if state.get("type") in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+            continue
+        if state:
+            waits_for_time = state.get("type") == "SCHEDULED" and state.get("name") in (
+                "Scheduled",
+                "AwaitingRetry",
+            )
+            due = _parse_time(state.get("scheduledTime")) if waits_for_time else None
+        else:
+            due = _parse_time((body.get("spec") or {}).get("scheduledTime"))
+        if due is not None and due > now:
+            continue  # scheduled for later: not in the queue yet
+        ahead += 1
+    return ahead
+
+
 class Reconciler:
     def __init__(
         self,
@@ -202,6 +241,7 @@ class Reconciler:
         resync_seconds: float = 60.0,
         create_concurrency: int = 16,
         status_coalesce_seconds: float = 1.0,
+        wake: Callable[[ObjectKey], None] | None = None,
     ) -> None:
         # A lease outlives a few resyncs (each reconcile of a live run renews it), and dies with
         # an operator that stops renewing.
@@ -212,6 +252,8 @@ class Reconciler:
         self.resync_seconds = resync_seconds
         self.status_coalesce_seconds = status_coalesce_seconds
         self.slot_ttl = max(120.0, 3 * resync_seconds)
+        # Puts a run on the work queue: a released slot wakes the runs queued for it.
+        self.wake = wake or (lambda key: None)
         self._memory: dict[ObjectKey, _Memory] = {}
         self._create_slots = asyncio.Semaphore(create_concurrency)
 
@@ -260,12 +302,10 @@ class Reconciler:
         if body is None:
             mem = self._memory.pop(key, None)
             if mem is not None:
-                # Pods go with the Run (ownerReferences → garbage collector); hot state here.
+                # Normally the finalizer saw to this; a Run deleted without it (removed by
+                # hand, or never added) still leaves nothing behind in the store.
                 await self._store_call("delete", self.store.adelete(mem.uid))
-                if mem.slot_scope:
-                    await self._store_call(
-                        "release_slot", self.store.arelease_slot(mem.slot_scope, mem.uid)
-                    )
+                await self._release_slot(key, mem)
             return None
         meta = body.get("metadata") or {}
         ns, name, uid = key[0], key[1], meta.get("uid", "")
@@ -274,9 +314,12 @@ class Reconciler:
         if mem is None or mem.uid != uid:
             mem = self._memory[key] = _Memory(uid=uid)
         current_status: Mapping[str, Any] = body.get("status") or {}
+        deleting = bool(meta.get("deletionTimestamp"))
+        finalizers: list[str] = list(meta.get("finalizers") or [])
         if (
-            mem.record is not None
-            and is_final(StateType(mem.record.type))
+            mem.done
+            and not deleting
+            and mem.record is not None
             and (current_status.get("state") or {}).get("type") == mem.record.type
         ):
             return None  # finished, and the object says so: late events change nothing
@@ -295,7 +338,32 @@ class Reconciler:
                 for k in (_launched_key(v) for n, v in stored.items() if n.startswith(LAUNCHED))
                 if k is not None
             }
+        if mem.hook_failures is None:
+            mem.hook_failures = {
+                (str(h.get("name")), str(h.get("host") or ""))
+                for h in current_status.get("hooks") or []
+                if h.get("result") in ("Failed", "Lost")
+            }
         now = self.clock()
+        # The finalizer goes on before anything is written for a live run, so there is never
+        # hot state or a pod that a deletion could leave behind. Runs a Runbook starts carry it
+        # from birth; a run already over needs none.
+        final_now = progress is not None and is_final(progress.state.type)
+        if (
+            not deleting
+            and FINALIZER not in finalizers
+            and not final_now
+            and not mem.finalizer_added
+        ):
+            try:
+                added = await self.kube.set_finalizers(
+                    "runs", ns, name, [*finalizers, FINALIZER], meta["resourceVersion"]
+                )
+            except Gone:
+                return None
+            if not added:
+                return 0.5  # changed meanwhile: look at the newer object
+            mem.finalizer_added = True
         runbook_name = ""
         spec: RunSpec | None = None
         try:
@@ -303,7 +371,7 @@ class Reconciler:
                 mem.spec = (generation, RunSpec.model_validate(body.get("spec") or {}))
             spec = mem.spec[1]
             rb, problem, runbook_name = self._runbook_for(ns, spec)
-            slot, holders = await self._slot(ns, runbook_name, mem, spec, rb, progress, now)
+            slot, holders = await self._slot(ns, runbook_name, meta, mem, spec, rb, progress, now)
             obs = Observation(
                 spec=spec,
                 runbook=rb,
@@ -314,6 +382,7 @@ class Reconciler:
                 launched=frozenset(mem.launched),
                 slot=slot,
                 holders=holders,
+                deleting=deleting,
             )
             decision = engine.decide(obs)
         except ValidationError as exc:
@@ -352,9 +421,8 @@ class Reconciler:
                 return 0.0
 
         # Concurrency: a final run gives its slot back; Replace cancels the holders (once).
-        if mem.slot_scope and decision.final:
-            await self._store_call("release_slot", self.store.arelease_slot(mem.slot_scope, uid))
-            mem.slot_scope = None
+        if decision.final:
+            await self._release_slot(key, mem)
         for holder in decision.replace:
             if holder not in mem.replaced:
                 await self.kube.patch_spec("runs", ns, holder, {"cancel": True})
@@ -385,8 +453,13 @@ class Reconciler:
             ]
         mem.history = mem.history[-status.HISTORY_IN_STATUS :]
         items = mem.history
+        # What this process last wrote is newer than a cache that has not caught up with it.
         wanted = status.run_status(
-            decision, previous=current_status, generation=generation, history=items, now=now
+            decision,
+            previous=mem.written_status or current_status,
+            generation=generation,
+            history=items,
+            now=now,
         )
         baseline = mem.written_status or current_status
         coalesce_wait = 0.0
@@ -411,8 +484,16 @@ class Reconciler:
         # 5. Events and metrics for what was committed.
         await self._announce(ns, name, uid, labels, decision, mem, now)
         if decision.final:
-            await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
             mem.expected.clear()
+        if deleting and decision.final:
+            deleted_at = _parse_time(meta.get("deletionTimestamp")) or now
+            waited = (now - deleted_at).total_seconds()
+            if decision.settled or waited >= DELETE_HOOK_GRACE_SECONDS:
+                return await self._finalize(key, uid, meta, finalizers, mem)
+            return min(self.resync_seconds, DELETE_HOOK_GRACE_SECONDS - waited)
+        if decision.done:
+            await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
+            mem.done = True
             return None
         delays = [self.resync_seconds]
         if decision.requeue_after is not None:
@@ -421,10 +502,47 @@ class Reconciler:
             delays.append(coalesce_wait)
         return min(delays)
 
+    async def _finalize(
+        self,
+        key: ObjectKey,
+        uid: str,
+        meta: Mapping[str, Any],
+        finalizers: Sequence[str],
+        mem: _Memory,
+    ) -> float | None:
+        """A deleted Run that is over: drop its hot state, then let it go. Its pods (all
+        finished) go with it through their ownerReferences."""
+        await self._store_call("delete", self.store.adelete(uid))
+        await self._release_slot(key, mem)
+        if FINALIZER in finalizers:
+            kept = [f for f in finalizers if f != FINALIZER]
+            try:
+                if not await self.kube.set_finalizers(
+                    "runs", key[0], key[1], kept, meta["resourceVersion"]
+                ):
+                    return 0.5  # changed meanwhile: try again with the newer object
+            except Gone:
+                pass
+        self._memory.pop(key, None)
+        return None
+
+    async def _release_slot(self, key: ObjectKey, mem: _Memory) -> None:
+        """Give the run's concurrency slot back and wake the runs queued for it."""
+        scope = mem.slot_scope
+        if not scope:
+            return
+        await self._store_call("release_slot", self.store.arelease_slot(scope, mem.uid))
+        mem.slot_scope = None
+        ns, runbook = scope.split("/", 1)
+        for other in self.cache.runs_of_runbook((ns, runbook)):
+            if other != key:
+                self.wake(other)
+
     async def _slot(
         self,
         ns: str,
         runbook: str,
+        meta: Mapping[str, Any],
         mem: _Memory,
         spec: RunSpec,
         rb: RunbookSpec | None,
@@ -452,6 +570,18 @@ class Reconciler:
         scope = f"{ns}/{runbook}"
         if mem.slot_scope == scope and time.monotonic() - mem.slot_renewed < self.slot_ttl / 3:
             return True, ()  # held and renewed recently: no Redis round trip per pod event
+        holder_uids: list[str] | None = None
+        if mem.slot_scope != scope:
+            # Not holding one: first in, first served. A free slot goes to the oldest runs
+            # waiting for one, not to whichever looks first.
+            holder_uids = await self._store_call("slot_holders", self.store.aslot_holders(scope))
+            if mem.uid not in holder_uids:
+                free = limit.limit - len(holder_uids)
+                others = [
+                    b for k in self.cache.runs_of_runbook((ns, runbook)) if (b := self.cache.run(k))
+                ]
+                if free <= 0 or queued_ahead(others, meta, holder_uids, now) >= free:
+                    return False, self._names(ns, runbook, holder_uids)
         got = await self._store_call(
             "acquire_slot",
             self.store.aacquire_slot(scope, mem.uid, limit=limit.limit, ttl_seconds=self.slot_ttl),
@@ -461,12 +591,15 @@ class Reconciler:
             mem.slot_renewed = time.monotonic()
             return True, ()
         holder_uids = await self._store_call("slot_holders", self.store.aslot_holders(scope))
+        return False, self._names(ns, runbook, holder_uids)
+
+    def _names(self, ns: str, runbook: str, uids: Sequence[str]) -> tuple[str, ...]:
         names = []
         for key in self.cache.runs_of_runbook((ns, runbook)):
             body = self.cache.run(key)
-            if body and (body.get("metadata") or {}).get("uid") in holder_uids:
+            if body and (body.get("metadata") or {}).get("uid") in uids:
                 names.append(key[1])
-        return False, tuple(sorted(names))
+        return tuple(sorted(names))
 
     async def _create_pods(
         self, ns: str, name: str, uid: str, spec: RunSpec, decision: Decision, mem: _Memory
@@ -581,6 +714,23 @@ class Reconciler:
         ):
             await self._event(ns, name, uid, stalled.reason, stalled.message, now)
         mem.stalled_reason = stalled.reason if stalled else None
+        # A failed hook is a Disconnect warning, never a state change: an Event says which.
+        assert mem.hook_failures is not None
+        for hook in decision.hook_failures:
+            hook_key = (hook.name, hook.host or "")
+            if hook_key in mem.hook_failures:
+                continue
+            mem.hook_failures.add(hook_key)
+            metrics.STAGE_WARNINGS.labels(namespace, runbook, Stage.Disconnect.value).inc()
+            where = f" on {hook.host}" if hook.host else ""
+            await self._event(
+                ns,
+                name,
+                uid,
+                "HookFailed",
+                f"{hook.on} hook {hook.name}{where} {hook.result.lower()}: {hook.message}",
+                now,
+            )
         if decision.summary is not None:
             warnings = decision.summary.stage_warnings.model_dump()
             # Count only what this process has not counted or the status not shown yet.

@@ -24,6 +24,14 @@ cannot tell it from a cluster with real nodes:
 * **activeDeadlineSeconds**, counted from ``startTime``: the process group is
   killed (SIGTERM, SIGKILL after the grace period) and the pod fails with
   ``reason: DeadlineExceeded``.
+* **Ephemeral-storage eviction**, as the kubelet's eviction manager does it: a
+  pod whose containers set ``resources.limits["ephemeral-storage"]`` has its
+  local storage (the files under its working directory, standing in for the
+  container's writable layer, plus its output log) measured every
+  ``STORAGE_CHECK_SECONDS``.  Above the pod's limit (the sum over its
+  containers) the process group is killed at once (the kubelet evicts with
+  grace period 0) and the pod fails with ``reason: Evicted`` and the kubelet's
+  message; the container ends terminated with exit code 137.
 * **Deletion.** A pod with a ``deletionTimestamp`` gets SIGTERM, SIGKILL after
   its ``deletionGracePeriodSeconds``, a final status, and is then deleted with
   ``gracePeriodSeconds=0`` as a real kubelet finishes a graceful delete.  A pod
@@ -50,14 +58,17 @@ import base64
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
 import signal
+import stat
 import sys
 import tempfile
 from collections.abc import Awaitable, Coroutine, Mapping
 from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +85,12 @@ MESSAGE_MAX_LINES = 80
 MESSAGE_MAX_BYTES = 4096
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+EVICTED_REASON = "Evicted"
+# The kubelet's podEphemeralStorageMessageFmt, trailing space included.
+EVICTED_STORAGE_MESSAGE = (
+    "Pod ephemeral local storage usage exceeds the total limit of containers {}. "
+)
+STORAGE_CHECK_SECONDS = 0.5
 LOST_REASON = "ContainerStatusUnknown"
 LOST_MESSAGE = "The container could not be located when the pod was terminated"
 DEFAULT_GRACE_SECONDS = 30
@@ -413,6 +430,133 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         os.killpg(pgid, sig)
 
 
+# --- ephemeral storage -------------------------------------------------------------
+
+_QUANTITY = re.compile(
+    r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+|[numkMGTPE]?)"
+)
+_BINARY_SUFFIXES = ("", "Ki", "Mi", "Gi", "Ti", "Pi", "Ei")
+_DECIMAL_EXPONENTS = {
+    "n": -9,
+    "u": -6,
+    "m": -3,
+    "": 0,
+    "k": 3,
+    "M": 6,
+    "G": 9,
+    "T": 12,
+    "P": 15,
+    "E": 18,
+}
+_DECIMAL_SUFFIXES = {exponent: suffix for suffix, exponent in _DECIMAL_EXPONENTS.items()}
+
+
+def _quantity(text: str) -> tuple[Fraction, str]:
+    """A Kubernetes quantity's exact value and format (BinarySI, DecimalSI, DecimalExponent)."""
+    match = _QUANTITY.fullmatch(text)
+    if match is None:
+        raise ValueError(f"invalid quantity {text!r}")
+    number, suffix = Fraction(match.group(1)), match.group(2)
+    if suffix in _BINARY_SUFFIXES[1:]:
+        return number * 1024 ** _BINARY_SUFFIXES.index(suffix), "BinarySI"
+    if suffix[:1] in ("e", "E") and suffix[1:]:
+        return number * Fraction(10) ** int(suffix[1:]), "DecimalExponent"
+    return number * Fraction(10) ** _DECIMAL_EXPONENTS[suffix], "DecimalSI"
+
+
+def parse_quantity(text: str) -> int:
+    """A Kubernetes quantity ("1Mi", "500M", "1e6", "1.5Gi", "100") as an integer.
+
+    Suffixes Ki..Ei are powers of 1024, m k M G T P E powers of 1000, e<N> of
+    10.  A fractional result is rounded up, as ``Quantity.Value()`` does.
+    Raises ValueError on anything else.
+    """
+    value, _ = _quantity(text)
+    return math.ceil(value)
+
+
+def format_quantity(value: int, like: str) -> str:
+    """``value`` as ``Quantity.String()`` prints it in the format of the quantity ``like``.
+
+    Canonical form: BinarySI uses the largest exact 1024-power suffix (values
+    below 1024 fall back to DecimalSI); DecimalSI and DecimalExponent use a
+    power of 1000, so 1048576 like "1Mi" is "1Mi", 1000000 like "1" is "1M"
+    and like "1e3" is "1e6".
+    """
+    if value == 0:
+        return "0"
+    _, fmt = _quantity(like)
+    if fmt == "BinarySI" and abs(value) >= 1024:
+        power = 0
+        while value % 1024 == 0 and power < len(_BINARY_SUFFIXES) - 1:
+            value //= 1024
+            power += 1
+        return f"{value}{_BINARY_SUFFIXES[power]}"
+    exponent = 0
+    while value % 10 == 0:
+        value //= 10
+        exponent += 1
+    value *= 10 ** (exponent % 3)
+    exponent -= exponent % 3
+    if fmt == "DecimalExponent" or exponent not in _DECIMAL_SUFFIXES:
+        return f"{value}e{exponent}" if exponent else str(value)
+    return f"{value}{_DECIMAL_SUFFIXES[exponent]}"
+
+
+def _storage_limit(container: Mapping[str, Any]) -> str | None:
+    limits = (container.get("resources") or {}).get("limits") or {}
+    limit = limits.get("ephemeral-storage")
+    return None if limit is None else str(limit)
+
+
+def pod_storage_limit(pod: Pod) -> tuple[int, str] | None:
+    """The pod's ephemeral-storage limit in bytes and as printed; None when no container sets one.
+
+    Computed as the kubelet's eviction manager does (``PodRequestsAndLimits``):
+    the sum over the containers, raised to a larger init container's limit,
+    printed in the format of the first quantity that set it.
+    """
+    spec = pod.get("spec") or {}
+    total: int | None = None
+    like = ""
+    for container in spec.get("containers") or []:
+        text = _storage_limit(container)
+        if text is None:
+            continue
+        if not total:  # Quantity.Add takes the addend's format while the sum is zero
+            like = text
+        total = (total or 0) + parse_quantity(text)
+    for container in spec.get("initContainers") or []:
+        text = _storage_limit(container)
+        if text is not None and (total is None or parse_quantity(text) > total):
+            total, like = parse_quantity(text), text
+    return None if total is None else (total, format_quantity(total, like))
+
+
+def local_storage_bytes(*paths: Path) -> int:
+    """Bytes in the regular files at or under ``paths``; hard links count once.
+
+    Symlinks are not followed; files that vanish or cannot be read during the
+    walk are skipped.  Blocking: run it in a thread.
+    """
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    pending = list(paths)
+    while pending:
+        path = pending.pop()
+        try:
+            info = path.lstat()
+        except OSError:
+            continue
+        if stat.S_ISDIR(info.st_mode):
+            with contextlib.suppress(OSError):
+                pending.extend(path.iterdir())
+        elif stat.S_ISREG(info.st_mode) and (info.st_dev, info.st_ino) not in seen:
+            seen.add((info.st_dev, info.st_ino))
+            total += info.st_size
+    return total
+
+
 # --- one pod ----------------------------------------------------------------------
 
 
@@ -425,9 +569,11 @@ class PodWorker:
         self.uid: str = pod["metadata"]["uid"]
         self.ref = _pod_ref(pod)
         self._proc: asyncio.subprocess.Process | None = None
-        self._stop_reason: str | None = None  # deleted | deadline | gone | shutdown
+        self._stop_reason: str | None = None  # deleted | deadline | evicted | gone | shutdown
         self._stop_requested = asyncio.Event()
         self._start_time = _now()
+        self._eviction_message = ""
+        self._deleted = False
 
     # Called from the watch loop: must never block.
 
@@ -471,6 +617,37 @@ class PodWorker:
         except TimeoutError:
             log.info("%s: grace period over, SIGKILL", self.ref)
             _signal_group(proc.pid, signal.SIGKILL)
+
+    async def _watch_storage(
+        self, proc: asyncio.subprocess.Process, limit: tuple[int, str], paths: tuple[Path, ...]
+    ) -> None:
+        """The eviction manager for one pod: evict it once its local storage exceeds ``limit``."""
+        limit_bytes, limit_text = limit
+        while True:
+            await asyncio.sleep(STORAGE_CHECK_SECONDS)
+            if proc.returncode is not None or self._stop_reason is not None:
+                return
+            used = await asyncio.to_thread(local_storage_bytes, *paths)
+            if used > limit_bytes:
+                self._evict(proc, used, limit_text)
+                return
+
+    def _evict(self, proc: asyncio.subprocess.Process, used: int, limit_text: str) -> None:
+        if proc.returncode is not None or self._stop_reason is not None:
+            return  # already over or terminating: that decides the status
+        log.info(
+            "%s: ephemeral storage %d bytes exceeds the limit %s: evicting, SIGKILL to "
+            "process group %d",
+            self.ref,
+            used,
+            limit_text,
+            proc.pid,
+        )
+        # The kubelet evicts for a storage limit with grace period 0.
+        self._stop_reason = "evicted"
+        self._eviction_message = EVICTED_STORAGE_MESSAGE.format(limit_text)
+        self._stop_requested.set()
+        _signal_group(proc.pid, signal.SIGKILL)
 
     # The worker task.
 
@@ -549,6 +726,11 @@ class PodWorker:
             workdir.mkdir()
             return os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
+        try:
+            storage_limit = pod_storage_limit(self.pod)
+        except ValueError as exc:  # the API server validates quantities: not expected
+            log.warning("%s: ephemeral-storage limit not enforced: %s", self.ref, exc)
+            storage_limit = None
         fd = await asyncio.to_thread(open_output)
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -578,13 +760,23 @@ class PodWorker:
             reason, self._stop_reason = self._stop_reason, None
             self.request_stop(reason, 0)
 
-        waiter = asyncio.ensure_future(proc.wait())
-        done, _ = await asyncio.wait({waiter}, timeout=FAST_EXIT_SECONDS)
-        if not done and self._stop_reason not in ("gone", "shutdown"):
-            await self._write_status(
-                running_status(self.pod, self._start_time, started_at, proc.pid)
+        monitor: asyncio.Task[None] | None = None
+        if storage_limit is not None and self._stop_reason is None:
+            monitor = self.kubelet.spawn(
+                self._watch_storage(proc, storage_limit, (workdir, output)),
+                f"ephemeral storage of {self.ref}",
             )
-        returncode = await waiter
+        try:
+            waiter = asyncio.ensure_future(proc.wait())
+            done, _ = await asyncio.wait({waiter}, timeout=FAST_EXIT_SECONDS)
+            if not done and self._stop_reason not in ("gone", "shutdown"):
+                await self._write_status(
+                    running_status(self.pod, self._start_time, started_at, proc.pid)
+                )
+            returncode = await waiter
+        finally:
+            if monitor is not None:
+                monitor.cancel()
         finished_at = _now()
         # The container is over: whatever it left running in its group goes too.
         _signal_group(proc.pid, signal.SIGKILL)
@@ -613,6 +805,16 @@ class PodWorker:
                 container_id=f"process://{proc.pid}",
                 reason=DEADLINE_REASON,
                 message=DEADLINE_MESSAGE,
+            )
+        elif self._stop_reason == "evicted":
+            status = terminal_status(
+                self.pod,
+                start_time=self._start_time,
+                terminated=terminated,
+                phase="Failed",
+                container_id=f"process://{proc.pid}",
+                reason=EVICTED_REASON,
+                message=self._eviction_message,
             )
         else:
             status = terminal_status(
@@ -657,6 +859,15 @@ class PodWorker:
     async def _delete_if_deleting(self) -> None:
         if self.pod["metadata"].get("deletionTimestamp") and self._stop_reason != "gone":
             await self.kubelet.delete_now(self.pod)
+            self._deleted = True
+
+    def delete_pending(self) -> bool:
+        """Deleted after the worker's own last look (e.g. while it wrote an eviction status)."""
+        return (
+            bool(self.pod["metadata"].get("deletionTimestamp"))
+            and not self._deleted
+            and self._stop_reason not in ("gone", "shutdown")
+        )
 
     async def _write_status(self, status: dict[str, Any]) -> None:
         if self._stop_reason == "gone":
@@ -938,6 +1149,9 @@ class ProcessKubelet:
         self._workers.pop(worker.uid, None)
         self._worker_tasks.pop(worker.uid, None)
         self._done.add(worker.uid)
+        if worker.delete_pending():
+            # The deletion arrived while the worker was finishing: it only updated worker.pod.
+            self._finalize(worker.pod)
 
     def _bind(self, pod: Pod) -> None:
         uid = pod["metadata"]["uid"]

@@ -14,6 +14,7 @@ after each operation the fail-percent rule may stop the run.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,8 +23,12 @@ from typing import Any
 
 from runstate.api.v1alpha1 import (
     ConcurrencyPolicy,
+    EnvVar,
     FailedHost,
+    HookResult,
+    Host,
     HostCounts,
+    Operation,
     OperationCounts,
     PlannedOperation,
     RunbookSpec,
@@ -33,7 +38,7 @@ from runstate.api.v1alpha1 import (
     StageWarnings,
     StateType,
 )
-from runstate.domain import policy, stages
+from runstate.domain import hooks, policy, stages
 from runstate.domain.aggregate import aggregate, fail_percent_stop
 from runstate.domain.dag import build_dag
 from runstate.domain.errors import SpecError
@@ -53,6 +58,8 @@ from runstate.domain.work import (
 MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
 MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
 MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host
+# A run queued for a concurrency slot is woken when one is released; this is the safety net.
+QUEUED_RECHECK_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,8 @@ class Observation:
     # one, False when the limit is reached; `holders` names the runs that hold them.
     slot: bool | None = None
     holders: tuple[str, ...] = ()
+    # The Run object is being deleted: the run is cancelled, as by `spec.cancel`.
+    deleting: bool = False
 
 
 @dataclass(frozen=True)
@@ -113,10 +122,20 @@ class Decision:
     requeue_after: float | None = None
     failure_reason: str | None = None  # bounded code for metrics when the run ends badly
     replace: tuple[str, ...] = ()  # runs to cancel (concurrency policy Replace)
+    # State hooks of a run that ended: what their pods show (None: no hooks), the failed ones
+    # (stage warnings), and whether all of them are over.
+    hooks: tuple[HookResult, ...] | None = None
+    hook_failures: tuple[HookResult, ...] = ()
+    settled: bool = True
 
     @property
     def final(self) -> bool:
         return is_final(self.progress.state.type)
+
+    @property
+    def done(self) -> bool:
+        """Ended, hooks included: nothing more will happen to this run."""
+        return self.final and self.settled
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,9 +225,10 @@ def _intent(
 
 
 def validate_runbook(spec: RunbookSpec) -> None:
-    """Raise `SpecError` for what only the operator can judge (inventory, groups, DAG)."""
+    """Raise `SpecError` for what only the operator can judge (inventory, groups, DAG, hooks)."""
     resolve_inventory(spec, None)
     build_dag(spec.operations)
+    hooks.validate_hooks(spec)
 
 
 def reject(obs: Observation, problem: str) -> Decision:
@@ -237,6 +257,65 @@ def _seconds(delta: timedelta) -> float:
 
 def decide(obs: Observation) -> Decision:
     """Everything that should happen next for one run. See the module docstring."""
+    decision = _decide(obs)
+    if decision.final and obs.runbook is not None:
+        return _with_hooks(obs, obs.runbook, decision)
+    return decision
+
+
+def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decision:
+    """A run that ended runs its state hooks once; they never change its state."""
+    try:
+        hooks.validate_hooks(rb)
+    except SpecError:
+        return decision  # the Runbook's status names the problem; nothing can run
+    if not rb.hook_operations:
+        return decision
+    try:
+        hosts: tuple[Host, ...] = resolve_inventory(rb, obs.spec.limit).hosts
+    except SpecError:
+        hosts = ()  # the run failed at Setup: per-host hooks have no host to run on
+    by_key = {u.key: u for u in obs.units if u.key.kind is Kind.HOOK}
+    # Pods being deleted with the ending run still count against `parallel`.
+    busy = sum(1 for u in obs.units if not u.finished and u.key not in decision.delete)
+    busy -= sum(1 for u in by_key.values() if not u.finished)
+    in_flight = sum(1 for u in by_key.values() if not u.finished) + max(0, busy)
+
+    def intent(key: WorkKey, op: Operation, host: Host | None, env: tuple[EnvVar, ...]) -> Intent:
+        return Intent(
+            key=key,
+            command=op.run,
+            image=op.image or rb.defaults.image,
+            env=(*rb.defaults.env, *env, *op.env),
+            timeout_seconds=op.timeout_seconds,
+            host_data=host.data if host is not None else {},
+            groups=tuple(host.groups) if host is not None else (),
+            service_account_name=rb.defaults.service_account_name,
+            resources=rb.defaults.resources,
+        )
+
+    plan = hooks.plan_hooks(
+        rb,
+        decision.progress.state,
+        decision.progress.attempt,
+        hosts,
+        by_key,
+        obs.launched,
+        max(0, rb.config.parallel - in_flight),
+        intent,
+    )
+    if not plan.results:
+        return decision
+    return dataclasses.replace(
+        decision,
+        create=(*decision.create, *plan.create),
+        hooks=plan.results,
+        hook_failures=plan.failed,
+        settled=plan.settled,
+    )
+
+
+def _decide(obs: Observation) -> Decision:
     walk = _Walk(obs)
     spec, rb, now = obs.spec, obs.runbook, obs.now
     if walk.state is not None and is_final(walk.state.type):
@@ -253,9 +332,9 @@ def decide(obs: Observation) -> Decision:
         else:
             walk.move("Pending", "Run accepted")
 
-    # Cancel wins over everything that is not final.
-    if spec.cancel:
-        return _cancel(walk)
+    # Cancel (or deletion of the Run) wins over everything that is not final.
+    if spec.cancel or obs.deleting:
+        return _cancel(walk, deleted=obs.deleting and not spec.cancel)
 
     state = walk.state
     assert state is not None
@@ -315,7 +394,7 @@ def decide(obs: Observation) -> Decision:
                 f"Concurrency limit {limit.limit} reached: {verb} {holders}",
             )
         replace = obs.holders if limit.policy is ConcurrencyPolicy.Replace else ()
-        return walk.decision(requeue_after=2.0, replace=replace)
+        return walk.decision(requeue_after=QUEUED_RECHECK_SECONDS, replace=replace)
     if waiting:
         walk.move("Pending", "Concurrency slot acquired")
 
@@ -338,13 +417,31 @@ def decide(obs: Observation) -> Decision:
         walk.start_time = walk.start_time or entered.timestamp
         walk.attempt_start = walk.attempt_start or entered.timestamp
 
+    # A pod its node ended (evicted, lost with the node, preempted): the operation neither
+    # succeeded nor failed, and what it did on the host is unknown. That is a crash.
+    evicted = sorted(
+        (u for u in obs.units if u.infrastructure and u.key.attempt == walk.attempt),
+        key=lambda u: u.key,
+    )
+    if evicted:
+        lost = evicted[0]
+        what = f"{lost.key.kind.value} {lost.key.operation} on {lost.key.host}".replace("  ", " ")
+        _finish(
+            walk,
+            "Crashed",
+            f"{len(evicted)} pod(s) of this run ended by their node (first: {what}: "
+            f"{lost.reason}: {_trim(lost.message)})",
+            "infrastructure",
+        )
+        return walk.decision(delete=tuple(u.key for u in obs.units if not u.finished))
+
     # The operator deletes pods only when a run is cancelled or ends: any other pod that is
     # being deleted, or is gone, was deleted by someone else.
     seen = {u.key for u in obs.units if not u.deleting}
     vanished = sorted(
         {k for k in obs.launched if k not in seen} | {u.key for u in obs.units if u.deleting}
     )
-    vanished = [k for k in vanished if k.attempt == walk.attempt]
+    vanished = [k for k in vanished if k.attempt == walk.attempt and k.kind is not Kind.HOOK]
     if vanished:
         first = vanished[0]
         what = f"{first.kind.value} {first.operation or ''} on {first.host}".replace("  ", " ")
@@ -378,15 +475,20 @@ def _pause(walk: _Walk, timeout: int | None, name: str) -> None:
     walk.move(name, message, pause_timeout=rfc3339(until) if until else None)
 
 
-def _cancel(walk: _Walk) -> Decision:
+def _cancel(walk: _Walk, deleted: bool = False) -> Decision:
     """Cancelling stops the run's pods; it is Cancelled once none of them runs any more."""
     in_flight = tuple(u.key for u in walk.obs.units if not u.finished)
     assert walk.state is not None
+    why = "Run deleted" if deleted else "Cancel requested"
     if walk.state.type is not StateType.CANCELLING:
-        walk.move("Cancelling", f"Cancel requested: stopping {len(in_flight)} pod(s)")
+        walk.move("Cancelling", f"{why}: stopping {len(in_flight)} pod(s)")
     if in_flight:
         return walk.decision(delete=in_flight, requeue_after=2.0)
-    _finish(walk, "Cancelled", "Cancelled by spec.cancel")
+    _finish(
+        walk,
+        "Cancelled",
+        "Cancelled: the Run was deleted" if deleted else "Cancelled by spec.cancel",
+    )
     return walk.decision()
 
 

@@ -20,6 +20,25 @@ class Kind(enum.StrEnum):
     CONNECT = "connect"  # Connect stage: the probe, once per host
     CHECK = "check"  # Prepare stage: does this operation need a change on this host?
     RUN = "run"  # Execute stage: the operation itself
+    HOOK = "hook"  # after the run ended: a state hook (never changes the run's state)
+
+
+# Pod-level reasons for a pod that failed because of its node, not its command: an evicted pod
+# (node pressure, ephemeral-storage limit), a pod lost with its node, preempted, or shut down
+# with the node. Its unit of work did not fail; the run cannot trust what it did (Crashed).
+INFRASTRUCTURE_REASONS = frozenset(
+    {
+        "Evicted",
+        "NodeLost",
+        "Preempting",
+        "NodeShutdown",
+        "Terminated",
+        "UnexpectedAdmissionError",
+        "OutOfcpu",
+        "OutOfmemory",
+        "OutOfpods",
+    }
+)
 
 
 class Phase(enum.StrEnum):
@@ -55,6 +74,11 @@ class Observed:
     @property
     def finished(self) -> bool:
         return self.phase in (Phase.SUCCEEDED, Phase.FAILED)
+
+    @property
+    def infrastructure(self) -> bool:
+        """Failed because of its node (evicted, node lost ...), not because of its command."""
+        return self.phase is Phase.FAILED and self.reason in INFRASTRUCTURE_REASONS
 
     @property
     def timed_out(self) -> bool:

@@ -10,7 +10,7 @@ skipping that keeps the event loop free. Every write is counted by resource for 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from kubernetes_asyncio import client as k8s
@@ -172,6 +172,36 @@ class KubeClient:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def set_finalizers(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        finalizers: Sequence[str],
+        resource_version: str,
+    ) -> bool:
+        """Replace `metadata.finalizers`, only if the object is still at `resource_version`
+        (a merge patch carrying it is a compare-and-set). False on a conflict; raises `Gone`."""
+        self._on_write(plural)
+        try:
+            await self._call(
+                self._custom.patch_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                plural,
+                name,
+                {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}},
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise Gone(f"{plural} {namespace}/{name}") from None
+            if exc.status == 409:
+                return False
+            raise
+        return True
 
     async def create_run(self, namespace: str, run: Mapping[str, Any]) -> bool:
         """Create a Run; False when one of that name exists already (idempotent create)."""

@@ -13,7 +13,7 @@ from runstate.api.v1alpha1 import API_VERSION
 from runstate.domain.states import rfc3339
 
 COMPONENT = "runstate-operator"
-WARNING_REASONS = frozenset({"Failed", "Crashed", "RunbookNotFound", "InvalidSpec"})
+WARNING_REASONS = frozenset({"Failed", "Crashed", "RunbookNotFound", "InvalidSpec", "HookFailed"})
 
 
 def build_event(

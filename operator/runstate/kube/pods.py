@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runstate.api.v1alpha1 import API_VERSION, GROUP
-from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
+from runstate.domain.work import INFRASTRUCTURE_REASONS, Intent, Kind, Observed, Phase, WorkKey
 
 LABEL_RUN = f"{GROUP}/run"
 LABEL_RUN_UID = f"{GROUP}/run-uid"
@@ -170,8 +170,10 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
         if term:
             exit_code = term.get("exitCode")
             reason = reason or term.get("reason") or ""
-            # The container's own output is more useful than the pod-level message.
-            message = term.get("message") or message
+            # The container's own output is more useful than the pod-level message, except
+            # when the node ended the pod (evicted ...): then the node's word is the news.
+            if status.get("reason") not in INFRASTRUCTURE_REASONS:
+                message = term.get("message") or message
             started, finished = term.get("startedAt"), term.get("finishedAt")
         elif state.get("running"):
             started = state["running"].get("startedAt")

@@ -18,6 +18,7 @@ from runstate.api.v1alpha1 import (
     LastRun,
     RunbookSpec,
     RunStatus,
+    StageWarnings,
     StateType,
 )
 from runstate.domain.engine import Decision
@@ -76,7 +77,13 @@ def run_status(
     conditions = _conditions(
         [
             ("Ready", state.type is StateType.COMPLETED, state.name, state.message),
-            ("Reconciling", not final and not stalled_flag, p.stage.value, state.message),
+            # A run that ended is still reconciling while its hooks run.
+            (
+                "Reconciling",
+                (not final or not decision.settled) and not stalled_flag,
+                p.stage.value if not final else "Hooks",
+                state.message if not final else "state hooks running",
+            ),
             ("Stalled", stalled_flag, reason, message),
         ],
         previous.get("conditions"),
@@ -122,7 +129,29 @@ def run_status(
         ):
             if field in previous:
                 out[field] = previous[field]
+    if decision.hooks is not None:
+        _hooks(out, decision, previous, summary_given=summary is not None)
+    elif "hooks" in previous:
+        out["hooks"] = previous["hooks"]
     return out
+
+
+def _failed_hooks(items: Sequence[Mapping[str, Any]]) -> int:
+    return sum(1 for h in items if h.get("result") in ("Failed", "Lost"))
+
+
+def _hooks(
+    out: dict[str, Any], decision: Decision, previous: Mapping[str, Any], *, summary_given: bool
+) -> None:
+    """`status.hooks`, and each failed hook as a Disconnect warning. Idempotent: the warnings
+    the previous status counted for hooks are taken out before this decision's are added."""
+    out["hooks"] = [h.model_dump(by_alias=True, exclude_none=True) for h in decision.hooks or ()]
+    warnings = dict(out.get("stageWarnings") or {})
+    base = int(warnings.get("Disconnect") or 0)
+    if not summary_given:
+        base -= _failed_hooks(previous.get("hooks") or [])
+    warnings["Disconnect"] = max(0, base) + len(decision.hook_failures)
+    out["stageWarnings"] = {**StageWarnings().model_dump(by_alias=True), **warnings}
 
 
 def status_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
@@ -143,12 +172,36 @@ def runbook_status(
     """A Runbook's status: validation as kstatus conditions, what its triggers did, and an
     aggregate of its Runs (last run, active runs, counts by state type)."""
     ok = problem is None
+    # Every key always present: the status is merge-patched, where a key left out is kept.
+    counts: dict[str, int] = {t.value: 0 for t in StateType} | {"NONE": 0}
+    active = 0
+    last: Mapping[str, Any] | None = None
+    for run in runs:
+        state = (run.get("status") or {}).get("state") or {}
+        kind = state.get("type") or "NONE"
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind not in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+            active += 1
+        meta = run.get("metadata") or {}
+        order = (meta.get("creationTimestamp") or "", meta.get("name") or "")
+        if last is None or order > (
+            last["metadata"].get("creationTimestamp") or "",
+            last["metadata"].get("name") or "",
+        ):
+            last = run
+    # Reconciling while runs are active: GitOps tools show a deploy in progress, not healthy.
+    busy = ok and active > 0
     out: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": _conditions(
             [
                 ("Ready", ok, "Valid" if ok else "InvalidSpec", "" if ok else str(problem)),
-                ("Reconciling", False, "", ""),
+                (
+                    "Reconciling",
+                    busy,
+                    "RunsActive" if busy else "",
+                    f"{active} run(s) active" if busy else "",
+                ),
                 ("Stalled", not ok, "" if ok else "InvalidSpec", "" if ok else str(problem)),
             ],
             previous.get("conditions"),
@@ -176,22 +229,6 @@ def runbook_status(
             out["nextScheduledTime"] = plan.next_scheduled_time
         if plan.missed:
             out["missedSchedules"] = int(previous.get("missedSchedules") or 0) + plan.missed
-    counts: dict[str, int] = {}
-    active = 0
-    last: Mapping[str, Any] | None = None
-    for run in runs:
-        state = (run.get("status") or {}).get("state") or {}
-        kind = state.get("type") or "NONE"
-        counts[kind] = counts.get(kind, 0) + 1
-        if kind not in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
-            active += 1
-        meta = run.get("metadata") or {}
-        order = (meta.get("creationTimestamp") or "", meta.get("name") or "")
-        if last is None or order > (
-            last["metadata"].get("creationTimestamp") or "",
-            last["metadata"].get("name") or "",
-        ):
-            last = run
     out["activeRuns"] = active
     out["runs"] = counts
     if last is not None:
