@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -496,6 +497,80 @@ def test_scheduled_run_starts_at_its_time(kube_cluster: Cluster, operator: Opera
         return datetime.fromisoformat(t.replace("Z", "+00:00"))
 
     assert parse(final["startTime"]) >= parse(at)
+
+
+def test_a_run_that_starts_after_its_time_is_late(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    from datetime import timedelta
+
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(
+        runbook("tardy", ops=[{"name": "a", "run": "true"}], hosts=1, lateAfterSeconds=5), ns
+    )
+    at = (datetime.now(UTC) - timedelta(seconds=60)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    kube_cluster.apply(run("r1", "tardy", scheduledTime=at), ns)
+    st = final_status(kube_cluster, ns, "r1")
+    assert history_of(st) == ["Scheduled", "Late", "Pending", "Running", "Completed"]
+    late = next(h for h in st["history"] if h["to"] == "SCHEDULED/Late")
+    assert late["message"].startswith("Starting 6") and late["message"].endswith(
+        "s after its scheduled time"
+    )
+    assert "Late" in {e["reason"] for e in events_of(kube_cluster, ns, "r1")}
+
+
+def state_name(cluster: Cluster, ns: str, name: str) -> str | None:
+    state = (cluster.get("run", name, ns).get("status") or {}).get("state") or {}
+    return state.get("name")
+
+
+def test_pausing_a_running_run_lets_its_pods_finish_and_starts_none(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    ops = [{"name": "first", "run": "sleep 3"}, {"name": "second", "run": "true"}]
+    kube_cluster.apply(runbook("pausable", ops=ops, hosts=1), ns)
+    kube_cluster.apply(run("r1", "pausable"), ns)
+    pods_running(kube_cluster, ns, 1)
+    patch = ["patch", "run", "r1", "-n", ns, "--type", "merge", "-p"]
+    kube_cluster.kubectl(*patch, '{"spec": {"paused": true}}')
+    wait_for("Paused", lambda: state_name(kube_cluster, ns, "r1") == "Paused", timeout=30)
+    wait_for(
+        "the running pod to finish",
+        lambda: [p["status"].get("phase") for p in kube_cluster.items("pods", ns)] == ["Succeeded"],
+        timeout=30,
+    )
+    time.sleep(2)  # the operator has seen `first` finish: `second` must still not start
+    assert len(kube_cluster.items("pods", ns)) == 1
+    assert state_name(kube_cluster, ns, "r1") == "Paused"
+    kube_cluster.kubectl(*patch, '{"spec": {"paused": false}}')
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED"
+    assert history_of(st) == ["Pending", "Running", "Paused", "Running", "Completed"]
+    assert len(kube_cluster.items("pods", ns)) == 2
+
+
+def test_a_pause_longer_than_its_timeout_fails_the_run(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("stuck", ops=[{"name": "a", "run": "true"}], hosts=1), ns)
+    kube_cluster.apply(run("r1", "stuck", paused=True, pauseTimeoutSeconds=3), ns)
+    st = final_status(kube_cluster, ns, "r1", timeout=30)
+    assert st["state"]["type"] == "FAILED"
+    assert st["state"]["message"] == "Paused longer than 3s"
+    assert history_of(st) == ["Pending", "Suspended", "Failed"]
+    assert kube_cluster.items("pods", ns) == []
+    assert (
+        operator.metric(
+            "runstate_run_failures_total",
+            namespace=ns,
+            runbook="stuck",
+            state_type="FAILED",
+            reason="timeout",
+        )
+        == 1
+    )
 
 
 def test_pod_deleted_by_someone_else_crashes_the_run(

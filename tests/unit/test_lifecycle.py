@@ -57,6 +57,18 @@ def test_a_run_started_after_late_after_seconds_was_late() -> None:
     assert d.transitions[0][1].message == "Starting 20s after its scheduled time"
 
 
+def test_a_run_first_seen_long_after_its_time_was_scheduled_and_is_late() -> None:
+    spec = run_spec(scheduledTime="2026-11-24T11:59:00Z")  # 60 s before T0
+    d = step(spec, None)
+    assert names(d) == ["Scheduled", "Late", "Pending", "Running"] and len(d.create) == 1
+    assert d.transitions[1][1].message == "Starting 60s after its scheduled time"
+
+
+def test_a_run_first_seen_within_late_after_seconds_just_starts() -> None:
+    spec = run_spec(scheduledTime="2026-11-24T11:59:50Z")  # 10 s before T0; lateAfter 15
+    assert names(step(spec, None)) == ["Pending", "Running"]
+
+
 def test_cancel_stops_pods_and_ends_cancelled_once_they_are_gone() -> None:
     d = step(run_spec(), None)
     pods = running(d)

@@ -321,9 +321,12 @@ def _decide(obs: Observation) -> Decision:
     if walk.state is not None and is_final(walk.state.type):
         walk.stage = walk.committed or Stage.Setup
         return Decision(progress=walk.progress())
+    late_after = timedelta(seconds=rb.late_after_seconds if rb is not None else 15)
     if walk.state is None:
         start_at = _when(spec.scheduled_time)
-        if start_at is not None and start_at > now:
+        # A run first seen well after its time (created late, or the operator was down) was
+        # Scheduled all along and is Late now, as Prefect would record it.
+        if start_at is not None and (start_at > now or now > start_at + late_after):
             walk.move(
                 "Scheduled",
                 f"Scheduled for {spec.scheduled_time}",
@@ -342,8 +345,7 @@ def _decide(obs: Observation) -> Decision:
         due = _when(state.scheduled_time) or now
         if now < due:
             return walk.decision(requeue_after=_seconds(due - now))
-        late_after = rb.late_after_seconds if rb is not None else 15
-        if state.name == "Scheduled" and now > due + timedelta(seconds=late_after):
+        if state.name == "Scheduled" and now > due + late_after:
             late = int((now - due).total_seconds())
             walk.move(
                 "Late",
