@@ -933,6 +933,70 @@ def test_an_evicted_pod_crashes_the_run(kube_cluster: Cluster, operator: Operato
     )
 
 
+# ---- Node inventories: the cluster's Nodes are the hosts.
+
+
+def test_nodes_matching_the_selector_are_the_hosts_and_pods_are_pinned_to_them(
+    kube_cluster: Cluster, operator: Operator, redis_url: str
+) -> None:
+    ns = kube_cluster.namespace()
+    role = f"edge-{ns}"
+    taint = {"key": "dedicated", "value": "edge", "effect": "NoSchedule"}
+    for name, labels, taints in [
+        (f"{ns}-a", {"role": role, "node-role.kubernetes.io/edge": ""}, [taint]),
+        (f"{ns}-b", {"role": role}, []),
+        (f"{ns}-c", {"role": "core"}, []),
+    ]:
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"taints": taints},
+        }
+        kube_cluster.apply(json.dumps(node))
+    body = json.loads(runbook("fleet", ops=[{"name": "patch", "run": "echo $RUNSTATE_HOST_DATA"}]))
+    body["spec"]["inventory"] = {
+        "nodeSelector": {"matchLabels": {"role": role}},
+        "tolerateTaints": True,
+    }
+    kube_cluster.apply(json.dumps(body), ns)
+    kube_cluster.apply(run("r1", "fleet"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+    assert st["hosts"]["total"] == 2 and st["hostsSummary"] == "2/2"
+    pods = {p["spec"]["nodeName"]: p for p in kube_cluster.items("pods", ns)}
+    assert sorted(pods) == [f"{ns}-a", f"{ns}-b"]
+
+    def ours(pod: dict[str, Any]) -> list[dict[str, Any]]:
+        # The API server's DefaultTolerationSeconds plugin adds not-ready/unreachable ones.
+        return [t for t in pod["spec"].get("tolerations") or [] if t["key"] == "dedicated"]
+
+    assert ours(pods[f"{ns}-a"]) == [
+        {"key": "dedicated", "operator": "Equal", "value": "edge", "effect": "NoSchedule"}
+    ]
+    assert ours(pods[f"{ns}-b"]) == []
+    host = {e["name"]: e.get("value") for e in pods[f"{ns}-a"]["spec"]["containers"][0]["env"]}
+    assert host["RUNSTATE_HOST"] == f"{ns}-a" and host["RUNSTATE_GROUPS"] == "edge"
+    # The Nodes the run started with are kept with its hot state.
+    uid = kube_cluster.get("run", "r1", ns)["metadata"]["uid"]
+    snapshot = redis.Redis.from_url(redis_url, decode_responses=True).hget(
+        f"runstate:{{{uid}}}:results", "@inventory"
+    )
+    assert snapshot is not None
+    assert [h["name"] for h in json.loads(snapshot)["hosts"]] == [f"{ns}-a", f"{ns}-b"]
+
+    # A selector no Node matches fails the run at Setup, naming the field.
+    body["metadata"]["name"] = "nowhere"
+    body["spec"]["inventory"] = {"nodeSelector": {"matchLabels": {"role": f"none-{ns}"}}}
+    kube_cluster.apply(json.dumps(body), ns)
+    kube_cluster.apply(run("r2", "nowhere"), ns)
+    st = final_status(kube_cluster, ns, "r2")
+    assert st["state"]["type"] == "FAILED"
+    assert st["state"]["message"] == (
+        f"Setup failed: spec.inventory.nodeSelector: no Node matches 'role=none-{ns}'"
+    )
+
+
 # ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.
 
 

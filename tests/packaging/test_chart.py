@@ -46,6 +46,7 @@ NAMESPACED_GRANTS = {
 CLUSTER_GRANTS = {
     *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
     *(("", "namespaces", v) for v in ("get", "list", "watch")),
+    ("", "nodes", "list"),  # Node inventories
 }
 CLUSTERWIDE_PEERING_GRANTS = {
     ("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")

@@ -107,6 +107,10 @@ per watched namespace. Exactly what the operator (and kopf under it) calls.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
   verbs: ["get", "list", "watch"]
+# Runbooks with inventory.nodeSelector: the matching Nodes are listed when a run starts.
+- apiGroups: [""]
+  resources: ["nodes"]
+  verbs: ["list"]
 - apiGroups: [""]
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]

@@ -86,8 +86,52 @@ class Host(_Model):
     )
 
 
+class SelectorOperator(enum.StrEnum):
+    In = "In"
+    NotIn = "NotIn"
+    Exists = "Exists"
+    DoesNotExist = "DoesNotExist"
+
+
+class SelectorRequirement(_Model):
+    key: Annotated[str, Field(min_length=1, max_length=316)]
+    operator: SelectorOperator
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit(self) -> SelectorRequirement:
+        needs = self.operator in (SelectorOperator.In, SelectorOperator.NotIn)
+        if needs and not self.values:
+            raise ValueError(f"operator {self.operator.value} needs at least one value")
+        if not needs and self.values:
+            raise ValueError(f"operator {self.operator.value} takes no values")
+        return self
+
+
+class NodeSelector(_Model):
+    """A Kubernetes label selector over Nodes (both parts must match)."""
+
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+
+
 class Inventory(_Model):
     hosts: list[Host] = Field(default_factory=list, description="Static hosts (pyinfra Inventory)")
+    node_selector: NodeSelector | None = Field(
+        default=None,
+        description="Alternative to hosts: each Node matching this selector is a host, its pods "
+        "pinned to it with nodeName. Resolved once, when a run starts.",
+    )
+    tolerate_taints: bool = Field(
+        default=False,
+        description="Node inventories: pods tolerate the taints of the Node they are pinned to",
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Inventory:
+        if self.hosts and self.node_selector is not None:
+            raise ValueError("hosts and nodeSelector are alternatives: set one of them")
+        return self
 
 
 class EnvVar(_Model):

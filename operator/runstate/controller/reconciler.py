@@ -26,6 +26,7 @@ from runstate import metrics
 from runstate.api.v1alpha1 import (
     FINALIZER,
     HistoryItem,
+    Host,
     RunbookSpec,
     RunSpec,
     RunState,
@@ -34,10 +35,12 @@ from runstate.api.v1alpha1 import (
 )
 from runstate.domain import engine, triggers
 from runstate.domain.engine import Decision, Observation, Progress
+from runstate.domain.inventory import describe_selector
 from runstate.domain.states import is_final, label
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, runs, status
 from runstate.kube.client import Gone, KubeClient
+from runstate.kube.nodes import hosts_from_nodes
 from runstate.stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,7 @@ ObjectKey = tuple[str, str]  # (namespace, name)
 FINISHED_TTL_SECONDS = 7 * 24 * 3600
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
 LAUNCHED = "@launched|"  # results-hash key prefix of the record of started units
+INVENTORY = "@inventory"  # results-hash key of a Node inventory's snapshot
 # A deleted Run waits this long for its state hooks before its finalizer goes anyway: a hook
 # whose pod cannot start must not keep a Run (and its namespace) from being deleted.
 DELETE_HOOK_GRACE_SECONDS = 120.0
@@ -114,6 +118,7 @@ class _Memory:
     done: bool = False  # ended and its hooks over: later events change nothing
     finalizer_added: bool = False  # until the cache shows it, do not add it twice
     hook_failures: set[tuple[str, str]] | None = None  # (hook, host) already announced
+    nodes: tuple[Host, ...] | None = None  # a Node inventory, as the run started with it
 
 
 def _validation_problem(prefix: str, exc: ValidationError) -> str:
@@ -338,6 +343,9 @@ class Reconciler:
                 for k in (_launched_key(v) for n, v in stored.items() if n.startswith(LAUNCHED))
                 if k is not None
             }
+            snapshot = stored.get(INVENTORY)
+            if snapshot is not None:
+                mem.nodes = tuple(Host.model_validate(h) for h in snapshot.get("hosts") or [])
         if mem.hook_failures is None:
             mem.hook_failures = {
                 (str(h.get("name")), str(h.get("host") or ""))
@@ -371,6 +379,7 @@ class Reconciler:
                 mem.spec = (generation, RunSpec.model_validate(body.get("spec") or {}))
             spec = mem.spec[1]
             rb, problem, runbook_name = self._runbook_for(ns, spec)
+            nodes = await self._nodes(uid, mem, rb, progress)
             slot, holders = await self._slot(ns, runbook_name, meta, mem, spec, rb, progress, now)
             obs = Observation(
                 spec=spec,
@@ -383,6 +392,7 @@ class Reconciler:
                 slot=slot,
                 holders=holders,
                 deleting=deleting,
+                nodes=nodes,
             )
             decision = engine.decide(obs)
         except ValidationError as exc:
@@ -501,6 +511,27 @@ class Reconciler:
         if coalesce_wait > 0:
             delays.append(coalesce_wait)
         return min(delays)
+
+    async def _nodes(
+        self, uid: str, mem: _Memory, rb: RunbookSpec | None, progress: Progress | None
+    ) -> tuple[Host, ...] | None:
+        """A Node inventory's hosts: listed once, when the run is first reconciled, and kept
+        in the store, so that Nodes that come or go later do not change a run under way."""
+        if rb is None or rb.inventory.node_selector is None:
+            return None
+        if mem.nodes is not None:
+            return mem.nodes
+        if progress is not None and is_final(progress.state.type):
+            return ()
+        selector = describe_selector(rb.inventory.node_selector)
+        hosts = hosts_from_nodes(await self.kube.list_nodes(selector))
+        if hosts:
+            payload = {"hosts": [h.model_dump(by_alias=True, mode="json") for h in hosts]}
+            await self._store_call(
+                "set_results", self.store.aset_results(uid, {INVENTORY: payload})
+            )
+            mem.nodes = hosts
+        return hosts
 
     async def _finalize(
         self,

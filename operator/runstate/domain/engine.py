@@ -92,6 +92,8 @@ class Observation:
     holders: tuple[str, ...] = ()
     # The Run object is being deleted: the run is cancelled, as by `spec.cancel`.
     deleting: bool = False
+    # A `nodeSelector` inventory: the Nodes (as hosts) that matched when the run started.
+    nodes: tuple[Host, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -221,12 +223,22 @@ def _intent(
         groups=tuple(host.groups),
         service_account_name=rb.defaults.service_account_name,
         resources=rb.defaults.resources,
+        **_placement(rb, host),
     )
+
+
+def _placement(rb: RunbookSpec, host: Host | None) -> dict[str, Any]:
+    """A Node inventory pins each pod to its host's Node, tolerating its taints if asked."""
+    if host is None or rb.inventory.node_selector is None:
+        return {}
+    taints = host.data.get("taints") or [] if rb.inventory.tolerate_taints else []
+    return {"node_name": host.name, "tolerate": tuple(dict(t) for t in taints)}
 
 
 def validate_runbook(spec: RunbookSpec) -> None:
     """Raise `SpecError` for what only the operator can judge (inventory, groups, DAG, hooks)."""
-    resolve_inventory(spec, None)
+    if spec.inventory.node_selector is None:
+        resolve_inventory(spec, None)  # Nodes are only known when a run starts
     build_dag(spec.operations)
     hooks.validate_hooks(spec)
 
@@ -272,7 +284,7 @@ def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisi
     if not rb.hook_operations:
         return decision
     try:
-        hosts: tuple[Host, ...] = resolve_inventory(rb, obs.spec.limit).hosts
+        hosts: tuple[Host, ...] = resolve_inventory(rb, obs.spec.limit, obs.nodes).hosts
     except SpecError:
         hosts = ()  # the run failed at Setup: per-host hooks have no host to run on
     by_key = {u.key: u for u in obs.units if u.key.kind is Kind.HOOK}
@@ -292,6 +304,7 @@ def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisi
             groups=tuple(host.groups) if host is not None else (),
             service_account_name=rb.defaults.service_account_name,
             resources=rb.defaults.resources,
+            **_placement(rb, host),
         )
 
     plan = hooks.plan_hooks(
@@ -367,7 +380,7 @@ def _decide(obs: Observation) -> Decision:
     # ---- Setup: validate, resolve the inventory and the DAG.
     walk.reach(Stage.Setup)
     try:
-        inv = resolve_inventory(rb, spec.limit)
+        inv = resolve_inventory(rb, spec.limit, obs.nodes)
         dag = build_dag(rb.operations)
     except SpecError as exc:
         return _reject(walk, str(exc))
@@ -508,6 +521,13 @@ def _run(
     obs = walk.obs
     ops = {op.name: op for op in rb.operations}
     units: dict[WorkKey, Observed] = {u.key: u for u in obs.units if u.key.attempt == walk.attempt}
+    # The latest try of each operation × host, found in one pass (not one lookup per try).
+    latest: dict[tuple[str, str], Observed] = {}
+    for u in units.values():
+        if u.key.kind is Kind.RUN:
+            seen = latest.get((u.key.operation, u.key.host))
+            if seen is None or u.key.try_ > seen.key.try_:
+                latest[(u.key.operation, u.key.host)] = u
     # `parallel` is per run: pods still running from an earlier attempt count too.
     in_flight = sum(1 for u in obs.units if not u.finished)
     budget = max(0, rb.config.parallel - in_flight)
@@ -601,7 +621,7 @@ def _run(
                 rb,
                 inv,
                 ops[name],
-                units,
+                latest,
                 change[name],
                 failed,
                 results,
@@ -703,7 +723,9 @@ def _run(
             for h in hosts
             if active(h)
             and all(
-                not change[n].get(h) or f"{n}|{h}" in results for n in order if h in inv.targets[n]
+                not change[n].get(h) or f"{n}|{h}" in results
+                for n in order
+                if h in inv.target_sets[n]
             )
         )
         if executing
@@ -790,7 +812,7 @@ def _execute_op(
     rb: RunbookSpec,
     inv: ResolvedInventory,
     op: Any,
-    units: Mapping[WorkKey, Observed],
+    latest_tries: Mapping[tuple[str, str], Observed],
     change: Mapping[str, bool],
     failed: dict[str, FailedHost],
     results: dict[str, dict[str, Any]],
@@ -806,7 +828,7 @@ def _execute_op(
     for host in inv.targets[op.name]:
         if not change.get(host):
             continue  # no change needed, or the host failed before Prepare finished with it
-        latest = _latest_try(units, op.name, host, walk.attempt)
+        latest = latest_tries.get((op.name, host))
         if latest is None:
             if host in failed:
                 continue  # the host left the active set before this op reached it
@@ -856,23 +878,11 @@ def _execute_op(
     for host in pending_hosts:
         if host in failed:
             continue
-        latest = _latest_try(units, op.name, host, walk.attempt)
+        latest = latest_tries.get((op.name, host))
         try_ = 0 if latest is None else latest.key.try_ + 1
         key = WorkKey(Kind.RUN, op.name, host, walk.attempt, try_)
         want(_intent(key, op.run, rb, inv, op.env, op.image, op.timeout_seconds))
     return finished and not [h for h in pending_hosts if h not in failed]
-
-
-def _latest_try(
-    units: Mapping[WorkKey, Observed], op: str, host: str, attempt: int
-) -> Observed | None:
-    latest: Observed | None = None
-    for try_ in range(0, 11):
-        unit = units.get(WorkKey(Kind.RUN, op, host, attempt, try_))
-        if unit is None:
-            break
-        latest = unit
-    return latest
 
 
 __all__ = ["SpecError", "decide", "reject", "validate_runbook"]

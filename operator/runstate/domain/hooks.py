@@ -49,6 +49,8 @@ def names_for(spec: RunbookSpec, trigger: str) -> list[str]:
 def validate_hooks(spec: RunbookSpec) -> None:
     """Raise `SpecError` naming the field for hooks the operator cannot run."""
     known: dict[str, int] = {}
+    # Node inventories: hosts and groups are only known when a run starts.
+    static = spec.inventory.node_selector is None
     hosts = {h.name for h in spec.inventory.hosts}
     groups = {g for h in spec.inventory.hosts for g in h.groups}
     for i, op in enumerate(spec.hook_operations):
@@ -64,10 +66,10 @@ def validate_hooks(spec: RunbookSpec) -> None:
             raise SpecError(f"{where}.check", "a hook always runs; it takes no check")
         if op.hosts is not None:
             for g in op.hosts.groups:
-                if g not in groups:
+                if static and g not in groups:
                     raise SpecError(f"{where}.hosts.groups", f"unknown group {g!r}")
             for n in op.hosts.names:
-                if n not in hosts:
+                if static and n not in hosts:
                     raise SpecError(f"{where}.hosts.names", f"unknown host {n!r}")
     for trigger in TRIGGERS.values():
         for j, name in enumerate(names_for(spec, trigger)):

@@ -98,6 +98,8 @@ class Intent:
     groups: tuple[str, ...] = ()
     service_account_name: str | None = None
     resources: Mapping[str, Any] | None = None
+    node_name: str | None = None  # Node inventories: the pod runs on its host's Node
+    tolerate: tuple[Mapping[str, Any], ...] = ()  # taints ({key, value, effect}) to tolerate
 
 
 class CheckResult(enum.StrEnum):

@@ -203,6 +203,20 @@ class KubeClient:
             raise
         return True
 
+    async def list_nodes(self, label_selector: str) -> list[dict[str, Any]]:
+        """Every Node matching `label_selector`, page by page."""
+        nodes: list[dict[str, Any]] = []
+        cont: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"label_selector": label_selector, "limit": 500}
+            if cont:
+                kwargs["_continue"] = cont
+            page = await self._call(self._core.list_node, **kwargs)
+            nodes.extend(page.get("items") or [])
+            cont = (page.get("metadata") or {}).get("continue")
+            if not cont:
+                return nodes
+
     async def create_run(self, namespace: str, run: Mapping[str, Any]) -> bool:
         """Create a Run; False when one of that name exists already (idempotent create)."""
         self._on_write("runs")

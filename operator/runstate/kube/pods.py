@@ -16,6 +16,7 @@ from typing import Any
 
 from runstate.api.v1alpha1 import API_VERSION, GROUP
 from runstate.domain.work import INFRASTRUCTURE_REASONS, Intent, Kind, Observed, Phase, WorkKey
+from runstate.kube.nodes import tolerations
 
 LABEL_RUN = f"{GROUP}/run"
 LABEL_RUN_UID = f"{GROUP}/run-uid"
@@ -105,6 +106,10 @@ def build_pod(
         spec["automountServiceAccountToken"] = False
     if intent.timeout_seconds:
         spec["activeDeadlineSeconds"] = intent.timeout_seconds
+    if intent.node_name:
+        spec["nodeName"] = intent.node_name  # a Node host: this pod runs on that Node
+        if intent.tolerate:
+            spec["tolerations"] = tolerations(intent.tolerate)
 
     return {
         "apiVersion": "v1",

@@ -210,7 +210,8 @@ def runbook_status(
         ),
     }
     if spec is not None:
-        out["hosts"] = len(spec.inventory.hosts)
+        if spec.inventory.node_selector is None:  # Nodes are counted per run
+            out["hosts"] = len(spec.inventory.hosts)
         out["operations"] = len(spec.operations)
     for field in (
         "lastTriggeredGeneration",
