@@ -997,6 +997,36 @@ def test_nodes_matching_the_selector_are_the_hosts_and_pods_are_pinned_to_them(
     )
 
 
+def test_a_pod_that_starts_slowly_is_a_stage_warning(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    # Like a real kubelet, the process kubelet holds a pod whose ConfigMap does not exist yet.
+    env = [{"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "late", "key": "hi"}}}]
+    kube_cluster.apply(
+        runbook(
+            "sluggish",
+            ops=[{"name": "greet", "run": "echo $GREETING", "env": env}],
+            hosts=1,
+            config={"slowStartSeconds": 1},
+        ),
+        ns,
+    )
+    kube_cluster.apply(run("r1", "sluggish"), ns)
+    wait_for("the pod", lambda: kube_cluster.items("pods", ns), timeout=30)
+    time.sleep(3)
+    kube_cluster.kubectl("create", "configmap", "late", "-n", ns, "--from-literal=hi=hello")
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED"
+    assert st["stageWarnings"]["Execute"] == 1
+    assert (
+        operator.metric(
+            "runstate_stage_warnings_total", namespace=ns, runbook="sluggish", stage="Execute"
+        )
+        == 1
+    )
+
+
 # ---- Nothing lost, nothing twice. These replace the session's operator process: keep them last.
 
 

@@ -177,3 +177,34 @@ def test_status_stays_small_for_10000_hosts_and_20_operations() -> None:
     assert len(st["failedHosts"]) == 20 and len(st["operations"]) == n_ops
     assert size < 32 * 1024, size  # the object limit is 1 MiB; results stay in the store
     assert d.summary is not None and len(d.summary.results) == 9_000 * n_ops + 1_000
+
+
+def test_a_pod_that_starts_slowly_is_a_warning_of_its_stage() -> None:
+    rb = RunbookSpec.model_validate(
+        {
+            "inventory": {"hosts": [{"name": "a"}, {"name": "b"}]},
+            "operations": [{"name": "op", "run": "true", "check": "false"}],
+            "config": {"slowStartSeconds": 30},
+        }
+    )
+
+    def unit(kind: Kind, host: str, waited: int) -> Observed:
+        return Observed(
+            WorkKey(kind, "op", host),
+            Phase.SUCCEEDED,
+            0,
+            "Completed",
+            started_at=f"2026-11-24T12:00:{waited:02d}Z",
+            created_at="2026-11-24T12:00:00Z",
+        )
+
+    units = (
+        unit(Kind.CHECK, "a", 31),  # slow: a Prepare warning
+        unit(Kind.CHECK, "b", 30),  # exactly the threshold: not slow
+        unit(Kind.RUN, "a", 45),  # slow: an Execute warning
+    )
+    first = decide(Observation(run_spec(), rb, None, None, (), T0))
+    d = decide(Observation(run_spec(), rb, None, first.progress, units, T0))
+    assert d.summary is not None
+    warnings = d.summary.stage_warnings
+    assert (warnings.Prepare, warnings.Execute) == (1, 1)

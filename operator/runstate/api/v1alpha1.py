@@ -191,6 +191,11 @@ class RunConfig(_Model):
         "failures within it still complete the run",
     )
     timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    slow_start_seconds: Annotated[int, Field(ge=1)] = Field(
+        default=60,
+        description="A pod that takes longer than this from creation to start (image pull, "
+        "scheduling, a missing ConfigMap) is a warning of its stage",
+    )
 
 
 class Retries(_Model):

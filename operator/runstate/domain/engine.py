@@ -58,6 +58,8 @@ from runstate.domain.work import (
 MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
 MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
 MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host
+# The stage a unit's pod works for: a slow start is a warning of that stage.
+STAGE_OF_KIND = {Kind.CONNECT: Stage.Connect, Kind.CHECK: Stage.Prepare, Kind.RUN: Stage.Execute}
 # A run queued for a concurrency slot is woken when one is released; this is the safety net.
 QUEUED_RECHECK_SECONDS = 5.0
 
@@ -659,6 +661,11 @@ def _run(
         for name in order
     )
     warnings[Stage.Execute] += sum(1 for k in units if k.kind is Kind.RUN and k.try_ > 0)
+    slow = timedelta(seconds=rb.config.slow_start_seconds)
+    for u in units.values():
+        stage = STAGE_OF_KIND.get(u.key.kind)
+        if stage is not None and _slow_start(u, slow):
+            warnings[stage] += 1
     plan = None
     if obs.spec.dry_run and not connect_waiting and not prepare_waiting:
         plan = tuple(_plan(name, change[name]) for name in order)
@@ -752,6 +759,11 @@ def _run(
         summary=summary,
         requeue_after=requeue,
     )
+
+
+def _slow_start(unit: Observed, slow: timedelta) -> bool:
+    started, created = _when(unit.started_at), _when(unit.created_at)
+    return started is not None and created is not None and started - created > slow
 
 
 def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | None:

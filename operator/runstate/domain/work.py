@@ -70,6 +70,7 @@ class Observed:
     started_at: str | None = None
     finished_at: str | None = None
     deleting: bool = False  # the pod has a deletionTimestamp: someone is deleting it
+    created_at: str | None = None  # the pod's creationTimestamp (slow starts are warnings)
 
     @property
     def finished(self) -> bool:

@@ -193,4 +193,5 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
         started_at=started,
         finished_at=finished,
         deleting=bool(meta.get("deletionTimestamp")),
+        created_at=meta.get("creationTimestamp"),
     )
