@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export RUNSTATE_CACHE := $(CACHE)
 
-.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench \
+.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout \
         helm chart-lint image kind-up kind-load kind-install
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make test   lint, type-check and run every test (unit, stores, cluster, integration)"
 	@echo "make down   stop the demo's operator, control plane and Redis"
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
+	@echo "make bench-fanout  fan-out benchmark, one run of 500 hosts × 2 operations (results: docs/performance.md)"
 
 # ---- setup -------------------------------------------------------------------------------
 
@@ -79,6 +80,9 @@ test: system-deps lint typecheck
 
 bench: system-deps
 	$(BIN)/python bench/throughput.py
+
+bench-fanout: system-deps
+	$(BIN)/python bench/fanout.py
 
 # ---- packaging (for machines with Docker and kind) ---------------------------------------
 

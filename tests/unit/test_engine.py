@@ -270,3 +270,19 @@ def test_decide_is_level_based_a_replay_creates_nothing_new() -> None:
     after = decide(Observation(run_spec(), rb, None, first.progress, units, T0))
     assert after.create == () and after.transitions == ()
     assert all(k == WorkKey(Kind.RUN, "update", k.host) for k in (i.key for i in first.create))
+
+
+def test_a_host_failed_before_an_operation_reached_it_is_not_counted_as_changed() -> None:
+    rb = runbook(
+        operations=[{"name": "update", "run": "x"}, {"name": "install", "run": "y"}],
+        config={"failPercent": 50},
+    )
+    trace = simulate(
+        rb, outcome=lambda key: 1 if (key.operation, key.host) == ("update", "web2") else 0
+    )
+    d = trace.last
+    assert d.progress.state.name == "Completed"
+    assert d.summary is not None
+    install = next(o for o in d.summary.operations if o.name == "install")
+    assert (install.hosts, install.changed, install.success) == (3, 2, 2)
+    assert d.progress.state.message == "1/3 hosts failed (within failPercent 50%) (5 changed)."

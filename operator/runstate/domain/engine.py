@@ -640,6 +640,13 @@ def _run(
                 )
 
     # ---- Counts for status (also while waiting), and the plan of a dry run.
+    if executing:
+        # A host that failed before an operation reached it will not be changed by it: it
+        # counts as a change only where the operation ran (as when its Connect failed).
+        for name in order:
+            for host in [h for h, v in change[name].items() if v and h in failed]:
+                if (name, host) not in latest:
+                    del change[name][host]
     for name in order:
         c = counts[name]
         c["changed"] = sum(1 for v in change[name].values() if v)

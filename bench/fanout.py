@@ -1,0 +1,659 @@
+"""Fan-out of one run (500 hosts × 2 operations, parallel 50) against two baselines, in one run.
+
+On one fresh local control plane (runstate.devcluster) and one Redis, three measurements of the
+same number of pods, N = hosts × operations, each with at most `parallel` pods in flight:
+  raw       a client loop that creates a pod and patches its status to Succeeded (the kubelet's
+            own final-status payload), with no kubelet: what the API server can take
+  kubelet   a client loop that creates a bare pod (`sh -c true`) and waits until the process
+            kubelet has run it to Succeeded: the ceiling of the harness's fake kubelet
+  runstate  one Run with an inline runbook of `hosts` hosts and 2 operations (`true`; the second
+            depends on the first), config.parallel = `parallel`, from create to COMPLETED
+The process kubelet is started by this script after the raw measurement, so no pod of that
+measurement is ever run. One pod watch per measurement namespace observes every pod (first
+pod, pods in flight); it runs in all three. API writes come from the operator's own
+`runstate_api_writes_total` counter, CPU from /proc of every component.
+
+    python bench/fanout.py [--hosts 500] [--parallel 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import aiohttp
+from kubernetes_asyncio import client as k8s
+from kubernetes_asyncio import config as k8s_config
+from throughput import free_port, kubectl, metric_sum  # bench/ is sys.path[0] when run
+
+from runstate.devcluster.cluster import ControlPlane
+from runstate.devcluster.kubelet import terminal_status
+from runstate.devcluster.redis import RedisServer
+
+ROOT = Path(__file__).resolve().parents[1]
+SETPRIV = "/usr/bin/setpriv"  # util-linux: parent-death signal, so a killed bench leaves nothing
+NODE = "runstate-local"  # the dev control plane's Node
+WRITES = "runstate_api_writes_total"
+TERMINAL = ("Succeeded", "Failed")
+MACHINE = "machine"
+CORES = os.cpu_count() or 1
+Procs = list[subprocess.Popen[bytes]]
+
+
+# --- processes and CPU ----------------------------------------------------------------------
+
+
+def spawn(argv: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """A child that gets SIGTERM if this process dies (as the devcluster's die_with_parent)."""
+    if os.path.exists(SETPRIV):
+        argv = [SETPRIV, "--pdeathsig", "TERM", "--", *argv]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            argv, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
+        )
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def stop_all(procs: Procs) -> None:
+    for proc in reversed(procs):
+        stop(proc)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its reaped children (the kubelet's `sh` processes)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def component_pids(work: Path) -> dict[str, int]:
+    """etcd, kube-apiserver, kube-controller-manager and redis, from their devcluster pid files."""
+    pids: dict[str, int] = {}
+    for path in [*(work / "cluster/pids").glob("*.json"), *(work / "redis/pids").glob("*.json")]:
+        data = json.loads(path.read_text())
+        pids[str(data["name"])] = int(data["pid"])
+    return pids
+
+
+class Cpu:
+    """CPU seconds per component over one measurement."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.start = self._now()
+
+    def _now(self) -> dict[str, float]:
+        out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        out["bench client"] = time.process_time()
+        out[MACHINE] = machine_busy_seconds()
+        return out
+
+    def used(self) -> dict[str, float]:
+        """Per component; MACHINE is every process's CPU, ours and others' (the noise)."""
+        end = self._now()
+        return {name: end[name] - self.start[name] for name in end}
+
+
+def machine_busy_seconds() -> float:
+    """Busy CPU time of the whole machine so far (all cores; /proc/stat without idle, iowait)."""
+    fields = [int(f) for f in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+# --- observing pods -----------------------------------------------------------------------
+
+
+class PodWatch:
+    """Watches one namespace's pods: when each appeared and reached a terminal phase."""
+
+    def __init__(self, core: Any, namespace: str) -> None:
+        self.core, self.namespace = core, namespace
+        self.added: dict[str, float] = {}
+        self.finished: dict[str, float] = {}
+        self.failed: set[str] = set()
+        self.operation: dict[str, str] = {}
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        resp = await self.core.list_namespaced_pod(self.namespace, _preload_content=False)
+        rv = json.loads(await resp.read())["metadata"]["resourceVersion"]
+        self._task = asyncio.create_task(self._run(rv))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def expect(self, name: str) -> asyncio.Future[None]:
+        """A future that resolves once pod `name` is Succeeded or Failed (register first)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters[name] = fut
+        return fut
+
+    async def _run(self, rv: str) -> None:
+        resp = await self.core.list_namespaced_pod(
+            self.namespace,
+            watch=True,
+            resource_version=rv,
+            timeout_seconds=3600,
+            _preload_content=False,
+            _request_timeout=aiohttp.ClientTimeout(total=None, sock_read=3700),
+        )
+        buffer = b""
+        try:
+            async for chunk in resp.content.iter_any():
+                buffer += chunk
+                while (newline := buffer.find(b"\n")) >= 0:
+                    line, buffer = buffer[:newline], buffer[newline + 1 :]
+                    if line.strip():
+                        self._on(json.loads(line))
+            raise RuntimeError(f"pod watch of {self.namespace} ended (HTTP {resp.status})")
+        except Exception as exc:
+            for fut in self._waiters.values():  # nobody waits forever on a dead watch
+                if not fut.done():
+                    fut.set_exception(exc)
+            raise
+        finally:
+            resp.release()
+
+    def _on(self, event: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        if event.get("type") == "ERROR":
+            raise RuntimeError(f"pod watch of {self.namespace}: {event.get('object')}")
+        pod = event["object"]
+        name = pod["metadata"]["name"]
+        self.added.setdefault(name, now)
+        labels = pod["metadata"].get("labels") or {}
+        self.operation.setdefault(name, labels.get("runstate.dev/operation", ""))
+        phase = (pod.get("status") or {}).get("phase")
+        if phase in TERMINAL and name not in self.finished:
+            self.finished[name] = now
+            if phase == "Failed":
+                self.failed.add(name)
+            fut = self._waiters.pop(name, None)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def in_flight(self, t0: float, t1: float) -> tuple[int, float]:
+        """Most pods seen at once between added and terminal, and the mean over [t0, t1]."""
+        edges = sorted(
+            [(t, 1) for n, t in self.added.items() if n in self.finished]
+            + [(t, -1) for t in self.finished.values()],
+            key=lambda e: (e[0], e[1]),
+        )
+        peak = level = 0
+        for _, step in edges:
+            level += step
+            peak = max(peak, level)
+        busy = sum(self.finished[n] - self.added[n] for n in self.finished)
+        return peak, busy / (t1 - t0)
+
+    def spans(self, t0: float) -> dict[str, tuple[float, float]]:
+        """Per operation label: first pod seen and last pod finished, in seconds after t0."""
+        out: dict[str, tuple[float, float]] = {}
+        for name, op in self.operation.items():
+            if name not in self.finished:
+                continue
+            first, last = out.get(op, (float("inf"), 0.0))
+            out[op] = (min(first, self.added[name] - t0), max(last, self.finished[name] - t0))
+        return out
+
+
+# --- the three measurements ---------------------------------------------------------------
+
+
+async def bounded(n: int, limit: int, fn: Callable[[int], Awaitable[None]]) -> None:
+    sem = asyncio.Semaphore(limit)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await fn(i)
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def bare_pod(name: str, node: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "containers": [{"name": "c", "image": "none", "command": ["/bin/sh", "-c", "true"]}],
+    }
+    if node:
+        spec["nodeName"] = node
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
+def rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def checked(call: Awaitable[Any]) -> bytes:
+    resp = await call
+    try:
+        body: bytes = await resp.read()
+    finally:
+        resp.release()
+    if not 200 <= resp.status < 300:
+        raise RuntimeError(f"API call failed: {resp.status} {body[:300]!r}")
+    return body
+
+
+class Result:
+    def __init__(self, name: str, n: int, seconds: float, cpu: dict[str, float]) -> None:
+        self.name, self.n, self.seconds, self.cpu = name, n, seconds, cpu
+        self.rate = n / seconds
+        self.peak, self.mean_in_flight = 0, 0.0
+
+
+async def measure_raw(core: Any, watch: PodWatch, n: int, parallel: int, cpu: Cpu) -> Result:
+    """Create + final status patch per pod, no kubelet: the API server's ceiling."""
+
+    async def unit(i: int) -> None:
+        pod = bare_pod(f"p{i}", node=NODE)
+        await checked(core.create_namespaced_pod("raw", pod, _preload_content=False))
+        now = rfc3339()
+        terminated = {
+            "exitCode": 0,
+            "reason": "Completed",
+            "startedAt": now,
+            "finishedAt": now,
+            "containerID": f"process://{i}",
+        }
+        status = terminal_status(pod, start_time=now, terminated=terminated, phase="Succeeded")
+        await checked(
+            core.patch_namespaced_pod_status(
+                pod["metadata"]["name"],
+                "raw",
+                {"status": status},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            )
+        )
+
+    t0 = time.perf_counter()
+    await bounded(n, parallel, unit)
+    t1 = time.perf_counter()
+    result = Result("raw", n, t1 - t0, cpu.used())
+    await asyncio.sleep(0.5)  # the watch catches up
+    result.peak, result.mean_in_flight = watch.in_flight(t0, t1)
+    return result
+
+
+async def measure_kubelet(core: Any, watch: PodWatch, n: int, parallel: int, cpu: Cpu) -> Result:
+    """Create a bare pod and wait for Succeeded, at most `parallel` at once."""
+
+    async def unit(i: int) -> None:
+        done = watch.expect(f"p{i}")
+        await checked(
+            core.create_namespaced_pod("kubelet", bare_pod(f"p{i}"), _preload_content=False)
+        )
+        await done
+
+    t0 = time.perf_counter()
+    await bounded(n, parallel, unit)
+    t1 = time.perf_counter()
+    result = Result("kubelet", n, t1 - t0, cpu.used())
+    result.peak, result.mean_in_flight = watch.in_flight(t0, t1)
+    if watch.failed:
+        raise RuntimeError(f"{len(watch.failed)} bare pods failed, e.g. {sorted(watch.failed)[0]}")
+    return result
+
+
+def run_obj(hosts: int, parallel: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "runstate.dev/v1alpha1",
+        "kind": "Run",
+        "metadata": {"name": "fanout"},
+        "spec": {
+            "runbook": {
+                "inventory": {"hosts": [{"name": f"h{i:04d}"} for i in range(hosts)]},
+                "operations": [{"name": "first", "run": "true"}, {"name": "second", "run": "true"}],
+                "config": {"parallel": parallel},
+            }
+        },
+    }
+
+
+# --- driver -------------------------------------------------------------------------------
+
+
+async def kubectl_retrying(kubeconfig: str, *args: str) -> None:
+    """kubectl, retried: a fresh API server can answer the first discovery calls with errors."""
+    for attempt in range(5):
+        try:
+            kubectl(kubeconfig, *args)
+            return
+        except subprocess.CalledProcessError as exc:
+            if attempt == 4:
+                raise RuntimeError(f"kubectl {' '.join(args)}: {exc.stderr}") from exc
+            await asyncio.sleep(1)
+
+
+async def wait_default_sa(core: Any, namespace: str) -> None:
+    for _ in range(300):
+        resp = await core.read_namespaced_service_account(
+            "default", namespace, _preload_content=False
+        )
+        body = await resp.read()
+        if resp.status == 200 and json.loads(body).get("secrets"):
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"no default ServiceAccount in {namespace}")
+
+
+async def wait_file(path: Path, proc: subprocess.Popen[bytes], what: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not await asyncio.to_thread(path.exists):
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready in {limit}s")
+        await asyncio.sleep(0.1)
+
+
+async def bench(
+    args: argparse.Namespace, work: Path, plane: ControlPlane, redis: RedisServer, procs: Procs
+) -> None:
+    hosts, parallel = args.hosts, args.parallel
+    n = hosts * 2
+    kubeconfig = str(plane.kubeconfig)
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    await kubectl_retrying(kubeconfig, "apply", "-f", str(ROOT / "crds"))
+    await kubectl_retrying(
+        kubeconfig, "wait", "--for=condition=Established", "crd/runs.runstate.dev"
+    )
+    cfg = k8s.Configuration()
+    await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    cfg.connection_pool_maxsize = parallel + 16
+    async with k8s.ApiClient(cfg) as api:
+        core: Any = k8s.CoreV1Api(api)
+        custom: Any = k8s.CustomObjectsApi(api)
+        for ns in ("raw", "kubelet", "rs"):
+            ns_body = {"metadata": {"name": ns}}
+            await checked(core.create_namespace(ns_body, _preload_content=False))
+            await wait_default_sa(core, ns)
+        pids = component_pids(work)
+
+        # raw: no kubelet runs yet, so nothing but this loop touches these pods.
+        watch = PodWatch(core, "raw")
+        await watch.start()
+        raw = await measure_raw(core, watch, n, parallel, Cpu(pids))
+        await watch.stop()
+
+        # The process kubelet, as the control plane would start it (it skips terminal pods).
+        ready = work / "kubelet.ready"
+        kubelet = spawn(
+            [
+                sys.executable,
+                "-m",
+                "runstate.devcluster",
+                "kubelet",
+                "--kubeconfig",
+                kubeconfig,
+                "--node",
+                NODE,
+                "--pod-log-dir",
+                str(work / "pods"),
+                "--ready-file",
+                str(ready),
+            ],
+            env,
+            work / "kubelet.log",
+        )
+        procs.append(kubelet)
+        await wait_file(ready, kubelet, "process kubelet", 60)
+        pids["process kubelet"] = kubelet.pid
+
+        watch = PodWatch(core, "kubelet")
+        await watch.start()
+        bare = await asyncio.wait_for(
+            measure_kubelet(core, watch, n, parallel, Cpu(pids)), timeout=600
+        )
+        await watch.stop()
+
+        # runstate: one Run of hosts × 2 operations.
+        port = free_port()
+        operator = spawn(
+            [sys.executable, "-m", "runstate", "operator", "--standalone", "--namespace", "rs"],
+            {
+                **env,
+                "RUNSTATE_REDIS_URL": redis.url,
+                "RUNSTATE_METRICS_PORT": str(port),
+                "RUNSTATE_METRICS_HOST": "127.0.0.1",
+            },
+            work / "operator.log",
+        )
+        procs.append(operator)
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        for _ in range(150):
+            if operator.poll() is not None:
+                raise RuntimeError(f"operator exited with {operator.returncode}")
+            try:
+                metric_sum(metrics_url, WRITES)
+                break
+            except OSError:
+                await asyncio.sleep(0.2)
+        await asyncio.sleep(2)  # kopf's start-up: not part of the measurement
+        pids["operator"] = operator.pid
+
+        watch = PodWatch(core, "rs")
+        await watch.start()
+        body = run_obj(hosts, parallel)
+        writes0 = metric_sum(metrics_url, WRITES)
+        cpu = Cpu(pids)
+        t0 = time.perf_counter()
+        await checked(
+            custom.create_namespaced_custom_object(
+                "runstate.dev", "v1alpha1", "rs", "runs", body, _preload_content=False
+            )
+        )
+        deadline = t0 + 900
+        while True:
+            raw_run = await checked(
+                custom.get_namespaced_custom_object(
+                    "runstate.dev", "v1alpha1", "rs", "runs", "fanout", _preload_content=False
+                )
+            )
+            run = json.loads(raw_run)
+            state = ((run.get("status") or {}).get("state") or {}).get("type")
+            if state == "COMPLETED":
+                break
+            if state in ("FAILED", "CRASHED", "CANCELLED"):
+                raise RuntimeError(f"the run ended {state}: {run['status']['state']}")
+            if time.perf_counter() > deadline or operator.poll() is not None:
+                raise TimeoutError(f"the run is still {state}; see {work}/operator.log")
+            await asyncio.sleep(0.2)
+        t1 = time.perf_counter()
+        rs = Result("runstate", n, t1 - t0, cpu.used())
+        rs.peak, rs.mean_in_flight = watch.in_flight(t0, t1)
+        first_pod = min(watch.added.values()) - t0
+        spans = watch.spans(t0)
+        await asyncio.sleep(1.5)  # trailing Events are posted after the status
+        writes1 = metric_sum(metrics_url, WRITES)
+        await watch.stop()
+
+        # Verify the run and its pods.
+        status = run["status"]
+        resp = await core.list_namespaced_pod("rs", _preload_content=False)
+        pods = json.loads(await resp.read())["items"]
+        succeeded = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
+        problems = []
+        if status["hosts"]["total"] != hosts:
+            problems.append(f"hosts.total = {status['hosts']['total']}")
+        for op in status["operations"]:
+            if op["success"] != hosts:
+                problems.append(f"operation {op['name']}: success = {op['success']}")
+        if len(status["operations"]) != 2:
+            problems.append(f"{len(status['operations'])} operations in status")
+        if len(pods) != n or succeeded != n:
+            problems.append(f"{len(pods)} pods, {succeeded} Succeeded (want {n})")
+        if rs.peak > parallel:
+            problems.append(f"{rs.peak} pods in flight at once, over parallel {parallel}")
+        if problems:
+            raise RuntimeError("run verification failed: " + "; ".join(problems))
+
+    writes = {
+        k.split('"')[1]: writes1.get(k, 0) - writes0.get(k, 0)
+        for k in writes1
+        if writes1.get(k, 0) != writes0.get(k, 0)
+    }
+    report(
+        hosts,
+        parallel,
+        raw,
+        bare,
+        rs,
+        first_pod=first_pod,
+        spans=spans,
+        writes=writes,
+        status_bytes=len(json.dumps(status, separators=(",", ":"))),
+        spec_bytes=len(json.dumps(body["spec"], separators=(",", ":"))),
+        status_message=str(status["state"].get("message", "")),
+    )
+
+
+def report(
+    hosts: int,
+    parallel: int,
+    raw: Result,
+    bare: Result,
+    rs: Result,
+    *,
+    first_pod: float,
+    spans: dict[str, tuple[float, float]],
+    writes: dict[str, float],
+    status_bytes: int,
+    spec_bytes: int,
+    status_message: str,
+) -> None:
+    n = rs.n
+    print(
+        f"## Fan-out: one run, {hosts} hosts × 2 operations, parallel {parallel} "
+        f"(N = {n} pods per row)\n"
+    )
+    print("| what | pods (op × host) /s | seconds | runstate relative |")
+    print("|---|---:|---:|---:|")
+    rows = [
+        ("raw API: create pod + status patch, no kubelet", raw),
+        ("(harness) process kubelet alone, bare pods to Succeeded", bare),
+    ]
+    for label, r in rows:
+        print(f"| {label} | {r.rate:.1f} | {r.seconds:.1f} | {rs.rate / r.rate:.2f} |")
+    print(
+        f"| **runstate: one Run, op × host to COMPLETED** | **{rs.rate:.1f}** | "
+        f"{rs.seconds:.1f} | 1.00 |\n"
+    )
+    print(f"- Run status: {status_message!r}; all {n} pods Succeeded, checked.")
+    print(
+        f"- Time to first pod: {first_pod:.2f} s. Per operation (first pod seen → last pod "
+        "finished, s after the create): "
+        + ", ".join(
+            f"{op} {a:.1f}–{b:.1f}" for op, (a, b) in sorted(spans.items(), key=lambda x: x[1])
+        )
+        + f"; COMPLETED seen at {rs.seconds:.1f}."
+    )
+    print(
+        "- Pods in flight (watch: added → terminal), peak / mean: "
+        + ", ".join(f"{r.name} {r.peak} / {r.mean_in_flight:.1f}" for r in (raw, bare, rs))
+        + f" (cap {parallel})."
+    )
+    total = sum(writes.values())
+    detail = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(writes.items()))
+    print(f"- API writes by the operator: **{total:.0f}** ({detail}), {total / n:.3f} per pod.")
+    print(
+        f"- Size of the Run: spec {spec_bytes} bytes, **status {status_bytes} bytes** "
+        "(JSON, compact).\n"
+    )
+    results = (raw, bare, rs)
+    names = sorted({k for r in results for k in r.cpu} - {MACHINE}, key=lambda k: -rs.cpu.get(k, 0))
+    print(
+        f"CPU seconds per component during each measurement ({CORES} cores = {CORES} s per "
+        "wall second):\n"
+    )
+    print("| component | raw | kubelet | runstate |")
+    print("|---|---:|---:|---:|")
+    for name in names:
+        cells = " | ".join(f"{r.cpu[name]:.1f}" if name in r.cpu else "–" for r in results)
+        print(f"| {name} | {cells} |")
+    ours = [sum(v for k, v in r.cpu.items() if k != MACHINE) for r in results]
+    cells = " | ".join(f"{o:.1f}" for o in ours)
+    print(f"| **all of the above** | {cells} |")
+    cells = " | ".join(
+        f"{max(0.0, r.cpu[MACHINE] - o):.1f}" for r, o in zip(results, ours, strict=True)
+    )
+    print(f"| other processes on the machine | {cells} |")
+    cells = " | ".join(f"{r.cpu[MACHINE]:.1f} of {CORES * r.seconds:.1f}" for r in results)
+    print(f"| **machine busy** | {cells} |\n")
+    per_pod = ", ".join(
+        f"{r.name} {1000 * o / r.n:.1f} ms ({CORES * r.n / o:.0f}/s)"
+        for r, o in zip(results, ours, strict=True)
+    )
+    print(
+        f"Own CPU per pod (all of the above / N), and the rate {CORES} cores would allow if "
+        f"nothing else ran: {per_pod}.\n"
+    )
+    op_cpu = rs.cpu.get("operator", 0.0)
+    print(f"Operator CPU: {op_cpu:.1f} s, {1000 * op_cpu / n:.1f} ms per op × host.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--hosts", type=int, default=500)
+    parser.add_argument("--parallel", type=int, default=50)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="runstate-fanout-"))
+    procs: Procs = []
+    ok = False
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)  # unwinds through the cleanup below
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        # Stopped in reverse: operator and kubelet, then Redis, then the control plane.
+        with contextlib.ExitStack() as stack:
+            plane = ControlPlane(work / "cluster", kubelet=False, die_with_parent=True).start()
+            stack.callback(plane.stop)
+            redis = RedisServer(work / "redis", die_with_parent=True).start()
+            stack.callback(redis.stop)
+            stack.callback(stop_all, procs)
+            asyncio.run(bench(args, work, plane, redis, procs))
+        ok = True
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if ok:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"logs kept in {work}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
