@@ -23,17 +23,10 @@ from typing import Any
 
 import pytest
 
+from tests.availability import unavailable
+
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = os.environ.get("RUNSTATE_KUBECTL", "/usr/bin/kubectl")
-IN_CI = os.environ.get("CI", "").lower() == "true"
-
-
-def unavailable(what: str, exc: BaseException | str) -> None:
-    """Fail under CI (a missing component is a broken pipeline), skip on a laptop."""
-    message = f"{what} unavailable: {exc}"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -111,7 +104,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # die_with_parent: an aborted test session must not leave a control plane running.
         plane = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True).start()
     except Exception as exc:  # any reason it cannot run is reported, never swallowed in CI
-        unavailable("control plane", exc)
+        unavailable(f"control plane unavailable: {exc}")
         raise
     cluster = Cluster(kubeconfig=str(plane.kubeconfig), state_dir=plane.state_dir)
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
@@ -130,7 +123,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
         server = RedisServer(tmp_path_factory.mktemp("redis"), die_with_parent=True).start()
     except Exception as exc:
-        unavailable("redis-server", exc)
+        unavailable(f"redis-server unavailable: {exc}")
         raise
     try:
         yield server.url

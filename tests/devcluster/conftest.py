@@ -12,11 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from devcluster_helpers import IN_CI, api_client_for, start_plane
+from devcluster_helpers import api_client_for, start_plane
 from kubernetes_asyncio import client
 
 from runstate.devcluster import build
 from runstate.devcluster.cluster import ControlPlane
+from tests.availability import unavailable
 
 
 @pytest.fixture(scope="session")
@@ -33,9 +34,7 @@ def kubectl() -> str:
     try:
         return build.ensure_kubectl()
     except build.BuildError as exc:
-        if IN_CI:
-            pytest.fail(f"kubectl missing: {exc}")
-        pytest.skip(f"kubectl missing: {exc}")
+        unavailable(f"kubectl missing: {exc}")
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -14,8 +13,8 @@ from kubernetes_asyncio import client, config
 
 from runstate.devcluster import build
 from runstate.devcluster.cluster import ControlPlane
+from tests.availability import IN_CI, unavailable
 
-IN_CI = os.environ.get("CI") == "true"
 T = TypeVar("T")
 
 
@@ -24,7 +23,7 @@ def require_binaries() -> Path:
     if build.binaries_present():
         return build.kube_bin_dir()
     if not IN_CI:
-        pytest.skip(
+        unavailable(
             f"kube-apiserver v{build.KUBE_VERSION} not cached in {build.kube_bin_dir()}: "
             "run `python -m runstate.devcluster build` (takes several minutes)"
         )

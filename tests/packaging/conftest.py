@@ -7,7 +7,6 @@ that cannot be had fails the run; it must never silently skip there.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -17,6 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.availability import unavailable
+
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "runstate"
 RELEASE = "runstate"
@@ -24,13 +25,6 @@ NAMESPACE = "runstate-system"
 
 Manifest = dict[str, Any]
 Render = Callable[..., list[Manifest]]
-
-
-def unavailable(reason: str) -> None:
-    """Skip for lack of a tool, except under CI=true, where that is a failure."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason}; CI=true requires the packaging tests to run")
-    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
