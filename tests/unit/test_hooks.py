@@ -7,8 +7,15 @@ from typing import Any
 import pytest
 
 from runstate.api.v1alpha1 import Stage, StateType
-from runstate.controller.reconciler import queued_ahead
-from runstate.domain.engine import Decision, Observation, decide, validate_runbook
+from runstate.controller.reconciler import queued_run
+from runstate.domain.concurrency import queued_ahead
+from runstate.domain.engine import (
+    DELETE_HOOK_GRACE_SECONDS,
+    Decision,
+    Observation,
+    decide,
+    validate_runbook,
+)
 from runstate.domain.errors import SpecError
 from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
 from runstate.kube import pods, status
@@ -195,7 +202,7 @@ def test_deleting_a_run_cancels_it_after_its_pods_are_gone() -> None:
     live = tuple(Observed(i.key, Phase.RUNNING) for i in d.create)
     d = decide(
         Observation(
-            run_spec(), rb, None, d.progress, live, T0 + timedelta(seconds=1), deleting=True
+            run_spec(), rb, None, d.progress, live, T0 + timedelta(seconds=1), deleted_at=T0
         )
     )
     assert [to.name for _, to in d.transitions] == ["Cancelling"]
@@ -204,11 +211,32 @@ def test_deleting_a_run_cancels_it_after_its_pods_are_gone() -> None:
     gone = tuple(Observed(u.key, Phase.FAILED, 137, "Error") for u in live)
     d = decide(
         Observation(
-            run_spec(), rb, None, d.progress, gone, T0 + timedelta(seconds=2), deleting=True
+            run_spec(), rb, None, d.progress, gone, T0 + timedelta(seconds=2), deleted_at=T0
         )
     )
     assert d.progress.state.name == "Cancelled" and d.done
     assert d.progress.state.message == "Cancelled: the Run was deleted"
+    assert d.release  # over, no hooks: the Run may go
+
+
+def test_a_deleted_run_goes_after_its_hooks_or_after_the_grace_period() -> None:
+    rb = hooked()
+    spec = run_spec()
+
+    def at(seconds: float, units: Sequence[Observed] = (), prev: Any = None) -> Decision:
+        when = T0 + timedelta(seconds=seconds)
+        return decide(Observation(spec, rb, None, prev, tuple(units), when, deleted_at=T0))
+
+    d = at(1)
+    assert d.progress.state.name == "Cancelled" and hook_keys([i.key for i in d.create]) == [
+        ("tidy", "web1", 0)
+    ]
+    assert not d.release and d.requeue_after == DELETE_HOOK_GRACE_SECONDS - 1
+    hook = Observed(WorkKey(Kind.HOOK, "tidy", "web1", 1, 0), Phase.RUNNING)
+    assert not at(60, [hook], d.progress).release
+    assert at(DELETE_HOOK_GRACE_SECONDS, [hook], d.progress).release  # a stuck hook: go anyway
+    done = Observed(hook.key, Phase.SUCCEEDED, 0, "Completed")
+    assert at(61, [done], d.progress).release
 
 
 def evicted_pod(message: str) -> dict[str, Any]:
@@ -270,7 +298,7 @@ def body(name: str, created: str, state: dict[str, Any] | None = None, **spec: A
 
 
 def test_queued_ahead_counts_older_waiting_runs_only() -> None:
-    me = body("me", "2026-11-24T12:00:05Z")["metadata"]
+    me = queued_run(body("me", "2026-11-24T12:00:05Z"))
     runs = [
         body("holder", "2026-11-24T12:00:00Z", {"type": "RUNNING", "name": "Running"}),
         body(
@@ -293,8 +321,9 @@ def test_queued_ahead_counts_older_waiting_runs_only() -> None:
         ),
         body("me", "2026-11-24T12:00:05Z"),
     ]
-    assert queued_ahead(runs, me, ["uid-holder"], T0) == 2  # waits, new
+    entries = [queued_run(b) for b in runs]
+    assert queued_ahead(me, entries, ["uid-holder"], T0) == 2  # waits, new
     # Same second: the name breaks the tie, so every replica sees the same order.
-    twin = body("ma", "2026-11-24T12:00:05Z")
-    assert queued_ahead([twin], me, [], T0) == 1
-    assert queued_ahead([body("mz", "2026-11-24T12:00:05Z")], me, [], T0) == 0
+    twin = queued_run(body("ma", "2026-11-24T12:00:05Z"))
+    assert queued_ahead(me, [twin], [], T0) == 1
+    assert queued_ahead(me, [queued_run(body("mz", "2026-11-24T12:00:05Z"))], [], T0) == 0

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from runstate.api.v1alpha1 import Inventory, RunbookSpec
 from runstate.domain.engine import Observation, decide, validate_runbook
 from runstate.domain.inventory import describe_selector
-from runstate.domain.work import Kind, Observed, Phase, WorkKey
+from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
 from runstate.kube import nodes, pods, status
 from tests.unit.sim import T0, run_spec
 
@@ -195,7 +195,7 @@ def test_a_pod_that_starts_slowly_is_a_warning_of_its_stage() -> None:
             0,
             "Completed",
             started_at=f"2026-11-24T12:00:{waited:02d}Z",
-            created_at="2026-11-24T12:00:00Z",
+            start_delay=waited,
         )
 
     units = (
@@ -208,3 +208,17 @@ def test_a_pod_that_starts_slowly_is_a_warning_of_its_stage() -> None:
     assert d.summary is not None
     warnings = d.summary.stage_warnings
     assert (warnings.Prepare, warnings.Execute) == (1, 1)
+
+
+def test_a_pods_start_delay_is_read_from_its_creation_and_start() -> None:
+    intent = Intent(key=WorkKey(Kind.RUN, "op", "a"), command="x", image="alpine")
+    pod = pods.build_pod(run_name="r", run_uid="u", namespace="ns", intent=intent, parameters={})
+    pod["metadata"]["creationTimestamp"] = "2026-11-24T12:00:00Z"
+    pod["status"] = {
+        "phase": "Running",
+        "containerStatuses": [
+            {"name": pods.CONTAINER, "state": {"running": {"startedAt": "2026-11-24T12:01:05Z"}}}
+        ],
+    }
+    unit = pods.observe(pod)
+    assert unit is not None and unit.start_delay == 65.0

@@ -34,9 +34,10 @@ from runstate.api.v1alpha1 import (
     StateType,
 )
 from runstate.domain import engine, triggers
+from runstate.domain.concurrency import QueuedRun, queued_ahead
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.inventory import describe_selector
-from runstate.domain.states import is_final, label
+from runstate.domain.states import is_final, label, parse_time, seconds_between
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, runs, status
 from runstate.kube.client import Gone, KubeClient
@@ -50,9 +51,6 @@ FINISHED_TTL_SECONDS = 7 * 24 * 3600
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
 LAUNCHED = "@launched|"  # results-hash key prefix of the record of started units
 INVENTORY = "@inventory"  # results-hash key of a Node inventory's snapshot
-# A deleted Run waits this long for its state hooks before its finalizer goes anyway: a hook
-# whose pod cannot start must not keep a Run (and its namespace) from being deleted.
-DELETE_HOOK_GRACE_SECONDS = 120.0
 
 
 def _launched_record(key: WorkKey) -> dict[str, Any]:
@@ -189,50 +187,24 @@ def _record(progress: Progress) -> StateRecord:
     )
 
 
-def _parse_time(text: Any) -> datetime | None:
-    if not text:
-        return None
-    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-
-
-def _seconds_between(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    a = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    b = datetime.fromisoformat(end.replace("Z", "+00:00"))
-    return (b - a).total_seconds()
-
-
-def queued_ahead(
-    runs: Sequence[Mapping[str, Any]],
-    meta: Mapping[str, Any],
-    holders: Sequence[str],
-    now: datetime,
-) -> int:
-    """How many of `runs` (of one Runbook) were created before the run with `meta` and wait for
-    a concurrency slot too: a free slot goes to them first (first in, first served)."""
-    mine = (str(meta.get("creationTimestamp") or ""), str(meta.get("name") or ""))
-    ahead = 0
-    for body in runs:
-        other = body.get("metadata") or {}
-        when = (str(other.get("creationTimestamp") or ""), str(other.get("name") or ""))
-        if when >= mine or other.get("uid") in holders:
-            continue
-        state = (body.get("status") or {}).get("state") or {}
-        if state.get("type") in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
-            continue
-        if state:
-            waits_for_time = state.get("type") == "SCHEDULED" and state.get("name") in (
-                "Scheduled",
-                "AwaitingRetry",
-            )
-            due = _parse_time(state.get("scheduledTime")) if waits_for_time else None
-        else:
-            due = _parse_time((body.get("spec") or {}).get("scheduledTime"))
-        if due is not None and due > now:
-            continue  # scheduled for later: not in the queue yet
-        ahead += 1
-    return ahead
+def queued_run(body: Mapping[str, Any]) -> QueuedRun:
+    """A Run as the concurrency queue sees it."""
+    meta = body.get("metadata") or {}
+    state = (body.get("status") or {}).get("state") or {}
+    state_type = StateType(state["type"]) if state.get("type") else None
+    if state_type is None:
+        start_at = parse_time((body.get("spec") or {}).get("scheduledTime"))
+    elif state_type is StateType.SCHEDULED and state.get("name") in ("Scheduled", "AwaitingRetry"):
+        start_at = parse_time(state.get("scheduledTime"))
+    else:
+        start_at = None
+    return QueuedRun(
+        created=str(meta.get("creationTimestamp") or ""),
+        name=str(meta.get("name") or ""),
+        uid=str(meta.get("uid") or ""),
+        state_type=state_type,
+        start_at=start_at,
+    )
 
 
 class Reconciler:
@@ -319,7 +291,8 @@ class Reconciler:
         if mem is None or mem.uid != uid:
             mem = self._memory[key] = _Memory(uid=uid)
         current_status: Mapping[str, Any] = body.get("status") or {}
-        deleting = bool(meta.get("deletionTimestamp"))
+        deleted_at = parse_time(meta.get("deletionTimestamp"))
+        deleting = deleted_at is not None
         finalizers: list[str] = list(meta.get("finalizers") or [])
         if (
             mem.done
@@ -391,7 +364,7 @@ class Reconciler:
                 launched=frozenset(mem.launched),
                 slot=slot,
                 holders=holders,
-                deleting=deleting,
+                deleted_at=deleted_at,
                 nodes=nodes,
             )
             decision = engine.decide(obs)
@@ -495,12 +468,8 @@ class Reconciler:
         await self._announce(ns, name, uid, labels, decision, mem, now)
         if decision.final:
             mem.expected.clear()
-        if deleting and decision.final:
-            deleted_at = _parse_time(meta.get("deletionTimestamp")) or now
-            waited = (now - deleted_at).total_seconds()
-            if decision.settled or waited >= DELETE_HOOK_GRACE_SECONDS:
-                return await self._finalize(key, uid, meta, finalizers, mem)
-            return min(self.resync_seconds, DELETE_HOOK_GRACE_SECONDS - waited)
+        if decision.release:
+            return await self._finalize(key, uid, meta, finalizers, mem)
         if decision.done:
             await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
             mem.done = True
@@ -566,8 +535,10 @@ class Reconciler:
         mem.slot_scope = None
         ns, runbook = scope.split("/", 1)
         for other in self.cache.runs_of_runbook((ns, runbook)):
-            if other != key:
-                self.wake(other)
+            body = self.cache.run(other)
+            state = ((body or {}).get("status") or {}).get("state") or {}
+            if other != key and not (state.get("type") and is_final(StateType(state["type"]))):
+                self.wake(other)  # finished runs want no slot: waking them is wasted work
 
     async def _slot(
         self,
@@ -586,11 +557,11 @@ class Reconciler:
         if limit is None or not runbook:
             return None, ()
         if progress is None:
-            start_at = _parse_time(spec.scheduled_time)
+            start_at = parse_time(spec.scheduled_time)
             needed = start_at is None or start_at <= now
         else:
             state = progress.state
-            due = (_parse_time(state.scheduled_time) or now) <= now
+            due = (parse_time(state.scheduled_time) or now) <= now
             needed = not is_final(state.type) and (
                 state.type is not StateType.SCHEDULED
                 or state.name in ("AwaitingConcurrencySlot", "AwaitingRetry")
@@ -609,9 +580,12 @@ class Reconciler:
             if mem.uid not in holder_uids:
                 free = limit.limit - len(holder_uids)
                 others = [
-                    b for k in self.cache.runs_of_runbook((ns, runbook)) if (b := self.cache.run(k))
+                    queued_run(b)
+                    for k in self.cache.runs_of_runbook((ns, runbook))
+                    if (b := self.cache.run(k))
                 ]
-                if free <= 0 or queued_ahead(others, meta, holder_uids, now) >= free:
+                me = queued_run({"metadata": meta})
+                if free <= 0 or queued_ahead(me, others, holder_uids, now) >= free:
                     return False, self._names(ns, runbook, holder_uids)
         got = await self._store_call(
             "acquire_slot",
@@ -728,7 +702,7 @@ class Reconciler:
             await self._event(ns, name, uid, to.name, to.message, now)
         p = decision.progress
         if decision.final and decision.transitions:
-            seconds = _seconds_between(p.start_time, p.end_time)
+            seconds = seconds_between(p.start_time, p.end_time)
             if seconds is not None:
                 metrics.RUN_DURATION.observe(seconds)
         if mem.stage_since is not None and mem.stage_since[0] != p.stage.value:
@@ -808,9 +782,9 @@ class Reconciler:
                 spec.trigger,
                 runbook=name,
                 generation=generation,
-                created=_parse_time(meta.get("creationTimestamp")) or now,
+                created=parse_time(meta.get("creationTimestamp")) or now,
                 last_generation=current.get("lastTriggeredGeneration"),
-                last_schedule=_parse_time(current.get("lastScheduleTime")),
+                last_schedule=parse_time(current.get("lastScheduleTime")),
                 now=now,
             )
         except ValidationError as exc:

@@ -796,34 +796,22 @@ class PodWorker:
             message = await asyncio.to_thread(output_tail, output)
             if message:
                 terminated["message"] = message
-        if self._stop_reason == "deadline":
-            status = terminal_status(
-                self.pod,
-                start_time=self._start_time,
-                terminated=terminated,
-                phase="Failed",
-                container_id=f"process://{proc.pid}",
-                reason=DEADLINE_REASON,
-                message=DEADLINE_MESSAGE,
-            )
-        elif self._stop_reason == "evicted":
-            status = terminal_status(
-                self.pod,
-                start_time=self._start_time,
-                terminated=terminated,
-                phase="Failed",
-                container_id=f"process://{proc.pid}",
-                reason=EVICTED_REASON,
-                message=self._eviction_message,
-            )
-        else:
-            status = terminal_status(
-                self.pod,
-                start_time=self._start_time,
-                terminated=terminated,
-                phase="Succeeded" if exit_code == 0 else "Failed",
-                container_id=f"process://{proc.pid}",
-            )
+        # Stopped by the kubelet itself: the pod fails with the kubelet's reason, whatever
+        # the exit code says.
+        stopped_by: tuple[str, str] | None = {
+            "deadline": (DEADLINE_REASON, DEADLINE_MESSAGE),
+            "evicted": (EVICTED_REASON, self._eviction_message),
+        }.get(self._stop_reason or "")
+        pod_reason, pod_message = stopped_by or (None, None)
+        status = terminal_status(
+            self.pod,
+            start_time=self._start_time,
+            terminated=terminated,
+            phase="Succeeded" if exit_code == 0 and stopped_by is None else "Failed",
+            container_id=f"process://{proc.pid}",
+            reason=pod_reason,
+            message=pod_message,
+        )
         await self._write_status(status)
         await self._delete_if_deleting()
 

@@ -43,7 +43,7 @@ from runstate.domain.aggregate import aggregate, fail_percent_stop
 from runstate.domain.dag import build_dag
 from runstate.domain.errors import SpecError
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
-from runstate.domain.states import is_final, make_state, rfc3339
+from runstate.domain.states import is_final, make_state, parse_time, rfc3339
 from runstate.domain.work import (
     CheckResult,
     Intent,
@@ -60,6 +60,8 @@ MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
 MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host
 # The stage a unit's pod works for: a slow start is a warning of that stage.
 STAGE_OF_KIND = {Kind.CONNECT: Stage.Connect, Kind.CHECK: Stage.Prepare, Kind.RUN: Stage.Execute}
+# A deleted Run waits this long for its state hooks before it goes anyway.
+DELETE_HOOK_GRACE_SECONDS = 120.0
 # A run queued for a concurrency slot is woken when one is released; this is the safety net.
 QUEUED_RECHECK_SECONDS = 5.0
 
@@ -92,8 +94,9 @@ class Observation:
     # one, False when the limit is reached; `holders` names the runs that hold them.
     slot: bool | None = None
     holders: tuple[str, ...] = ()
-    # The Run object is being deleted: the run is cancelled, as by `spec.cancel`.
-    deleting: bool = False
+    # When the Run object was deleted: the run is cancelled, as by `spec.cancel`, and the
+    # object may go once the run is over (`Decision.release`).
+    deleted_at: datetime | None = None
     # A `nodeSelector` inventory: the Nodes (as hosts) that matched when the run started.
     nodes: tuple[Host, ...] | None = None
 
@@ -131,6 +134,7 @@ class Decision:
     hooks: tuple[HookResult, ...] | None = None
     hook_failures: tuple[HookResult, ...] = ()
     settled: bool = True
+    release: bool = False  # a deleted Run is over: its hot state and finalizer may go
 
     @property
     def final(self) -> bool:
@@ -214,27 +218,39 @@ def _intent(
     image: str | None = None,
     timeout: int | None = None,
 ) -> Intent:
-    host = inv.by_name[key.host]
+    return _build_intent(rb, key, command, inv.by_name[key.host], env, image, timeout)
+
+
+def _build_intent(
+    rb: RunbookSpec,
+    key: WorkKey,
+    command: str,
+    host: Host | None,
+    env: Iterable[Any] = (),
+    image: str | None = None,
+    timeout: int | None = None,
+) -> Intent:
+    """The pod for `key` on `host` (None: a hook that runs once per run, on no host)."""
+    node_name: str | None = None
+    tolerate: tuple[dict[str, Any], ...] = ()
+    if host is not None and rb.inventory.node_selector is not None:
+        # A Node inventory pins each pod to its host's Node, tolerating its taints if asked.
+        node_name = host.name
+        if rb.inventory.tolerate_taints:
+            tolerate = tuple(dict(t) for t in host.data.get("taints") or [])
     return Intent(
         key=key,
         command=command,
         image=image or rb.defaults.image,
         env=(*rb.defaults.env, *env),
         timeout_seconds=timeout,
-        host_data=host.data,
-        groups=tuple(host.groups),
+        host_data=host.data if host is not None else {},
+        groups=tuple(host.groups) if host is not None else (),
         service_account_name=rb.defaults.service_account_name,
         resources=rb.defaults.resources,
-        **_placement(rb, host),
+        node_name=node_name,
+        tolerate=tolerate,
     )
-
-
-def _placement(rb: RunbookSpec, host: Host | None) -> dict[str, Any]:
-    """A Node inventory pins each pod to its host's Node, tolerating its taints if asked."""
-    if host is None or rb.inventory.node_selector is None:
-        return {}
-    taints = host.data.get("taints") or [] if rb.inventory.tolerate_taints else []
-    return {"node_name": host.name, "tolerate": tuple(dict(t) for t in taints)}
 
 
 def validate_runbook(spec: RunbookSpec) -> None:
@@ -261,10 +277,6 @@ def _reject(walk: _Walk, problem: str) -> Decision:
     return walk.decision(stalled=Stalled("InvalidSpec", problem))
 
 
-def _when(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")) if text else None
-
-
 def _seconds(delta: timedelta) -> float:
     return max(0.0, delta.total_seconds())
 
@@ -273,8 +285,19 @@ def decide(obs: Observation) -> Decision:
     """Everything that should happen next for one run. See the module docstring."""
     decision = _decide(obs)
     if decision.final and obs.runbook is not None:
-        return _with_hooks(obs, obs.runbook, decision)
+        decision = _with_hooks(obs, obs.runbook, decision)
+    if obs.deleted_at is not None and decision.final:
+        return _release(obs, obs.deleted_at, decision)
     return decision
+
+
+def _release(obs: Observation, deleted_at: datetime, decision: Decision) -> Decision:
+    """A deleted Run goes once it is over, hooks included; its hooks get a grace period, so
+    that one whose pod cannot start never keeps a Run (and its namespace) from going."""
+    waited = _seconds(obs.now - deleted_at)
+    if decision.settled or waited >= DELETE_HOOK_GRACE_SECONDS:
+        return dataclasses.replace(decision, release=True)
+    return dataclasses.replace(decision, requeue_after=DELETE_HOOK_GRACE_SECONDS - waited)
 
 
 def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decision:
@@ -290,24 +313,11 @@ def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisi
     except SpecError:
         hosts = ()  # the run failed at Setup: per-host hooks have no host to run on
     by_key = {u.key: u for u in obs.units if u.key.kind is Kind.HOOK}
-    # Pods being deleted with the ending run still count against `parallel`.
-    busy = sum(1 for u in obs.units if not u.finished and u.key not in decision.delete)
-    busy -= sum(1 for u in by_key.values() if not u.finished)
-    in_flight = sum(1 for u in by_key.values() if not u.finished) + max(0, busy)
+    # Hooks share `parallel` with the pods still running, except those this decision stops.
+    in_flight = sum(1 for u in obs.units if not u.finished and u.key not in decision.delete)
 
     def intent(key: WorkKey, op: Operation, host: Host | None, env: tuple[EnvVar, ...]) -> Intent:
-        return Intent(
-            key=key,
-            command=op.run,
-            image=op.image or rb.defaults.image,
-            env=(*rb.defaults.env, *env, *op.env),
-            timeout_seconds=op.timeout_seconds,
-            host_data=host.data if host is not None else {},
-            groups=tuple(host.groups) if host is not None else (),
-            service_account_name=rb.defaults.service_account_name,
-            resources=rb.defaults.resources,
-            **_placement(rb, host),
-        )
+        return _build_intent(rb, key, op.run, host, (*env, *op.env), op.image, op.timeout_seconds)
 
     plan = hooks.plan_hooks(
         rb,
@@ -338,7 +348,7 @@ def _decide(obs: Observation) -> Decision:
         return Decision(progress=walk.progress())
     late_after = timedelta(seconds=rb.late_after_seconds if rb is not None else 15)
     if walk.state is None:
-        start_at = _when(spec.scheduled_time)
+        start_at = parse_time(spec.scheduled_time)
         # A run first seen well after its time (created late, or the operator was down) was
         # Scheduled all along and is Late now, as Prefect would record it.
         if start_at is not None and (start_at > now or now > start_at + late_after):
@@ -351,13 +361,14 @@ def _decide(obs: Observation) -> Decision:
             walk.move("Pending", "Run accepted")
 
     # Cancel (or deletion of the Run) wins over everything that is not final.
-    if spec.cancel or obs.deleting:
-        return _cancel(walk, deleted=obs.deleting and not spec.cancel)
+    deleted = obs.deleted_at is not None
+    if spec.cancel or deleted:
+        return _cancel(walk, deleted=deleted and not spec.cancel)
 
     state = walk.state
     assert state is not None
     if state.type is StateType.SCHEDULED and state.name != "AwaitingConcurrencySlot":
-        due = _when(state.scheduled_time) or now
+        due = parse_time(state.scheduled_time) or now
         if now < due:
             return walk.decision(requeue_after=_seconds(due - now))
         if state.name == "Scheduled" and now > due + late_after:
@@ -442,15 +453,11 @@ def _decide(obs: Observation) -> Decision:
     )
     if evicted:
         lost = evicted[0]
-        what = f"{lost.key.kind.value} {lost.key.operation} on {lost.key.host}".replace("  ", " ")
-        _finish(
+        return _crash(
             walk,
-            "Crashed",
-            f"{len(evicted)} pod(s) of this run ended by their node (first: {what}: "
-            f"{lost.reason}: {_trim(lost.message)})",
-            "infrastructure",
+            f"{len(evicted)} pod(s) of this run ended by their node (first: "
+            f"{_describe(lost.key)}: {lost.reason}: {_trim(lost.message)})",
         )
-        return walk.decision(delete=tuple(u.key for u in obs.units if not u.finished))
 
     # The operator deletes pods only when a run is cancelled or ends: any other pod that is
     # being deleted, or is gone, was deleted by someone else.
@@ -460,20 +467,15 @@ def _decide(obs: Observation) -> Decision:
     )
     vanished = [k for k in vanished if k.attempt == walk.attempt and k.kind is not Kind.HOOK]
     if vanished:
-        first = vanished[0]
-        what = f"{first.kind.value} {first.operation or ''} on {first.host}".replace("  ", " ")
-        _finish(
+        return _crash(
             walk,
-            "Crashed",
             f"{len(vanished)} pod(s) of this run were deleted outside runstate (first: "
-            f"{what}); its progress cannot be trusted",
-            "infrastructure",
+            f"{_describe(vanished[0])}); its progress cannot be trusted",
         )
-        return walk.decision(delete=tuple(u.key for u in obs.units if not u.finished))
 
     state = walk.state
     if state is not None and state.type is StateType.PAUSED:
-        until = _when(state.pause_timeout)
+        until = parse_time(state.pause_timeout)
         if until is not None and now >= until:
             in_flight = tuple(u.key for u in obs.units if not u.finished)
             _finish(walk, "Failed", f"Paused longer than {spec.pause_timeout_seconds}s", "timeout")
@@ -482,6 +484,16 @@ def _decide(obs: Observation) -> Decision:
         hold_for = _seconds(until - now) if until is not None else None
         return _run(walk, rb, inv, dag.order, dag.deps, hold=True, hold_for=hold_for)
     return _run(walk, rb, inv, dag.order, dag.deps)
+
+
+def _describe(key: WorkKey) -> str:
+    return f"{key.kind.value} {key.operation} on {key.host}".replace("  ", " ")
+
+
+def _crash(walk: _Walk, message: str) -> Decision:
+    """An infrastructure fault: the run is Crashed and what still runs of it is stopped."""
+    _finish(walk, "Crashed", message, "infrastructure")
+    return walk.decision(delete=tuple(u.key for u in walk.obs.units if not u.finished))
 
 
 def _pause(walk: _Walk, timeout: int | None, name: str) -> None:
@@ -561,7 +573,7 @@ def _run(
 
     # Run-level timeout: fails the run ("timed out"), it never crashes it.
     timeout = rb.config.timeout_seconds
-    started = _when(walk.attempt_start) or obs.now
+    started = parse_time(walk.attempt_start) or obs.now
     deadline = started + timedelta(seconds=timeout) if timeout and not hold else None
     timed_out = deadline is not None and obs.now >= deadline
 
@@ -668,10 +680,10 @@ def _run(
         for name in order
     )
     warnings[Stage.Execute] += sum(1 for k in units if k.kind is Kind.RUN and k.try_ > 0)
-    slow = timedelta(seconds=rb.config.slow_start_seconds)
+    slow = rb.config.slow_start_seconds
     for u in units.values():
         stage = STAGE_OF_KIND.get(u.key.kind)
-        if stage is not None and _slow_start(u, slow):
+        if stage is not None and u.start_delay is not None and u.start_delay > slow:
             warnings[stage] += 1
     plan = None
     if obs.spec.dry_run and not connect_waiting and not prepare_waiting:
@@ -766,11 +778,6 @@ def _run(
         summary=summary,
         requeue_after=requeue,
     )
-
-
-def _slow_start(unit: Observed, slow: timedelta) -> bool:
-    started, created = _when(unit.started_at), _when(unit.created_at)
-    return started is not None and created is not None and started - created > slow
 
 
 def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | None:

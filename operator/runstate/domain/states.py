@@ -45,6 +45,18 @@ def rfc3339(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+def parse_time(text: object) -> datetime | None:
+    """An RFC 3339 time as Kubernetes writes it ("...Z"); None for none."""
+    if not text:
+        return None
+    return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+
+
+def seconds_between(start: object, end: object) -> float | None:
+    a, b = parse_time(start), parse_time(end)
+    return None if a is None or b is None else (b - a).total_seconds()
+
+
 def make_state(name: str, now: datetime, message: str = "", **details: object) -> RunState:
     """A state by its Prefect name; the type follows from the name."""
     if name not in TYPE_OF_NAME:

@@ -70,7 +70,9 @@ class Observed:
     started_at: str | None = None
     finished_at: str | None = None
     deleting: bool = False  # the pod has a deletionTimestamp: someone is deleting it
-    created_at: str | None = None  # the pod's creationTimestamp (slow starts are warnings)
+    # Seconds from the pod's creation to its start, once started (slow starts are warnings);
+    # worked out once per pod event, not once per decision and unit.
+    start_delay: float | None = None
 
     @property
     def finished(self) -> bool:

@@ -9,6 +9,7 @@ skipping that keeps the event loop free. Every write is counted by resource for 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -131,20 +132,26 @@ class KubeClient:
         finally:
             response.release()
 
-    async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    async def _merge_patch(
+        self, plural: str, namespace: str, name: str, body: Mapping[str, Any], *, status: bool
     ) -> dict[str, Any]:
-        """Merge-patch `status` of a runstate resource; raises `Gone` for a deleted object."""
-        self._on_write(f"{plural}/status")
+        """Merge-patch a runstate resource (its status subresource if `status`); raises `Gone`
+        for a deleted object."""
+        self._on_write(f"{plural}/status" if status else plural)
+        method = (
+            self._custom.patch_namespaced_custom_object_status
+            if status
+            else self._custom.patch_namespaced_custom_object
+        )
         try:
             result: dict[str, Any] = await self._call(
-                self._custom.patch_namespaced_custom_object_status,
+                method,
                 GROUP,
                 VERSION,
                 namespace,
                 plural,
                 name,
-                {"status": dict(status)},
+                dict(body),
                 _content_type=MERGE_PATCH,
             )
         except ApiException as exc:
@@ -153,25 +160,20 @@ class KubeClient:
             raise
         return result
 
+    async def patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge-patch `status` of a runstate resource; raises `Gone` for a deleted object."""
+        return await self._merge_patch(
+            plural, namespace, name, {"status": dict(status)}, status=True
+        )
+
     async def patch_spec(
         self, plural: str, namespace: str, name: str, spec: Mapping[str, Any]
     ) -> None:
         """Merge-patch `spec` of a runstate resource (e.g. cancel a Run); a gone object is fine."""
-        self._on_write(plural)
-        try:
-            await self._call(
-                self._custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                {"spec": dict(spec)},
-                _content_type=MERGE_PATCH,
-            )
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+        with contextlib.suppress(Gone):
+            await self._merge_patch(plural, namespace, name, {"spec": dict(spec)}, status=False)
 
     async def set_finalizers(
         self,
@@ -183,21 +185,10 @@ class KubeClient:
     ) -> bool:
         """Replace `metadata.finalizers`, only if the object is still at `resource_version`
         (a merge patch carrying it is a compare-and-set). False on a conflict; raises `Gone`."""
-        self._on_write(plural)
+        body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
         try:
-            await self._call(
-                self._custom.patch_namespaced_custom_object,
-                GROUP,
-                VERSION,
-                namespace,
-                plural,
-                name,
-                {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}},
-                _content_type=MERGE_PATCH,
-            )
+            await self._merge_patch(plural, namespace, name, body, status=False)
         except ApiException as exc:
-            if exc.status == 404:
-                raise Gone(f"{plural} {namespace}/{name}") from None
             if exc.status == 409:
                 return False
             raise

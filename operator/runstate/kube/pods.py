@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from runstate.api.v1alpha1 import API_VERSION, GROUP
+from runstate.domain.states import seconds_between
 from runstate.domain.work import INFRASTRUCTURE_REASONS, Intent, Kind, Observed, Phase, WorkKey
 from runstate.kube.nodes import tolerations
 
@@ -193,5 +194,5 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
         started_at=started,
         finished_at=finished,
         deleting=bool(meta.get("deletionTimestamp")),
-        created_at=meta.get("creationTimestamp"),
+        start_delay=seconds_between(meta.get("creationTimestamp"), started),
     )

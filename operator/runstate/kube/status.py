@@ -22,7 +22,7 @@ from runstate.api.v1alpha1 import (
     StateType,
 )
 from runstate.domain.engine import Decision
-from runstate.domain.states import is_final, rfc3339
+from runstate.domain.states import is_final, rfc3339, seconds_between
 from runstate.domain.triggers import TriggerPlan
 
 HISTORY_IN_STATUS = 20
@@ -101,10 +101,9 @@ def run_status(
     )
     out = status.model_dump(by_alias=True, exclude_none=True, mode="json")
     out["conditions"] = conditions
-    if p.start_time and p.end_time:
-        start = datetime.fromisoformat(p.start_time.replace("Z", "+00:00"))
-        end = datetime.fromisoformat(p.end_time.replace("Z", "+00:00"))
-        out["durationSeconds"] = round((end - start).total_seconds(), 3)
+    duration = seconds_between(p.start_time, p.end_time)
+    if duration is not None:
+        out["durationSeconds"] = round(duration, 3)
     if summary is not None:
         out["hosts"] = summary.hosts.model_dump(by_alias=True)
         out["hostsSummary"] = f"{summary.hosts_ok}/{summary.hosts.total}"
