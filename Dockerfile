@@ -4,10 +4,8 @@
 # Build stage: a wheel of runstate plus wheels of all its dependencies.
 FROM python:3.11-slim AS build
 WORKDIR /src
-# The layout pyproject.toml maps: runstate from operator/runstate, runstate.stores from stores/
-# (operator/runstate/stores is a symlink to it, resolved inside the same tree).
+# The layout pyproject.toml maps: the runstate package from operator/runstate.
 COPY pyproject.toml README.md ./
-COPY stores ./stores
 COPY operator ./operator
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
