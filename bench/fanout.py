@@ -336,7 +336,9 @@ def run_obj(hosts: int, parallel: int) -> dict[str, Any]:
             "runbook": {
                 "inventory": {"hosts": [{"name": f"h{i:04d}"} for i in range(hosts)]},
                 "operations": [{"name": "first", "run": "true"}, {"name": "second", "run": "true"}],
-                "config": {"parallel": parallel},
+                # Kept, so the pods can be verified after the run (and the measured window
+                # is the run, not the default clean-up of its 1000 pods that follows it).
+                "config": {"parallel": parallel, "podRetention": {"succeededSeconds": 3600}},
             }
         },
     }

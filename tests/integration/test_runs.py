@@ -20,7 +20,13 @@ from tests.conftest import Cluster, Operator, wait_for
 pytestmark = pytest.mark.integration
 
 
+# Tests look at a run's pods after it ended; the default policy deletes the successful ones.
+KEEP_PODS = {"podRetention": {"succeededSeconds": 3600}}
+
+
 def runbook(name: str, *, ops: list[dict[str, Any]], hosts: int = 3, **spec: Any) -> str:
+    """A Runbook of `hosts` static hosts; its pods stay after the run unless `config` says."""
+    spec["config"] = {**KEEP_PODS, **spec.get("config", {})}
     body = {
         "apiVersion": "runstate.dev/v1alpha1",
         "kind": "Runbook",

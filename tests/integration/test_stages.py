@@ -247,6 +247,44 @@ def test_connect_failures_over_fail_percent_stop_before_any_operation(
     )
 
 
+def test_a_probe_that_passes_on_a_retry_is_a_connect_warning(
+    kube_cluster: Cluster, operator: Operator, tmp_path: Path
+) -> None:
+    ns = kube_cluster.namespace()
+    # web1's first probe fails (its host is "still booting"); the retry finds it up.
+    probe = (
+        f'if [ "$RUNSTATE_HOST" = web1.example.com ] && [ ! -e "{tmp_path}/booted" ]; then '
+        f'touch "{tmp_path}/booted"; echo "connection refused"; exit 255; fi; echo connected'
+    )
+    ops = [{"name": "install", "run": touch(tmp_path)}]
+    kube_cluster.apply(runbook("booting", ops=ops, connect={"run": probe, "retries": 2}), ns)
+    kube_cluster.apply(run("r1", "booting"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["stageWarnings"] == {**NO_WARNINGS, "Connect": 1}
+    probes = sorted(
+        (label(p, "host"), label(p, "try"), p["status"]["phase"])
+        for p in pods_of(kube_cluster, ns, "runstate.dev/kind=connect")
+    )
+    assert probes == [
+        ("web1.example.com", "0", "Failed"),
+        ("web1.example.com", "1", "Succeeded"),
+        ("web2.example.com", "0", "Succeeded"),
+        ("web3.example.com", "0", "Succeeded"),
+    ]
+    assert ran(tmp_path) == {"booted"} | {f"install@{h}" for h in web(1, 2, 3)}
+    assert_metric(
+        operator,
+        1,
+        "runstate_stage_warnings_total",
+        namespace=ns,
+        runbook="booting",
+        stage="Connect",
+    )
+
+
 # ---- Prepare: checks and dry runs.
 
 
@@ -869,3 +907,64 @@ def test_an_unknown_group_fails_the_run_at_setup(kube_cluster: Cluster, operator
     )
     assert st["stage"] == "Setup"
     assert pods_of(kube_cluster, ns) == []
+
+
+# ---- Disconnect: what becomes of the pods.
+
+
+def test_an_ended_run_deletes_its_successful_pods_and_keeps_failed_ones_a_while(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    ops: list[dict[str, Any]] = [
+        {"name": "install", "check": "exit 1", "run": 'test "$RUNSTATE_HOST" != web2.example.com'}
+    ]
+    kube_cluster.apply(
+        runbook(
+            "tidy",
+            ops=ops,
+            hosts=2,
+            config={"failPercent": 50, "podRetention": {"failedSeconds": 6}},
+            hooks={"onCompletion": ["notify"]},
+            hookOperations=[{"name": "notify", "run": "echo done"}],
+        ),
+        ns,
+    )
+    kube_cluster.apply(run("r1", "tidy"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+
+    # The successful pods go at once (the checks answered "change needed" with exit 1: that
+    # is success for a check); the failed one stays for `kubectl logs`, and so does the hook.
+    def left() -> set[tuple[str, str, str]]:
+        return units(pods_of(kube_cluster, ns))
+
+    failed_run = ("run", "install", "web2.example.com")
+    hook = ("hook", "notify", "")
+    wait_for("the successful pods to be deleted", lambda: left() == {failed_run, hook}, 30)
+    [event] = events_named(kube_cluster, ns, "r1", "PodsDeleted")
+    assert event["type"] == "Normal"
+    assert event["message"].startswith(
+        "Deleted 3 pod(s) of the ended run (config.podRetention); 1 kept, the next to go at "
+    )
+    # failedSeconds later, the failed pod goes too; the hook's pod is the record of the hook.
+    wait_for("the failed pod to be deleted", lambda: left() == {hook}, 30)
+    st = kube_cluster.get("run", "r1", ns)["status"]
+    assert st["state"]["type"] == "COMPLETED"  # deleting pods changes nothing of the run
+    assert [h["result"] for h in st["hooks"]] == ["Succeeded"]
+    assert len(events_named(kube_cluster, ns, "r1", "PodsDeleted")) == 2
+
+
+def test_a_run_that_succeeded_deletes_all_its_pods_at_once_and_quietly(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    ops: list[dict[str, Any]] = [{"name": "a", "run": "true"}, {"name": "b", "run": "true"}]
+    # The default policy (the test helper keeps pods unless told otherwise).
+    kube_cluster.apply(runbook("clean", ops=ops, config={"podRetention": {}}), ns)
+    kube_cluster.apply(run("r1", "clean"), ns)
+    st = final_status(kube_cluster, ns, "r1")
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+    assert op_counts(st)["b"] == counts(3, changed=3, success=3)  # the results outlive the pods
+    wait_for("every pod of the run to be deleted", lambda: not pods_of(kube_cluster, ns), 30)
+    assert not [e for e in events_of(kube_cluster, ns, "r1") if e["reason"] == "PodsDeleted"]

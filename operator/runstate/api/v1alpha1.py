@@ -161,6 +161,11 @@ class Connect(_Model):
 
     run: Annotated[str, Field(min_length=1)]
     timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=0,
+        description="Probe again this many times before the host counts as failed; a probe "
+        "that needed a retry is a Connect stage warning",
+    )
 
 
 class Operation(_Model):
@@ -181,6 +186,22 @@ class Operation(_Model):
     ignore_errors: bool = False
 
 
+class PodRetention(_Model):
+    """What becomes of a run's pods once it has ended (Disconnect). Hook pods stay until the
+    Run is deleted: they are the record of what the hooks did."""
+
+    succeeded_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=0,
+        description="Pods whose command did its job (a passed probe, a check that answered, a "
+        "successful operation) are deleted this long after the run ended; 0: at once",
+    )
+    failed_seconds: Annotated[int, Field(ge=0)] = Field(
+        default=86400,
+        description="Failed pods (an error, a timeout, a failed probe or check, an evicted or "
+        "stopped pod) are kept this long after the run ended, for `kubectl logs`",
+    )
+
+
 class RunConfig(_Model):
     parallel: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=10, description="At most this many pods of a run at once (pyinfra PARALLEL)"
@@ -195,6 +216,11 @@ class RunConfig(_Model):
         default=60,
         description="A pod that takes longer than this from creation to start (image pull, "
         "scheduling, a missing ConfigMap) is a warning of its stage",
+    )
+    pod_retention: PodRetention = Field(
+        default_factory=PodRetention,
+        description="Which pods of an ended run are deleted, and when (the Run's deletion "
+        "deletes the rest)",
     )
 
 

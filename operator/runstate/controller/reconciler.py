@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -33,11 +33,11 @@ from runstate.api.v1alpha1 import (
     Stage,
     StateType,
 )
-from runstate.domain import engine, triggers
+from runstate.domain import engine, retention, triggers
 from runstate.domain.concurrency import QueuedRun, queued_ahead
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.inventory import describe_selector
-from runstate.domain.states import is_final, label, parse_time, seconds_between
+from runstate.domain.states import is_final, label, parse_time, rfc3339, seconds_between
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, runs, status
 from runstate.kube.client import Gone, KubeClient
@@ -51,6 +51,7 @@ FINISHED_TTL_SECONDS = 7 * 24 * 3600
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
 LAUNCHED = "@launched|"  # results-hash key prefix of the record of started units
 INVENTORY = "@inventory"  # results-hash key of a Node inventory's snapshot
+CLEANUP_BATCH = 20  # pod deletions in flight at once when an ended run's pods go
 
 
 def _launched_record(key: WorkKey) -> dict[str, Any]:
@@ -117,6 +118,9 @@ class _Memory:
     finalizer_added: bool = False  # until the cache shows it, do not add it twice
     hook_failures: set[tuple[str, str]] | None = None  # (hook, host) already announced
     nodes: tuple[Host, ...] | None = None  # a Node inventory, as the run started with it
+    # Pod retention of an ended run: pods this process deleted, and when more fall due.
+    cleaned: set[WorkKey] = field(default_factory=set)
+    cleanup_at: float | None = None
 
 
 def _validation_problem(prefix: str, exc: ValidationError) -> str:
@@ -300,7 +304,12 @@ class Reconciler:
             and mem.record is not None
             and (current_status.get("state") or {}).get("type") == mem.record.type
         ):
-            return None  # finished, and the object says so: late events change nothing
+            # Finished, and the object says so: late events change nothing until the next
+            # of its kept pods falls due.
+            if mem.cleanup_at is None:
+                return None
+            if (due_in := mem.cleanup_at - time.monotonic()) > 0:
+                return due_in
 
         record = mem.record or await self._store_call("get_state", self.store.aget_state(uid))
         progress = (
@@ -416,6 +425,8 @@ class Reconciler:
             await self._create_pods(ns, name, uid, spec, decision, mem)
         for wkey in decision.delete:
             await self.kube.delete_pod(ns, pods.pod_name(name, uid, wkey))
+        if decision.cleanup is not None:
+            await self._clean_up(ns, name, uid, decision.cleanup, mem, now)
 
         # 3. The record of started units, then results (and the counters that follow).
         await self._record_launched(uid, decision, mem)
@@ -473,7 +484,9 @@ class Reconciler:
         if decision.done:
             await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
             mem.done = True
-            return None
+            next_in = decision.cleanup.next_in if decision.cleanup else None
+            mem.cleanup_at = None if next_in is None else time.monotonic() + next_in
+            return next_in
         delays = [self.resync_seconds]
         if decision.requeue_after is not None:
             delays.append(decision.requeue_after)
@@ -676,6 +689,39 @@ class Reconciler:
             metrics.OPERATION_RESULTS.labels(ns, runbook, k.split("|", 1)[0], v["result"]).inc()
         for f in fresh_failed.values():
             metrics.HOST_FAILURES.labels(ns, runbook, f.stage.value).inc()
+
+    async def _clean_up(
+        self,
+        ns: str,
+        name: str,
+        uid: str,
+        cleanup: retention.Cleanup,
+        mem: _Memory,
+        now: datetime,
+    ) -> None:
+        """Delete the pods of an ended run that `config.podRetention` no longer keeps, and
+        say so in an Event when some stay or had stayed (pods of a run that simply succeeded
+        going at once is the policy, not news)."""
+        due = [k for k in cleanup.delete if k not in mem.cleaned]
+        if not due:
+            return
+        if cleanup.everything:
+            # All of them at once (a 10,000-host run has 20,000 pods): one API call.
+            await self.kube.delete_pods(ns, pods.cleanup_selector(uid))
+            mem.cleaned.update(due)
+        for start in range(0, len(due), CLEANUP_BATCH):
+            batch = [k for k in due[start : start + CLEANUP_BATCH] if k not in mem.cleaned]
+            await asyncio.gather(
+                *(self.kube.delete_pod(ns, pods.pod_name(name, uid, k)) for k in batch)
+            )
+            mem.cleaned.update(batch)
+        if not cleanup.kept and not cleanup.overdue:
+            return
+        message = f"Deleted {len(due)} pod(s) of the ended run (config.podRetention)"
+        if cleanup.kept and cleanup.next_in is not None:
+            until = rfc3339(now + timedelta(seconds=cleanup.next_in))
+            message += f"; {cleanup.kept} kept, the next to go at {until}"
+        await self._event(ns, name, uid, "PodsDeleted", message, now)
 
     async def _announce(
         self,

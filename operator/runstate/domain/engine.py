@@ -31,6 +31,7 @@ from runstate.api.v1alpha1 import (
     Operation,
     OperationCounts,
     PlannedOperation,
+    PodRetention,
     RunbookSpec,
     RunSpec,
     RunState,
@@ -38,7 +39,7 @@ from runstate.api.v1alpha1 import (
     StageWarnings,
     StateType,
 )
-from runstate.domain import hooks, policy, stages
+from runstate.domain import hooks, policy, retention, stages
 from runstate.domain.aggregate import aggregate, fail_percent_stop
 from runstate.domain.dag import build_dag
 from runstate.domain.errors import SpecError
@@ -135,6 +136,8 @@ class Decision:
     hook_failures: tuple[HookResult, ...] = ()
     settled: bool = True
     release: bool = False  # a deleted Run is over: its hot state and finalizer may go
+    # An ended run's pods under `config.podRetention`: those due now, and when to look again.
+    cleanup: retention.Cleanup | None = None
 
     @property
     def final(self) -> bool:
@@ -288,6 +291,13 @@ def decide(obs: Observation) -> Decision:
         decision = _with_hooks(obs, obs.runbook, decision)
     if obs.deleted_at is not None and decision.final:
         return _release(obs, obs.deleted_at, decision)
+    if decision.final:
+        keep = obs.runbook.config.pod_retention if obs.runbook else PodRetention()
+        ended_at = parse_time(decision.progress.end_time) or obs.now
+        # Pods this decision already stops are not the policy's to count.
+        units = [u for u in obs.units if u.key not in decision.delete]
+        cleanup = retention.cleanup(units, ended_at, obs.now, keep)
+        decision = dataclasses.replace(decision, cleanup=cleanup)
     return decision
 
 
@@ -537,11 +547,16 @@ def _run(
     units: dict[WorkKey, Observed] = {u.key: u for u in obs.units if u.key.attempt == walk.attempt}
     # The latest try of each operation × host, found in one pass (not one lookup per try).
     latest: dict[tuple[str, str], Observed] = {}
+    probes: dict[str, Observed] = {}  # the latest Connect probe of each host
     for u in units.values():
         if u.key.kind is Kind.RUN:
             seen = latest.get((u.key.operation, u.key.host))
             if seen is None or u.key.try_ > seen.key.try_:
                 latest[(u.key.operation, u.key.host)] = u
+        elif u.key.kind is Kind.CONNECT:
+            probe = probes.get(u.key.host)
+            if probe is None or u.key.try_ > probe.key.try_:
+                probes[u.key.host] = u
     # `parallel` is per run: pods still running from an earlier attempt count too.
     in_flight = sum(1 for u in obs.units if not u.finished)
     budget = max(0, rb.config.parallel - in_flight)
@@ -577,18 +592,24 @@ def _run(
     deadline = started + timedelta(seconds=timeout) if timeout and not hold else None
     timed_out = deadline is not None and obs.now >= deadline
 
-    # ---- Connect: the probe once per host; hosts whose probe fails are failed hosts.
+    # ---- Connect: the probe once per host (again, while its retries last); hosts whose
+    # probe fails are failed hosts.
     walk.reach(Stage.Connect)
     connect_waiting = False
-    if rb.connect is not None:
+    connect = rb.connect
+    if connect is not None:
         for host in hosts:
-            key = WorkKey(Kind.CONNECT, "", host, walk.attempt)
-            unit = units.get(key)
-            if unit is None or not unit.finished:
-                connect_waiting = True
-                want(_intent(key, rb.connect.run, rb, inv, timeout=rb.connect.timeout_seconds))
-            elif unit.phase is Phase.FAILED:
+            unit = probes.get(host)
+            if unit is not None and unit.finished and unit.phase is Phase.SUCCEEDED:
+                continue
+            if unit is not None and unit.finished and unit.key.try_ >= connect.retries:
                 fail(host, Stage.Connect, unit)
+                continue
+            connect_waiting = True
+            if unit is None or unit.finished:
+                try_ = 0 if unit is None else unit.key.try_ + 1
+                key = WorkKey(Kind.CONNECT, "", host, walk.attempt, try_)
+                want(_intent(key, connect.run, rb, inv, timeout=connect.timeout_seconds))
 
     # ---- Prepare: each operation's check on each targeted active host.
     change: dict[str, dict[str, bool]] = {name: {} for name in order}
@@ -679,6 +700,8 @@ def _run(
         )
         for name in order
     )
+    # A retried probe or operation is a warning of its stage, once per retry.
+    warnings[Stage.Connect] += sum(1 for k in units if k.kind is Kind.CONNECT and k.try_ > 0)
     warnings[Stage.Execute] += sum(1 for k in units if k.kind is Kind.RUN and k.try_ > 0)
     slow = rb.config.slow_start_seconds
     for u in units.values():

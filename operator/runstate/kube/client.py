@@ -88,6 +88,13 @@ class KubeClient:
             if exc.status != 404:
                 raise
 
+    async def delete_pods(self, namespace: str, label_selector: str) -> None:
+        """Delete every pod of `namespace` matching the selector, in one API call."""
+        self._on_write("pods")
+        await self._call(
+            self._core.delete_collection_namespaced_pod, namespace, label_selector=label_selector
+        )
+
     async def list_pods(
         self, namespace: str | None, label_selector: str
     ) -> tuple[list[dict[str, Any]], str]:

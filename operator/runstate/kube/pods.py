@@ -44,6 +44,12 @@ def _slug(text: str, size: int) -> str:
     return _NOT_NAME.sub("-", text.lower())[:size].strip("-") or "x"
 
 
+def cleanup_selector(run_uid: str) -> str:
+    """The label selector of a run's pods that pod retention may delete: all but its hooks'."""
+    kinds = ",".join(k.value for k in Kind if k is not Kind.HOOK)
+    return f"{LABEL_RUN_UID}={run_uid},{LABEL_KIND} in ({kinds})"
+
+
 def pod_name(run_name: str, run_uid: str, key: WorkKey) -> str:
     """Deterministic, readable, ≤ 63 characters: `<run>-<kind>-<op>-<host>-<hash>`."""
     digest = hashlib.sha256(
