@@ -51,6 +51,10 @@ FINISHED_TTL_SECONDS = 7 * 24 * 3600
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again
 LAUNCHED = "@launched|"  # results-hash key prefix of the record of started units
 INVENTORY = "@inventory"  # results-hash key of a Node inventory's snapshot
+# A decision is linear in the run's units: about 0.7 s for a 10,000-host run at 100,000 units.
+# Above this many it runs in a thread, so the event loop (other runs, probes, kopf) keeps going
+# while it works; below, the thread hop would cost more than it saves.
+OFFLOAD_UNITS = 2000
 CLEANUP_BATCH = 20  # pod deletions in flight at once when an ended run's pods go
 
 
@@ -121,6 +125,13 @@ class _Memory:
     # Pod retention of an ended run: pods this process deleted, and when more fall due.
     cleaned: set[WorkKey] = field(default_factory=set)
     cleanup_at: float | None = None
+
+
+async def _decide(obs: Observation) -> Decision:
+    if len(obs.units) < OFFLOAD_UNITS:
+        return engine.decide(obs)
+    # Safe in a thread: the observation is immutable and the engine does no I/O.
+    return await asyncio.to_thread(engine.decide, obs)
 
 
 def _validation_problem(prefix: str, exc: ValidationError) -> str:
@@ -237,6 +248,11 @@ class Reconciler:
         self.wake = wake or (lambda key: None)
         self._memory: dict[ObjectKey, _Memory] = {}
         self._create_slots = asyncio.Semaphore(create_concurrency)
+
+    def forget(self) -> None:
+        """Drop what this process remembers of every run: after standing by while another
+        replica acted, only the store and the cluster tell how the runs stand."""
+        self._memory.clear()
 
     # ---- store calls, timed and counted ---------------------------------------------------
 
@@ -376,7 +392,7 @@ class Reconciler:
                 deleted_at=deleted_at,
                 nodes=nodes,
             )
-            decision = engine.decide(obs)
+            decision = await _decide(obs)
         except ValidationError as exc:
             decision = engine.reject(_reject_obs(progress, now), _validation_problem("spec", exc))
         except _InvalidRunbook as exc:

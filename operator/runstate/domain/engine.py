@@ -544,21 +544,27 @@ def _run(
     start nothing and reach no verdict; look again after `hold_for` seconds."""
     obs = walk.obs
     ops = {op.name: op for op in rb.operations}
-    units: dict[WorkKey, Observed] = {u.key: u for u in obs.units if u.key.attempt == walk.attempt}
-    # The latest try of each operation × host, found in one pass (not one lookup per try).
+    # One pass over the run's units (100,000s in a 10,000-host run): this attempt's units, the
+    # latest try of each operation × host and of each host's probe, and the pods in flight.
+    units: dict[WorkKey, Observed] = {}
     latest: dict[tuple[str, str], Observed] = {}
-    probes: dict[str, Observed] = {}  # the latest Connect probe of each host
-    for u in units.values():
-        if u.key.kind is Kind.RUN:
-            seen = latest.get((u.key.operation, u.key.host))
-            if seen is None or u.key.try_ > seen.key.try_:
-                latest[(u.key.operation, u.key.host)] = u
-        elif u.key.kind is Kind.CONNECT:
-            probe = probes.get(u.key.host)
-            if probe is None or u.key.try_ > probe.key.try_:
-                probes[u.key.host] = u
-    # `parallel` is per run: pods still running from an earlier attempt count too.
-    in_flight = sum(1 for u in obs.units if not u.finished)
+    probes: dict[str, Observed] = {}
+    in_flight = 0  # `parallel` is per run: pods still running from an earlier attempt count
+    for u in obs.units:
+        key = u.key
+        if u.phase is not Phase.SUCCEEDED and u.phase is not Phase.FAILED:
+            in_flight += 1
+        if key.attempt != walk.attempt:
+            continue
+        units[key] = u
+        if key.kind is Kind.RUN:
+            seen = latest.get((key.operation, key.host))
+            if seen is None or key.try_ > seen.key.try_:
+                latest[(key.operation, key.host)] = u
+        elif key.kind is Kind.CONNECT:
+            probe = probes.get(key.host)
+            if probe is None or key.try_ > probe.key.try_:
+                probes[key.host] = u
     budget = max(0, rb.config.parallel - in_flight)
     create: list[Intent] = []
     warnings: Counter[Stage] = Counter()
@@ -566,11 +572,19 @@ def _run(
     failed: dict[str, FailedHost] = {}
     hosts = inv.names
 
-    def want(intent: Intent) -> None:
+    def want(
+        key: WorkKey, command: str, op: Operation | None = None, timeout: int | None = None
+    ) -> None:
+        # The intent is built only when it will start: a 10,000-host run has thousands of
+        # units waiting for a slot at every decision.
         nonlocal budget
-        if not hold and budget > 0 and intent.key not in units:
-            create.append(intent)
-            budget -= 1
+        if hold or budget <= 0 or key in units:
+            return
+        if op is None:
+            create.append(_intent(key, command, rb, inv, timeout=timeout))
+        else:
+            create.append(_intent(key, command, rb, inv, op.env, op.image, op.timeout_seconds))
+        budget -= 1
 
     def fail(host: str, stage: Stage, unit: Observed, operation: str | None = None) -> None:
         if host not in failed:
@@ -609,7 +623,7 @@ def _run(
             if unit is None or unit.finished:
                 try_ = 0 if unit is None else unit.key.try_ + 1
                 key = WorkKey(Kind.CONNECT, "", host, walk.attempt, try_)
-                want(_intent(key, connect.run, rb, inv, timeout=connect.timeout_seconds))
+                want(key, connect.run, timeout=connect.timeout_seconds)
 
     # ---- Prepare: each operation's check on each targeted active host.
     change: dict[str, dict[str, bool]] = {name: {} for name in order}
@@ -628,7 +642,7 @@ def _run(
                 unit = units.get(key)
                 if unit is None or not unit.finished:
                     prepare_waiting = True
-                    want(_intent(key, op.check, rb, inv, op.env, op.image, op.timeout_seconds))
+                    want(key, op.check, op)
                     continue
                 verdict = classify_check(unit)
                 if verdict is CheckResult.ERROR:
@@ -930,7 +944,7 @@ def _execute_op(
         latest = latest_tries.get((op.name, host))
         try_ = 0 if latest is None else latest.key.try_ + 1
         key = WorkKey(Kind.RUN, op.name, host, walk.attempt, try_)
-        want(_intent(key, op.run, rb, inv, op.env, op.image, op.timeout_seconds))
+        want(key, op.run, op)
     return finished and not [h for h in pending_hosts if h not in failed]
 
 
