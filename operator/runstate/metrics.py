@@ -83,6 +83,13 @@ API_WRITES = Counter(
     ["resource"],
     registry=REGISTRY,
 )
+API_CONFLICTS = Counter(
+    "runstate_api_conflicts_total",
+    "Writes the API server refused with 409 because the object had changed since it was read, "
+    "by resource; each is retried on the current object",
+    ["resource"],
+    registry=REGISTRY,
+)
 
 #: The gauge `runstate_runs{namespace,state_type}` is collected at scrape time from the
 #: operator's cache of Runs (see `RunsCollector`); it is listed here with the others.

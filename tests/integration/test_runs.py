@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -1053,6 +1054,52 @@ def assert_each_unit_ran_once(cluster: Cluster, ns: str, run_name: str, hosts: i
     ]
     assert len(units) == len(set(units)) == 2 * hosts, sorted(units)
     assert all(p["status"]["phase"] == "Succeeded" for p in pods)
+
+
+def test_status_writes_that_conflict_are_retried_and_lose_nothing(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    """Someone else keeps changing the Run (as Argo CD or a user annotating it would), so the
+    operator's status patches, which carry the resourceVersion they were decided from, meet
+    409s. Each is retried on the current object: the run, its status and their annotations
+    all come out whole."""
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("contested", ops=SLOW_OPS, hosts=3, config={"parallel": 1}), ns)
+    conflicts_before = operator.metric("runstate_api_conflicts_total", resource="runs/status")
+    kube_cluster.apply(run("r1", "contested"), ns)
+    stop = threading.Event()
+    marks: list[int] = []
+
+    def annotate() -> None:
+        for i in itertools.count():
+            if stop.is_set():
+                return
+            done = kube_cluster.kubectl(
+                "annotate", "run", "r1", "-n", ns, "--overwrite", f"example.com/sync={i}",
+                check=False,
+            )  # fmt: skip
+            if done.returncode == 0:
+                marks.append(i)
+
+    writer = threading.Thread(target=annotate, daemon=True)
+    writer.start()
+    try:
+        st = final_status(kube_cluster, ns, "r1")
+    finally:
+        stop.set()
+        writer.join(timeout=30)
+
+    assert st["state"]["type"] == "COMPLETED", st["state"]
+    assert history_of(st) == ["Pending", "Running", "Completed"]
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert [(o["name"], o["success"]) for o in st["operations"]] == [("first", 3), ("second", 3)]
+    assert st["stage"] == "Disconnect" and st["hostsSummary"] == "3/3"
+    obj = kube_cluster.get("run", "r1", ns)
+    assert obj["metadata"]["annotations"]["example.com/sync"] == str(marks[-1])
+    assert "runstate.dev/cleanup" in obj["metadata"]["finalizers"]
+    conflicts = operator.metric("runstate_api_conflicts_total", resource="runs/status")
+    assert conflicts > conflicts_before, "no status write met a 409: the test proved nothing"
+    assert_each_unit_ran_once(kube_cluster, ns, "r1", hosts=3)
 
 
 def test_operator_killed_mid_run_finishes_it_without_repeating_anything(

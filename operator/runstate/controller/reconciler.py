@@ -40,7 +40,7 @@ from runstate.domain.inventory import describe_selector
 from runstate.domain.states import is_final, label, parse_time, rfc3339, seconds_between
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, runs, status
-from runstate.kube.client import Gone, KubeClient
+from runstate.kube.client import Conflict, Gone, KubeClient
 from runstate.kube.nodes import hosts_from_nodes
 from runstate.stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
 
@@ -55,7 +55,9 @@ INVENTORY = "@inventory"  # results-hash key of a Node inventory's snapshot
 # Above this many it runs in a thread, so the event loop (other runs, probes, kopf) keeps going
 # while it works; below, the thread hop would cost more than it saves.
 OFFLOAD_UNITS = 2000
-CLEANUP_BATCH = 20  # pod deletions in flight at once when an ended run's pods go
+CLEANUP_BATCH = 20
+STATUS_CONFLICT_RETRIES = 5  # 409s in a row on one status write before deciding again
+CONFLICT_RECHECK_SECONDS = 0.5  # pod deletions in flight at once when an ended run's pods go
 
 
 def _launched_record(key: WorkKey) -> dict[str, Any]:
@@ -125,6 +127,24 @@ class _Memory:
     # Pod retention of an ended run: pods this process deleted, and when more fall due.
     cleaned: set[WorkKey] = field(default_factory=set)
     cleanup_at: float | None = None
+    # resourceVersions this process's own writes went onto or produced, and the latest: a cache
+    # that shows one of them is behind our writes, not showing someone else's.
+    own_versions: set[str] = field(default_factory=set)
+    own_latest: str | None = None
+
+    def wrote(self, before: str, after: str | None) -> None:
+        if not after:
+            return
+        if len(self.own_versions) > 64:
+            self.own_versions.clear()
+        self.own_versions.update((before, after))
+        self.own_latest = after
+
+    def version(self, cached: str) -> str:
+        """The resourceVersion to write onto: ours when the cache has not caught up."""
+        if cached in self.own_versions and self.own_latest:
+            return self.own_latest
+        return cached
 
 
 async def _decide(obs: Observation) -> Decision:
@@ -361,14 +381,17 @@ class Reconciler:
             and not final_now
             and not mem.finalizer_added
         ):
+            before = mem.version(meta["resourceVersion"])
             try:
                 added = await self.kube.set_finalizers(
-                    "runs", ns, name, [*finalizers, FINALIZER], meta["resourceVersion"]
+                    "runs", ns, name, [*finalizers, FINALIZER], before
                 )
             except Gone:
                 return None
             if not added:
+                metrics.API_CONFLICTS.labels("runs").inc()
                 return 0.5  # changed meanwhile: look at the newer object
+            mem.wrote(before, added)
             mem.finalizer_added = True
         runbook_name = ""
         spec: RunSpec | None = None
@@ -483,9 +506,14 @@ class Reconciler:
             )
             if coalesce_wait <= 0:
                 try:
-                    await self.kube.patch_status("runs", ns, name, wanted)
+                    written = await self._write_status(ns, name, meta, mem, wanted, baseline)
                 except Gone:
                     return None
+                if not written:
+                    # Another writer changed the status (a second replica during a hand-over):
+                    # decide again from the store and the object as they are now.
+                    mem.record = mem.written_status = mem.history = None
+                    return CONFLICT_RECHECK_SECONDS
                 mem.written_status = wanted
                 mem.last_status_write = time.monotonic()
         else:
@@ -547,8 +575,9 @@ class Reconciler:
             kept = [f for f in finalizers if f != FINALIZER]
             try:
                 if not await self.kube.set_finalizers(
-                    "runs", key[0], key[1], kept, meta["resourceVersion"]
+                    "runs", key[0], key[1], kept, mem.version(meta["resourceVersion"])
                 ):
+                    metrics.API_CONFLICTS.labels("runs").inc()
                     return 0.5  # changed meanwhile: try again with the newer object
             except Gone:
                 pass
@@ -705,6 +734,39 @@ class Reconciler:
             metrics.OPERATION_RESULTS.labels(ns, runbook, k.split("|", 1)[0], v["result"]).inc()
         for f in fresh_failed.values():
             metrics.HOST_FAILURES.labels(ns, runbook, f.stage.value).inc()
+
+    async def _write_status(
+        self,
+        ns: str,
+        name: str,
+        meta: Mapping[str, Any],
+        mem: _Memory,
+        wanted: Mapping[str, Any],
+        baseline: Mapping[str, Any],
+    ) -> bool:
+        """Patch the Run's status onto the object version it was decided from.
+
+        A 409 means the object changed since: usually its spec or metadata (a user, Argo CD),
+        and then the same status goes onto the current version; nothing of theirs or ours is
+        lost, as the patch carries only the status. False when the status itself is no longer
+        what this decision started from: someone else wrote it, and ours must not win.
+        """
+        version = mem.version(str(meta.get("resourceVersion") or ""))
+        for _ in range(STATUS_CONFLICT_RETRIES):
+            try:
+                written = await self.kube.patch_status(
+                    "runs", ns, name, wanted, resource_version=version or None
+                )
+            except Conflict:
+                metrics.API_CONFLICTS.labels("runs/status").inc()
+                current = await self.kube.get_object("runs", ns, name)
+                if status.status_differs(current.get("status") or {}, baseline):
+                    return False
+                version = str(current["metadata"]["resourceVersion"])
+                continue
+            mem.wrote(version, (written.get("metadata") or {}).get("resourceVersion"))
+            return True
+        return False
 
     async def _clean_up(
         self,

@@ -27,6 +27,10 @@ class Gone(Exception):
     """The object no longer exists (404)."""
 
 
+class Conflict(Exception):
+    """A write carrying a resourceVersion lost: the object changed since (409)."""
+
+
 class KubeClient:
     def __init__(self, api: k8s.ApiClient, on_write: Callable[[str], None] | None = None) -> None:
         self._api = api
@@ -164,16 +168,40 @@ class KubeClient:
         except ApiException as exc:
             if exc.status == 404:
                 raise Gone(f"{plural} {namespace}/{name}") from None
+            if exc.status == 409:
+                raise Conflict(f"{plural} {namespace}/{name}: {exc.reason}") from None
             raise
         return result
 
     async def patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        *,
+        resource_version: str | None = None,
     ) -> dict[str, Any]:
-        """Merge-patch `status` of a runstate resource; raises `Gone` for a deleted object."""
-        return await self._merge_patch(
-            plural, namespace, name, {"status": dict(status)}, status=True
-        )
+        """Merge-patch `status` of a runstate resource and return the object as written.
+
+        With `resource_version` the patch applies only to that version of the object and
+        raises `Conflict` otherwise; raises `Gone` for a deleted object."""
+        body: dict[str, Any] = {"status": dict(status)}
+        if resource_version:
+            body["metadata"] = {"resourceVersion": resource_version}
+        return await self._merge_patch(plural, namespace, name, body, status=True)
+
+    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        """A runstate resource as the API server has it now (not a cache); raises `Gone`."""
+        try:
+            body: dict[str, Any] = await self._call(
+                self._custom.get_namespaced_custom_object, GROUP, VERSION, namespace, plural, name
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                raise Gone(f"{plural} {namespace}/{name}") from None
+            raise
+        return body
 
     async def patch_spec(
         self, plural: str, namespace: str, name: str, spec: Mapping[str, Any]
@@ -189,17 +217,16 @@ class KubeClient:
         name: str,
         finalizers: Sequence[str],
         resource_version: str,
-    ) -> bool:
+    ) -> str | None:
         """Replace `metadata.finalizers`, only if the object is still at `resource_version`
-        (a merge patch carrying it is a compare-and-set). False on a conflict; raises `Gone`."""
+        (a merge patch carrying it is a compare-and-set). The object's new resourceVersion, or
+        None on a conflict; raises `Gone`."""
         body = {"metadata": {"finalizers": list(finalizers), "resourceVersion": resource_version}}
         try:
-            await self._merge_patch(plural, namespace, name, body, status=False)
-        except ApiException as exc:
-            if exc.status == 409:
-                return False
-            raise
-        return True
+            written = await self._merge_patch(plural, namespace, name, body, status=False)
+        except Conflict:
+            return None
+        return str((written.get("metadata") or {}).get("resourceVersion") or "") or None
 
     async def list_nodes(self, label_selector: str) -> list[dict[str, Any]]:
         """Every Node matching `label_selector`, page by page."""
