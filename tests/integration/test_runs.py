@@ -645,6 +645,49 @@ def test_on_change_starts_a_run_per_generation(kube_cluster: Cluster, operator: 
     assert sorted(runs) == ["gitops-g1", "gitops-g2"]  # one per generation, no more
 
 
+def test_history_deletes_old_runs_the_runbook_started_but_never_a_users(
+    kube_cluster: Cluster, operator: Operator
+) -> None:
+    ns = kube_cluster.namespace()
+    ops = [{"name": "deploy", "run": "echo v1"}]
+
+    def apply(version: int, history: dict[str, Any]) -> None:
+        ops[0]["run"] = f"echo v{version}"
+        kube_cluster.apply(
+            runbook("kept", ops=ops, hosts=1, trigger={"onChange": True}, history=history), ns
+        )
+
+    apply(1, {"keepRuns": 1})
+    kube_cluster.apply(run("mine", "kept"), ns)  # a user's Run of the same Runbook
+    assert final_status(kube_cluster, ns, "kept-g1")["state"]["type"] == "COMPLETED"
+    assert final_status(kube_cluster, ns, "mine")["state"]["type"] == "COMPLETED"
+    apply(2, {"keepRuns": 1})
+    assert final_status(kube_cluster, ns, "kept-g2")["state"]["type"] == "COMPLETED"
+
+    def names() -> list[str]:
+        return sorted(r["metadata"]["name"] for r in kube_cluster.items("runs", ns))
+
+    wait_for("kept-g1 to be deleted", lambda: names() == ["kept-g2", "mine"], timeout=30)
+    [event] = wait_for(
+        "the RunsDeleted event",
+        lambda: [e for e in events_of(kube_cluster, ns, "kept") if e["reason"] == "RunsDeleted"],
+        timeout=15,
+    )
+    assert event["message"] == "Deleted 1 finished Run(s) (1 over history.keepRuns 1): kept-g1"
+    assert wait_for(
+        "the runbook aggregate without the deleted run",
+        lambda: runbook_status(kube_cluster, ns, "kept").get("runs", {}).get("COMPLETED") == 2,
+        timeout=30,
+    )
+
+    # By age: a run the Runbook started goes ttlSecondsAfterFinished after it ended.
+    apply(3, {"keepRuns": None, "ttlSecondsAfterFinished": 2})
+    assert final_status(kube_cluster, ns, "kept-g3")["state"]["type"] == "COMPLETED"
+    wait_for("every run it started to go by age", lambda: names() == ["mine"], timeout=30)
+    time.sleep(3)  # and the user's run is still there well after its TTL would have passed
+    assert names() == ["mine"]
+
+
 def test_schedule_starts_runs_at_their_times(kube_cluster: Cluster, operator: Operator) -> None:
     ns = kube_cluster.namespace()
     kube_cluster.apply(

@@ -286,6 +286,20 @@ class Hooks(_Model):
     )
 
 
+class History(_Model):
+    """How many finished Runs a Runbook keeps of those it started (as a CronJob keeps Jobs).
+    Runs a user created are never deleted by this."""
+
+    keep_runs: Annotated[int, Field(ge=0, le=10000)] | None = Field(
+        default=20,
+        description="Keep this many finished Runs, the newest; null keeps them all",
+    )
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = Field(
+        default=None,
+        description="Delete a finished Run this long after it ended; null: never by age",
+    )
+
+
 class RunbookSpec(_Model):
     inventory: Inventory = Field(default_factory=Inventory)
     defaults: Defaults = Field(default_factory=Defaults)
@@ -298,6 +312,9 @@ class RunbookSpec(_Model):
     )
     trigger: Trigger = Field(default_factory=Trigger)
     hooks: Hooks = Field(default_factory=Hooks)
+    history: History = Field(
+        default_factory=History, description="Which finished Runs it started are deleted"
+    )
     hook_operations: list[Operation] = Field(
         default_factory=list,
         max_length=50,

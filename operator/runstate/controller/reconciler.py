@@ -33,7 +33,7 @@ from runstate.api.v1alpha1 import (
     Stage,
     StateType,
 )
-from runstate.domain import engine, retention, triggers
+from runstate.domain import engine, history, retention, triggers
 from runstate.domain.concurrency import QueuedRun, queued_ahead
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.inventory import describe_selector
@@ -154,6 +154,13 @@ async def _decide(obs: Observation) -> Decision:
     return await asyncio.to_thread(engine.decide, obs)
 
 
+def _is_final(state: Mapping[str, Any]) -> bool:
+    try:
+        return is_final(StateType(str(state.get("type"))))
+    except ValueError:
+        return False
+
+
 def _validation_problem(prefix: str, exc: ValidationError) -> str:
     first = exc.errors()[0]
     where = ".".join(str(p) for p in first["loc"])
@@ -268,6 +275,8 @@ class Reconciler:
         self.wake = wake or (lambda key: None)
         self._memory: dict[ObjectKey, _Memory] = {}
         self._create_slots = asyncio.Semaphore(create_concurrency)
+        # Per Runbook: finished Runs it has asked to delete (history) and the cache still shows.
+        self._expired: dict[ObjectKey, set[str]] = {}
 
     def forget(self) -> None:
         """Drop what this process remembers of every run: after standing by while another
@@ -938,6 +947,10 @@ class Reconciler:
                 await self._runbook_event(ns, name, uid, note, reason="MissedSchedule")
 
         bodies = [b for k in self.cache.runs_of_runbook(key) if (b := self.cache.run(k))]
+        history_in: float | None = None
+        if spec is not None:
+            gone, history_in = await self._expire_runs(key, uid, spec, bodies)
+            bodies = [b for b in bodies if (b.get("metadata") or {}).get("name") not in gone]
         wanted = status.runbook_status(
             spec,
             problem,
@@ -954,9 +967,58 @@ class Reconciler:
                 return None
             if problem is not None and current.get("observedGeneration") != generation:
                 await self._runbook_event(ns, name, uid, problem, reason="InvalidSpec")
+        delays = [d for d in (history_in,) if d is not None]
         if plan is not None and plan.wake_in is not None:
-            return min(plan.wake_in + 0.05, self.resync_seconds)
-        return None
+            delays.append(min(plan.wake_in + 0.05, self.resync_seconds))
+        return min(delays) if delays else None
+
+    async def _expire_runs(
+        self, key: ObjectKey, uid: str, spec: RunbookSpec, bodies: Sequence[Mapping[str, Any]]
+    ) -> tuple[set[str], float | None]:
+        """Delete the finished Runs this Runbook started that `spec.history` no longer keeps.
+        Returns the names deleted (now or before, still in the cache) and when to look again."""
+        ns, name = key
+        asked = self._expired.setdefault(key, set())
+        finished: list[history.FinishedRun] = []
+        for body in bodies:
+            meta = body.get("metadata") or {}
+            started_here = (meta.get("labels") or {}).get(runs.LABEL_RUNBOOK) == name and any(
+                o.get("uid") == uid for o in meta.get("ownerReferences") or []
+            )
+            st = body.get("status") or {}
+            state = st.get("state") or {}
+            if not started_here or meta.get("deletionTimestamp") or not _is_final(state):
+                continue
+            ended = parse_time(st.get("endTime")) or parse_time(state.get("timestamp"))
+            if ended is not None:
+                finished.append(history.FinishedRun(str(meta.get("name")), ended))
+        expiry = history.expired(finished, spec.history, self.clock())
+        due = [n for n in expiry.delete if n not in asked]
+        for run_name in due:
+            await self.kube.delete_run(ns, run_name)
+            asked.add(run_name)
+        if due:
+            keep, ttl = spec.history.keep_runs, spec.history.ttl_seconds_after_finished
+            reasons = []
+            if expiry.by_count:
+                reasons.append(f"{expiry.by_count} over history.keepRuns {keep}")
+            if len(expiry.delete) > expiry.by_count:
+                reasons.append(
+                    f"{len(expiry.delete) - expiry.by_count} older than "
+                    f"history.ttlSecondsAfterFinished {ttl}s"
+                )
+            await self._runbook_event(
+                ns,
+                name,
+                uid,
+                f"Deleted {len(due)} finished Run(s) ({', '.join(reasons)}): {', '.join(due[:10])}"
+                + (" …" if len(due) > 10 else ""),
+                reason="RunsDeleted",
+            )
+        # Forget names the cache no longer has: the memory stays as small as the history.
+        present = {str((b.get("metadata") or {}).get("name")) for b in bodies}
+        asked &= present
+        return set(expiry.delete) | asked, expiry.next_in
 
     async def _runbook_event(
         self, ns: str, name: str, uid: str, message: str, *, reason: str

@@ -191,6 +191,22 @@ class KubeClient:
             body["metadata"] = {"resourceVersion": resource_version}
         return await self._merge_patch(plural, namespace, name, body, status=True)
 
+    async def delete_run(self, namespace: str, name: str) -> None:
+        """Delete a Run (its finalizer then has the operator clean up); gone already is fine."""
+        self._on_write("runs")
+        try:
+            await self._call(
+                self._custom.delete_namespaced_custom_object,
+                GROUP,
+                VERSION,
+                namespace,
+                "runs",
+                name,
+            )
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
     async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
         """A runstate resource as the API server has it now (not a cache); raises `Gone`."""
         try:
