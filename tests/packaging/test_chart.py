@@ -36,8 +36,9 @@ NAMESPACED_GRANTS = {
     ),
     ("runstate.dev", "runs/finalizers", "update"),
     ("runstate.dev", "runs", "create"),  # Runbook triggers start Runs
+    ("runstate.dev", "runs", "delete"),  # ...and spec.history deletes the old ones
     ("runstate.dev", "runbooks/finalizers", "update"),  # ...owned by the Runbook
-    *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete")),
+    *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "deletecollection")),
     *(("", "events", v) for v in ("create", "patch")),
     *(("events.k8s.io", "events", v) for v in ("create", "patch")),
     *(("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")),

@@ -81,16 +81,18 @@ per watched namespace. Exactly what the operator (and kopf under it) calls.
 - apiGroups: ["runstate.dev"]
   resources: ["runs/finalizers"]
   verbs: ["update"]
-# Runbook triggers (onChange, schedule) create Runs, owned by the Runbook.
+# Runbook triggers (onChange, schedule) create Runs, owned by the Runbook; spec.history
+# deletes the finished ones it no longer keeps.
 - apiGroups: ["runstate.dev"]
   resources: ["runs"]
-  verbs: ["create"]
+  verbs: ["create", "delete"]
 - apiGroups: ["runstate.dev"]
   resources: ["runbooks/finalizers"]
   verbs: ["update"]
+# deletecollection: pod retention deletes an ended run's pods in one call.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create", "patch"]
