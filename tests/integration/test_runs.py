@@ -67,6 +67,18 @@ def final_status(cluster: Cluster, ns: str, name: str, timeout: float = 90) -> d
     return result
 
 
+def redis_hash(redis_url: str, key: str) -> dict[str, str]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    return {str(k): str(v) for k, v in client.hgetall(key).items()}
+
+
+def history_stream(redis_url: str, uid: str) -> list[str]:
+    """The `to` of each entry of a run's history stream in Redis, oldest first."""
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    entries = client.xrange(f"runstate:{{{uid}}}:history") or []
+    return [str((fields or {})["to"]) for _, fields in entries]
+
+
 def events_of(cluster: Cluster, ns: str, name: str) -> list[dict[str, Any]]:
     return [e for e in cluster.items("events", ns) if e["involvedObject"].get("name") == name]
 
@@ -125,19 +137,18 @@ def test_three_hosts_two_operations_complete(
     # Hot state in Redis under the run's hash tag.
     uid = run_obj["metadata"]["uid"]
     r = redis.Redis.from_url(redis_url, decode_responses=True)
-    state = r.hgetall(f"runstate:{{{uid}}}:state")
+    state = redis_hash(redis_url, f"runstate:{{{uid}}}:state")
     assert (state["type"], state["name"], state["stage"]) == (
         "COMPLETED",
         "Completed",
         "Disconnect",
     )
-    history = r.xrange(f"runstate:{{{uid}}}:history")
-    assert [h[1]["to"] for h in history] == [
+    assert history_stream(redis_url, uid) == [
         "PENDING/Pending",
         "RUNNING/Running",
         "COMPLETED/Completed",
     ]
-    results = r.hgetall(f"runstate:{{{uid}}}:results")
+    results = redis_hash(redis_url, f"runstate:{{{uid}}}:results")
     assert json.loads(results["install|web2.example.com"])["result"] == "success"
     assert len([k for k in results if not k.startswith("@")]) == 6
     assert r.ttl(f"runstate:{{{uid}}}:state") > 0  # finished runs expire
@@ -164,8 +175,8 @@ def test_three_hosts_two_operations_complete(
     # Transitions posted as Events, reason = state name.
     reasons = [e["reason"] for e in events_of(kube_cluster, ns, "deploy-1")]
     assert {"Running", "Completed"} <= set(reasons)
-    history = {h["to"].split("/")[1] for h in st["history"]}
-    assert set(reasons) <= history  # every Event names a state the run went through
+    names = {h["to"].split("/")[1] for h in st["history"]}
+    assert set(reasons) <= names  # every Event names a state the run went through
 
 
 def test_failing_operation_fails_its_host_within_fail_percent(
@@ -1173,10 +1184,7 @@ def test_operator_killed_mid_run_finishes_it_without_repeating_anything(
         "COMPLETED/Completed",
     ]
     uid = kube_cluster.get("run", "r1", ns)["metadata"]["uid"]
-    stream = redis.Redis.from_url(redis_url, decode_responses=True).xrange(
-        f"runstate:{{{uid}}}:history"
-    )
-    assert [e[1]["to"] for e in stream] == [h["to"] for h in st["history"]]
+    assert history_stream(redis_url, uid) == [h["to"] for h in st["history"]]
 
 
 def test_redis_wiped_mid_run_is_rebuilt_from_status_and_pods(
