@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+
+from runstate.stores import redact_url
 
 
 def _masked(url: str | None) -> str:
-    if not url:
-        return "memory"
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    # redact_url copes with every store URL (several hosts, secrets in the query) and never
+    # raises: a log line must not be what stops the operator from starting.
+    return redact_url(url) if url else "memory"
 
 
 @dataclass(frozen=True)

@@ -200,6 +200,21 @@ def test_redis_url_goes_through_a_secret(render: Render) -> None:
     ), "a new URL must roll the pods"
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://:s3cret@s1:26379,s2:26379/mymaster/0",
+        "rediss+sentinel://:s3cret@s1/mymaster?sentinel_password=x",
+        "redis+cluster://:s3cret@n1:6379,n2:6379",
+        "rediss+cluster://n1:6379",
+        "unix:///run/redis/redis.sock",
+    ],
+)
+def test_schema_accepts_every_store_url_scheme(render: Render, url: str) -> None:
+    # The schemes runstate.stores.store_from_url understands (docs/stores.md).
+    assert list(one(render({"redis": {"url": url}}), "Secret")["stringData"].values()) == [url]
+
+
 def test_redis_existing_secret(render: Render) -> None:
     manifests = render({"redis": {"existingSecret": "my-redis", "existingSecretKey": "url"}})
     assert not by_kind(manifests, "Secret")
@@ -239,6 +254,7 @@ def test_scheduling_values(render: Render) -> None:
         {"metrics": {"port": 0}},
         {"watchNamespaces": ["Not_A_Namespace"]},
         {"redis": {"url": "http://not-redis"}},
+        {"redis": {"url": "redis+memcache://r:6379"}},
         {"operator": {"logLevel": "loud"}},
     ],
 )

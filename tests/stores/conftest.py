@@ -1,131 +1,102 @@
-"""Fixtures for the state-store tests: a real redis-server, and one `store` per implementation.
+"""Fixtures for the state-store tests: real Redis topologies, and one `store` per implementation
+and flavour.
 
-Owns a small local redis-server helper so these tests do not depend on the dev cluster code.
-With CI=true a missing redis-server fails the run; it must never silently skip there.
+The contract suite runs every test against every store kind (memory, one redis-server,
+Sentinel, Cluster) in both flavours: `async` calls the `AsyncStateStore` methods, `sync` calls
+the blocking `StateStore` methods, each in a worker thread, so that concurrent tests really
+run concurrently. The Redis processes come from `topologies` and live for the session. With
+CI=true a missing binary fails the run; it must never silently skip there.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import pytest
-import redis
 import redis.asyncio
 
-from runstate.stores import AsyncStateStore, InMemoryStateStore, RedisStateStore
+from runstate.stores import (
+    HISTORY_CAP,
+    AsyncStateStore,
+    HistoryEntry,
+    InMemoryStateStore,
+    RedisStateStore,
+    StateRecord,
+    StateStore,
+)
 from tests.availability import unavailable
+from tests.stores.topologies import ClusterTopology, SentinelTopology, SingleRedis, find_binary
 
 #: History cap the contract tests run with (small, so capping is cheap to exercise).
 TEST_HISTORY_CAP = 5
 
 Advance = Callable[[float], Awaitable[None]]
+Store = InMemoryStateStore | RedisStateStore
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def find_redis_server() -> str | None:
-    """RUNSTATE_REDIS_SERVER if set (an explicit choice: no fallback), else redis-server."""
-    explicit = os.environ.get("RUNSTATE_REDIS_SERVER")
-    if explicit:
-        return explicit if os.access(explicit, os.X_OK) else None
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    return "/usr/bin/redis-server" if os.access("/usr/bin/redis-server", os.X_OK) else None
-
-
-class LocalRedisServer:
-    """A throwaway redis-server on 127.0.0.1, no persistence."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, attempts: int = 3, timeout: float = 10.0) -> None:
-        # The free port can be taken between probing and binding; try a few.
-        last_error = ""
-        for _ in range(attempts):
-            self.port = free_port()
-            log_path = self.workdir / f"redis-{self.port}.log"
-            with log_path.open("wb") as log:
-                self.proc = subprocess.Popen(
-                    [
-                        self.binary,
-                        "--port", str(self.port),
-                        "--bind", "127.0.0.1",
-                        "--save", "",
-                        "--appendonly", "no",
-                        "--dir", str(self.workdir),
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            if self._wait_until_ready(timeout):
-                return
-            last_error = log_path.read_text(errors="replace")[-2000:]
-            self.stop()
-        raise RuntimeError(f"redis-server did not start on 127.0.0.1: {last_error}")
-
-    def _wait_until_ready(self, timeout: float) -> bool:
-        assert self.proc is not None
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=0.5)
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    return False
-                try:
-                    if client.ping():
-                        return True
-                except redis.ConnectionError:
-                    time.sleep(0.05)
-            return False
-        finally:
-            client.close()
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=5)
-        self.proc = None
+def need(binary: str, package: str) -> str:
+    """The path of `binary`, or the availability verdict (fail under CI, skip elsewhere)."""
+    found = find_binary(binary)
+    if found is None:
+        unavailable(f"{binary} is not installed (apt-get install {package})")
+    return found
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a redis-server started for this test session."""
-    binary = find_redis_server()
-    if binary is None:
-        unavailable("redis-server is not installed (apt-get install redis-server)")
-    server = LocalRedisServer(binary, tmp_path_factory.mktemp("redis"))
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleRedis]:
+    """A redis-server started for this test session (TCP and a Unix socket)."""
+    server = SingleRedis(need("redis-server", "redis-server"), tmp_path_factory.mktemp("redis"))
     server.start()
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: SingleRedis) -> str:
+    return redis_server.url
+
+
+def start_sentinel(tmp: pytest.TempPathFactory) -> SentinelTopology:
+    topology = SentinelTopology(
+        need("redis-server", "redis-server"),
+        need("redis-sentinel", "redis-sentinel"),
+        tmp.mktemp("sentinel"),
+    )
+    try:
+        topology.start()
+    except BaseException:
+        topology.stop()
+        raise
+    return topology
+
+
+@pytest.fixture(scope="session")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelTopology]:
+    """Master, replica and three sentinels for the session; tests must not fail it over."""
+    topology = start_sentinel(tmp_path_factory)
+    try:
+        yield topology
+    finally:
+        topology.stop()
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterTopology]:
+    """A three-master Redis Cluster for the session."""
+    topology = ClusterTopology(
+        need("redis-server", "redis-server"),
+        need("redis-cli", "redis-tools"),
+        tmp_path_factory.mktemp("cluster"),
+    )
+    try:
+        topology.start()
+        yield topology
+    finally:
+        topology.stop()
 
 
 @pytest.fixture
@@ -156,39 +127,117 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store_kind(request: pytest.FixtureRequest) -> str:
+@pytest.fixture(params=["memory", "redis", "sentinel", "cluster"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """The URL of a fresh (flushed) store of each kind; "" is the in-memory store.
+
+    A sync fixture, so the servers start outside the event loop."""
     kind: str = request.param
-    if kind == "redis":
-        # Start the server here, outside the event loop, rather than from the async fixture.
-        request.getfixturevalue("redis_url")
-    return kind
+    if kind == "memory":
+        return ""
+    topology: SingleRedis | SentinelTopology | ClusterTopology = request.getfixturevalue(
+        {"redis": "redis_server", "sentinel": "sentinel", "cluster": "cluster"}[kind]
+    )
+    topology.flush()
+    return topology.url
 
 
 @pytest.fixture
-async def store(
-    store_kind: str, clock: FakeClock, request: pytest.FixtureRequest
-) -> AsyncIterator[AsyncStateStore]:
-    """The store under test: the contract suite runs once per implementation."""
-    if store_kind == "memory":
+async def backend(store_url: str, clock: FakeClock) -> AsyncIterator[Store]:
+    """The store under test itself, implementing both protocols."""
+    if not store_url:
         yield InMemoryStateStore(history_cap=TEST_HISTORY_CAP, clock=clock)
         return
-    url: str = request.getfixturevalue("redis_url")
-    async with redis.asyncio.Redis.from_url(url) as raw:
-        await raw.flushdb()
-    redis_store = RedisStateStore.from_url(url, history_cap=TEST_HISTORY_CAP)
+    redis_store = RedisStateStore.from_url(store_url, history_cap=TEST_HISTORY_CAP)
     try:
         yield redis_store
     finally:
         await redis_store.aclose()
 
 
+class BlockingAsAsync:
+    """An `AsyncStateStore` that calls a store's blocking `StateStore` methods in threads.
+
+    It adds no logic: each method is the blocking one with the same arguments, so the contract
+    suite holds the blocking face to exactly the rules of the async one.
+    """
+
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
+        self.name = store.name
+
+    async def aget_state(self, run_uid: str) -> StateRecord | None:
+        return await asyncio.to_thread(self.store.get_state, run_uid)
+
+    async def acommit(
+        self,
+        run_uid: str,
+        record: StateRecord,
+        *,
+        expected_version: int,
+        history: Sequence[HistoryEntry] = (),
+    ) -> StateRecord:
+        return await asyncio.to_thread(
+            self.store.commit, run_uid, record, expected_version=expected_version, history=history
+        )
+
+    async def aset_state(
+        self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        await asyncio.to_thread(self.store.set_state, run_uid, state, metadata=metadata)
+
+    async def aget_context(self, run_uid: str) -> dict[str, Any]:
+        return await asyncio.to_thread(self.store.get_context, run_uid)
+
+    async def aread_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
+        return await asyncio.to_thread(self.store.read_history, run_uid, count)
+
+    async def aset_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
+        await asyncio.to_thread(self.store.set_results, run_uid, results)
+
+    async def aget_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
+        return await asyncio.to_thread(self.store.get_results, run_uid)
+
+    async def aacquire_slot(
+        self, scope: str, holder: str, *, limit: int, ttl_seconds: float
+    ) -> bool:
+        return await asyncio.to_thread(
+            self.store.acquire_slot, scope, holder, limit=limit, ttl_seconds=ttl_seconds
+        )
+
+    async def arelease_slot(self, scope: str, holder: str) -> None:
+        await asyncio.to_thread(self.store.release_slot, scope, holder)
+
+    async def aslot_holders(self, scope: str) -> list[str]:
+        return await asyncio.to_thread(self.store.slot_holders, scope)
+
+    async def aexpire(self, run_uid: str, ttl_seconds: int) -> None:
+        await asyncio.to_thread(self.store.expire, run_uid, ttl_seconds)
+
+    async def adelete(self, run_uid: str) -> None:
+        await asyncio.to_thread(self.store.delete, run_uid)
+
+    async def aping(self) -> None:
+        await asyncio.to_thread(self.store.ping)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self.store.close)
+
+
+@pytest.fixture(params=["async", "sync"])
+def store(request: pytest.FixtureRequest, backend: Store) -> AsyncStateStore:
+    """The store under test, through its async face or (in threads) its blocking one."""
+    if request.param == "async":
+        return backend
+    return BlockingAsAsync(backend)
+
+
 @pytest.fixture
-def advance(store: AsyncStateStore, clock: FakeClock) -> Advance:
+def advance(backend: Store, clock: FakeClock) -> Advance:
     """Let `seconds` pass for the store: the fake clock for memory, real time for Redis."""
 
     async def _advance(seconds: float) -> None:
-        if isinstance(store, InMemoryStateStore):
+        if isinstance(backend, InMemoryStateStore):
             clock.advance(seconds)
         else:
             await asyncio.sleep(seconds)

@@ -1,6 +1,9 @@
-"""The `AsyncStateStore` contract, run against every implementation (memory and Redis).
+"""The store contract, run against every store kind (memory, one Redis, Sentinel, Cluster) in
+both flavours (the async `AsyncStateStore` face and the blocking `StateStore` face; see
+`conftest.store`).
 
-Whatever the operator relies on lives here, so both stores are held to exactly the same rules.
+Whatever the operator relies on lives here, so every store and both faces are held to exactly
+the same rules.
 """
 
 from __future__ import annotations
@@ -15,9 +18,10 @@ from runstate.stores import (
     AsyncStateStore,
     HistoryEntry,
     StateRecord,
+    StateStore,
     VersionConflict,
 )
-from tests.stores.conftest import TEST_HISTORY_CAP, Advance
+from tests.stores.conftest import TEST_HISTORY_CAP, Advance, Store
 
 
 def new_uid() -> str:
@@ -32,9 +36,10 @@ def entry(to: str, frm: str = "", n: int = 0) -> HistoryEntry:
     return HistoryEntry(frm, to, f"2024-01-01T00:00:{n:02d}Z", message=f"step {n}", attempt=1)
 
 
-async def test_satisfies_protocol(store: AsyncStateStore) -> None:
-    assert isinstance(store, AsyncStateStore)
-    assert store.name in {"memory", "redis"}
+async def test_satisfies_both_protocols(backend: Store, store: AsyncStateStore) -> None:
+    assert isinstance(backend, StateStore)
+    assert isinstance(backend, AsyncStateStore)
+    assert backend.name in {"memory", "redis"}
     await store.aping()
 
 

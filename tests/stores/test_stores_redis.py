@@ -1,5 +1,6 @@
 """Redis-only behaviour of `RedisStateStore`: the key layout, TTLs, script handling, pooling,
-and that a password never leaks into messages, repr or logs."""
+its two clients (async and blocking), and that a password never leaks into messages, repr or
+logs."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio
 from redis.crc import key_slot
 
@@ -22,7 +24,7 @@ from runstate.stores import (
     store_from_url,
 )
 from runstate.stores.redis import RedisStateStore
-from tests.stores.conftest import free_port
+from tests.stores.topologies import SingleRedis, free_port
 
 PASSWORD = "s3cret"
 
@@ -284,3 +286,91 @@ async def test_a_dropped_connection_is_retried(
     finally:
         await store.adelete(uid)
         await store.aclose()
+
+
+async def test_a_store_with_one_flavour_of_client_says_what_is_missing(redis_url: str) -> None:
+    uid = str(uuid.uuid4())
+    async_client = redis.asyncio.Redis.from_url(redis_url)
+    sync_client = redis.Redis.from_url(redis_url)
+    try:
+        async_only = RedisStateStore(async_client)
+        with pytest.raises(RuntimeError, match=f"run {uid} needs a blocking .*sync_client="):
+            async_only.get_state(uid)
+        sync_only = RedisStateStore(sync_client=sync_client)
+        with pytest.raises(RuntimeError, match=f"run {uid} needs an async .*client="):
+            await sync_only.acommit(uid, running(), expected_version=0)
+        # Given both, one store serves both faces from the same data.
+        both = RedisStateStore(async_client, sync_client=sync_client)
+        written = both.commit(uid, running(context={"via": "sync"}), expected_version=0)
+        assert await both.aget_state(uid) == written
+        await both.aset_results(uid, {"op|h": {"exit": 0}})
+        assert both.get_results(uid) == {"op|h": {"exit": 0}}
+        both.delete(uid)
+        # Not owned: closing the store leaves the caller's clients usable.
+        both.close()
+        await both.aclose()
+        assert sync_client.ping() and await async_client.ping()
+    finally:
+        sync_client.close()
+        await async_client.aclose()
+    with pytest.raises(ValueError, match="needs a client"):
+        RedisStateStore()
+    with pytest.raises(ValueError, match="needs a client"):
+        RedisStateStore(sync_client=lambda: redis.Redis.from_url(redis_url))
+
+
+async def test_the_blocking_client_is_made_on_first_use_and_closed(
+    redis_url: str, raw_redis: redis.asyncio.Redis
+) -> None:
+    name = f"runstate-test-{uuid.uuid4().hex[:8]}"
+    store = RedisStateStore.from_url(f"{redis_url}?client_name={name}")
+
+    async def ours() -> int:
+        # The server notices closed sockets asynchronously; give it a moment to settle.
+        await asyncio.sleep(0.1)
+        return sum(1 for c in await raw_redis.client_list() if c.get("name") == name)
+
+    try:
+        await store.aping()
+        assert await ours() == 1  # the async pool only
+        store.ping()
+        assert await ours() == 2  # the blocking client exists now, from the same URL
+        store.close()
+        assert await ours() == 1
+        store.ping()  # like redis-py's clients, it reconnects when used again
+        assert await ours() == 2
+    finally:
+        await store.aclose()
+    assert await ours() == 0  # aclose releases both
+
+
+async def test_a_unix_socket_url_serves_both_faces(redis_server: SingleRedis) -> None:
+    store = store_from_url(f"unix://{redis_server.unix_socket}?db=0")
+    assert isinstance(store, RedisStateStore)
+    assert f"unix:{redis_server.unix_socket}" in repr(store)
+    uid = str(uuid.uuid4())
+    try:
+        stored = await store.acommit(uid, running(), expected_version=0)
+        assert await asyncio.to_thread(store.get_state, uid) == stored
+        store.delete(uid)
+    finally:
+        await store.aclose()
+
+
+async def test_blocking_face_errors_match_the_async_ones(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = free_port()  # nobody listens there
+    store = store_from_url(f"redis://:{PASSWORD}@127.0.0.1:{port}/0")
+    uid = str(uuid.uuid4())
+    try:
+        with pytest.raises(StoreUnavailable) as on_commit:
+            await asyncio.to_thread(store.commit, uid, running(), expected_version=0)
+        assert f"127.0.0.1:{port}" in str(on_commit.value) and uid in str(on_commit.value)
+        assert PASSWORD not in "".join(traceback.format_exception(on_commit.value))
+        with pytest.raises(StoreUnavailable):
+            await asyncio.to_thread(store.ping)
+    finally:
+        await store.aclose()
+    assert PASSWORD not in caplog.text

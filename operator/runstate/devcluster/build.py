@@ -72,7 +72,12 @@ CLUSTER_PACKAGES: Mapping[str, str] = {
     "etcd-server": "/usr/bin/etcd",
     "openssl": "/usr/bin/openssl",
 }
-REDIS_PACKAGES: Mapping[str, str] = {"redis-server": "/usr/bin/redis-server"}
+REDIS_PACKAGES: Mapping[str, str] = {
+    "redis-server": "/usr/bin/redis-server",
+    # Sentinel and redis-cli (`--cluster create`): the store tests run both topologies.
+    "redis-sentinel": "/usr/bin/redis-sentinel",
+    "redis-tools": "/usr/bin/redis-cli",
+}
 
 Log = Callable[[str], None]
 

@@ -6,8 +6,13 @@ run state keyed by the run's UID, and the operator decides what the state means.
 
 The shape follows PyStator's stores (state + metadata + context + history), widened with what an
 operator needs to be crash-safe: a version fence for compare-and-set transitions, per op × host
-results, and concurrency-slot leases. Only the async protocol exists so far: the operator is
-async end to end; a sync `StateStore` twin is planned with the store work of issue 5.
+results, and concurrency-slot leases.
+
+Two protocols with the same operations and the same semantics: `AsyncStateStore` (methods with
+an `a` prefix; what the operator uses, async end to end) and `StateStore` (blocking, for scripts,
+tools and PyStator-style callers; `get_state`, `set_state` and `get_context` keep PyStator's
+names, though `get_state` returns the whole `StateRecord`). Every store implements both, and
+each implementation keeps one copy of the logic behind the two faces.
 """
 
 from __future__ import annotations
@@ -146,4 +151,79 @@ class AsyncStateStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Hot run state, blocking: `AsyncStateStore` without the `a` prefix, same semantics.
+
+    Implementations are safe to call from several threads at once.
+    """
+
+    name: str
+
+    def get_state(self, run_uid: str) -> StateRecord | None:
+        """The current record, or None when the store has never seen the run."""
+        ...
+
+    def commit(
+        self,
+        run_uid: str,
+        record: StateRecord,
+        *,
+        expected_version: int,
+        history: Sequence[HistoryEntry] = (),
+    ) -> StateRecord:
+        """Atomic compare-and-set, as `AsyncStateStore.acommit`."""
+        ...
+
+    def set_state(
+        self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """PyStator-compatible unconditional write, as `AsyncStateStore.aset_state`."""
+        ...
+
+    def get_context(self, run_uid: str) -> dict[str, Any]:
+        """The record's context, or {} for an unknown run."""
+        ...
+
+    def read_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
+        """The last `count` transitions, oldest first."""
+        ...
+
+    def set_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
+        """Merge per op × host results into the run's results."""
+        ...
+
+    def get_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
+        """All results of the run, by "operation|host"."""
+        ...
+
+    def acquire_slot(self, scope: str, holder: str, *, limit: int, ttl_seconds: float) -> bool:
+        """Take (or renew) one of `limit` concurrency slots of `scope` for `holder`."""
+        ...
+
+    def release_slot(self, scope: str, holder: str) -> None:
+        """Give the slot back (no-op when not held)."""
+        ...
+
+    def slot_holders(self, scope: str) -> list[str]:
+        """Holders with a live lease, in order of lease expiry."""
+        ...
+
+    def expire(self, run_uid: str, ttl_seconds: int) -> None:
+        """Let a finished run's keys expire after `ttl_seconds` (the run's last write)."""
+        ...
+
+    def delete(self, run_uid: str) -> None:
+        """Delete every key of the run."""
+        ...
+
+    def ping(self) -> None:
+        """Raise `StoreUnavailable` when the store cannot be reached."""
+        ...
+
+    def close(self) -> None:
+        """Release the connections the blocking methods use."""
         ...

@@ -1,13 +1,15 @@
 """The embedded in-memory state store: the default when no Redis is configured.
 
-Owns `InMemoryStateStore`, an `AsyncStateStore` that keeps every run's hot state in this
-process. Its observable behaviour must match `RedisStateStore` (same compare-and-set fence,
-same JSON round trip of context and results, same history cap on read, same lease rules), so
-the operator and the contract tests cannot tell the two apart except by `name` and durability.
+Owns `InMemoryStateStore`, a `StateStore` and an `AsyncStateStore` that keeps every run's hot
+state in this process. Its observable behaviour must match `RedisStateStore` (same compare-and-set
+fence, same JSON round trip of context and results, same history cap on read, same lease rules),
+so the operator and the contract tests cannot tell the two apart except by `name` and durability.
 
-It must not do I/O, must not block the event loop, and must not know about Kubernetes: state is
-opaque and keyed by run UID. It is not thread-safe; it is safe for any number of asyncio tasks
-on one loop because no method awaits between reading and writing.
+The blocking methods hold the logic; each async method yields to the loop once, then calls its
+blocking twin, so the two faces cannot drift apart. It must not do I/O, must not block the event
+loop for longer than a dict update, and must not know about Kubernetes: state is opaque and keyed
+by run UID. A lock makes every method atomic, so the store is safe for threads (the blocking face)
+and for any number of asyncio tasks (the async face: no await inside a critical section).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import heapq
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -63,7 +66,7 @@ class _Run:
 
 
 class InMemoryStateStore:
-    """`AsyncStateStore` in process memory.
+    """`StateStore` and `AsyncStateStore` in process memory.
 
     `clock` is a monotonic seconds clock used for slot leases and run expiry; tests inject a fake
     one to move time forward without sleeping.
@@ -81,11 +84,14 @@ class InMemoryStateStore:
         # so a long-lived operator does not keep every finished run forever.
         self._expiry_heap: list[tuple[float, str]] = []
         self._slots: dict[str, dict[str, float]] = {}  # scope -> holder -> lease expiry
+        # Held for whole check-and-write sections; never held across an await. Reentrant so a
+        # method may call another under it.
+        self._lock = threading.RLock()
 
     def __repr__(self) -> str:
         return f"InMemoryStateStore(runs={len(self._runs)}, history_cap={self._history_cap})"
 
-    # -- run lookup and expiry ---------------------------------------------------------------
+    # -- run lookup and expiry (callers hold the lock) ---------------------------------------
 
     def _sweep(self) -> None:
         now = self._clock()
@@ -110,12 +116,12 @@ class InMemoryStateStore:
 
     # -- state -------------------------------------------------------------------------------
 
-    async def aget_state(self, run_uid: str) -> StateRecord | None:
-        await asyncio.sleep(0)
-        run = self._get(run_uid)
-        return None if run is None else run.public_record(run_uid)
+    def get_state(self, run_uid: str) -> StateRecord | None:
+        with self._lock:
+            run = self._get(run_uid)
+            return None if run is None else run.public_record(run_uid)
 
-    async def acommit(
+    def commit(
         self,
         run_uid: str,
         record: StateRecord,
@@ -124,22 +130,20 @@ class InMemoryStateStore:
         history: Sequence[HistoryEntry] = (),
     ) -> StateRecord:
         context_json = commit_context(run_uid, expected_version, record.context)
-        # Yield before the critical section, like a network store would; from here to the end
-        # there is no await, so check-and-write is atomic for every other task on the loop.
-        await asyncio.sleep(0)
-        run = self._get(run_uid)
-        actual = 0 if run is None or run.record is None else run.record.version
-        if actual != expected_version:
-            raise VersionConflict(run_uid, expected_version, actual)
-        run = self._get_or_create(run_uid)
-        run.record = dataclasses.replace(record, version=expected_version + 1, context={})
-        run.context_json = context_json
-        run.history.extend(history)
-        stored = run.public_record(run_uid)
+        with self._lock:
+            run = self._get(run_uid)
+            actual = 0 if run is None or run.record is None else run.record.version
+            if actual != expected_version:
+                raise VersionConflict(run_uid, expected_version, actual)
+            run = self._get_or_create(run_uid)
+            run.record = dataclasses.replace(record, version=expected_version + 1, context={})
+            run.context_json = context_json
+            run.history.extend(history)
+            stored = run.public_record(run_uid)
         assert stored is not None  # just written
         return stored
 
-    async def aset_state(
+    def set_state(
         self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
     ) -> None:
         type_, name = split_state(run_uid, state)
@@ -147,57 +151,61 @@ class InMemoryStateStore:
         context_json = (
             dump_json("context", run_uid, dict(meta["context"])) if "context" in meta else None
         )
-        await asyncio.sleep(0)
-        run = self._get_or_create(run_uid)
-        current = run.record or StateRecord(type=type_, name=name, stage="")
-        # Fields the caller leaves out keep their stored values, as an HSET of only the given
-        # fields does in Redis.
-        run.record = dataclasses.replace(
-            current,
-            type=type_,
-            name=name,
-            stage=str(meta.get("stage", current.stage)),
-            attempt=int(meta.get("attempt", current.attempt)),
-            message=str(meta.get("message", current.message)),
-            timestamp=str(meta.get("timestamp", current.timestamp)),
-            version=(0 if run.record is None else run.record.version) + 1,
-            context={},
-        )
-        if context_json is not None:
-            run.context_json = context_json
+        with self._lock:
+            run = self._get_or_create(run_uid)
+            current = run.record or StateRecord(type=type_, name=name, stage="")
+            # Fields the caller leaves out keep their stored values, as an HSET of only the
+            # given fields does in Redis.
+            run.record = dataclasses.replace(
+                current,
+                type=type_,
+                name=name,
+                stage=str(meta.get("stage", current.stage)),
+                attempt=int(meta.get("attempt", current.attempt)),
+                message=str(meta.get("message", current.message)),
+                timestamp=str(meta.get("timestamp", current.timestamp)),
+                version=(0 if run.record is None else run.record.version) + 1,
+                context={},
+            )
+            if context_json is not None:
+                run.context_json = context_json
 
-    async def aget_context(self, run_uid: str) -> dict[str, Any]:
-        await asyncio.sleep(0)
-        run = self._get(run_uid)
-        if run is None or run.record is None:
-            return {}
-        return load_object(_STORE, "context", run_uid, run.context_json)
+    def get_context(self, run_uid: str) -> dict[str, Any]:
+        with self._lock:
+            run = self._get(run_uid)
+            if run is None or run.record is None:
+                return {}
+            context_json = run.context_json
+        return load_object(_STORE, "context", run_uid, context_json)
 
-    async def aread_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
-        await asyncio.sleep(0)
-        run = self._get(run_uid)
-        if run is None or count <= 0:
-            return []
-        return list(run.history)[-count:]
+    def read_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
+        with self._lock:
+            run = self._get(run_uid)
+            if run is None or count <= 0:
+                return []
+            return list(run.history)[-count:]
 
     # -- results -----------------------------------------------------------------------------
 
-    async def aset_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
+    def set_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
         encoded = {
             key: dump_json(f"result {key!r}", run_uid, dict(v)) for key, v in results.items()
         }
-        await asyncio.sleep(0)
-        if encoded:
-            self._get_or_create(run_uid).results.update(encoded)
+        with self._lock:
+            if encoded:
+                self._get_or_create(run_uid).results.update(encoded)
+            else:
+                _check_run_uid(run_uid)
 
-    async def aget_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
-        await asyncio.sleep(0)
-        run = self._get(run_uid)
-        if run is None:
-            return {}
+    def get_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            run = self._get(run_uid)
+            if run is None:
+                return {}
+            stored = dict(run.results)
         return {
             key: load_object(_STORE, f"result {key!r}", run_uid, text)
-            for key, text in run.results.items()
+            for key, text in stored.items()
         }
 
     # -- concurrency slots -------------------------------------------------------------------
@@ -214,51 +222,119 @@ class InMemoryStateStore:
             del self._slots[scope]
         return leases
 
-    async def aacquire_slot(
-        self, scope: str, holder: str, *, limit: int, ttl_seconds: float
-    ) -> bool:
+    def acquire_slot(self, scope: str, holder: str, *, limit: int, ttl_seconds: float) -> bool:
         check_slot_args(_STORE, scope, holder, limit, ttl_seconds)
-        await asyncio.sleep(0)
-        leases = self._live_leases(scope)
-        if holder not in leases and len(leases) >= limit:
-            return False
-        self._slots.setdefault(scope, leases)[holder] = self._clock() + ttl_seconds
-        return True
+        with self._lock:
+            leases = self._live_leases(scope)
+            if holder not in leases and len(leases) >= limit:
+                return False
+            self._slots.setdefault(scope, leases)[holder] = self._clock() + ttl_seconds
+            return True
 
-    async def arelease_slot(self, scope: str, holder: str) -> None:
-        await asyncio.sleep(0)
-        leases = self._live_leases(scope)
-        leases.pop(holder, None)
-        if not leases:
-            self._slots.pop(scope, None)
+    def release_slot(self, scope: str, holder: str) -> None:
+        with self._lock:
+            leases = self._live_leases(scope)
+            leases.pop(holder, None)
+            if not leases:
+                self._slots.pop(scope, None)
 
-    async def aslot_holders(self, scope: str) -> list[str]:
-        await asyncio.sleep(0)
-        leases = self._live_leases(scope)
-        # Same order as a Redis sorted set: by lease expiry, ties by holder.
-        return [holder for holder, _ in sorted(leases.items(), key=lambda kv: (kv[1], kv[0]))]
+    def slot_holders(self, scope: str) -> list[str]:
+        with self._lock:
+            leases = self._live_leases(scope)
+            # Same order as a Redis sorted set: by lease expiry, ties by holder.
+            return [h for h, _ in sorted(leases.items(), key=lambda kv: (kv[1], kv[0]))]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def aexpire(self, run_uid: str, ttl_seconds: int) -> None:
+    def expire(self, run_uid: str, ttl_seconds: int) -> None:
         if ttl_seconds < 0:
             raise ValueError(f"run {run_uid}: ttl_seconds must be >= 0, got {ttl_seconds}")
+        with self._lock:
+            run = self._get(run_uid)
+            if run is None:
+                return
+            run.expires_at = self._clock() + ttl_seconds
+            heapq.heappush(self._expiry_heap, (run.expires_at, run_uid))
+            self._sweep()
+
+    def delete(self, run_uid: str) -> None:
+        _check_run_uid(run_uid)
+        with self._lock:
+            self._runs.pop(run_uid, None)
+
+    def ping(self) -> None:
+        """Always reachable."""
+
+    def close(self) -> None:
+        """Nothing to release; the data stays, so a store closed and reused still works."""
+
+    # -- the async face: one yield (as a network store would), then the blocking method -----
+    # The yield comes before the critical section, so concurrent tasks really interleave in
+    # the tests; the section itself runs without an await, hence atomically for the loop.
+
+    async def aget_state(self, run_uid: str) -> StateRecord | None:
         await asyncio.sleep(0)
-        run = self._get(run_uid)
-        if run is None:
-            return
-        run.expires_at = self._clock() + ttl_seconds
-        heapq.heappush(self._expiry_heap, (run.expires_at, run_uid))
-        self._sweep()
+        return self.get_state(run_uid)
+
+    async def acommit(
+        self,
+        run_uid: str,
+        record: StateRecord,
+        *,
+        expected_version: int,
+        history: Sequence[HistoryEntry] = (),
+    ) -> StateRecord:
+        await asyncio.sleep(0)
+        return self.commit(run_uid, record, expected_version=expected_version, history=history)
+
+    async def aset_state(
+        self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        await asyncio.sleep(0)
+        self.set_state(run_uid, state, metadata=metadata)
+
+    async def aget_context(self, run_uid: str) -> dict[str, Any]:
+        await asyncio.sleep(0)
+        return self.get_context(run_uid)
+
+    async def aread_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
+        await asyncio.sleep(0)
+        return self.read_history(run_uid, count)
+
+    async def aset_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
+        await asyncio.sleep(0)
+        self.set_results(run_uid, results)
+
+    async def aget_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
+        await asyncio.sleep(0)
+        return self.get_results(run_uid)
+
+    async def aacquire_slot(
+        self, scope: str, holder: str, *, limit: int, ttl_seconds: float
+    ) -> bool:
+        await asyncio.sleep(0)
+        return self.acquire_slot(scope, holder, limit=limit, ttl_seconds=ttl_seconds)
+
+    async def arelease_slot(self, scope: str, holder: str) -> None:
+        await asyncio.sleep(0)
+        self.release_slot(scope, holder)
+
+    async def aslot_holders(self, scope: str) -> list[str]:
+        await asyncio.sleep(0)
+        return self.slot_holders(scope)
+
+    async def aexpire(self, run_uid: str, ttl_seconds: int) -> None:
+        await asyncio.sleep(0)
+        self.expire(run_uid, ttl_seconds)
 
     async def adelete(self, run_uid: str) -> None:
         await asyncio.sleep(0)
-        _check_run_uid(run_uid)
-        self._runs.pop(run_uid, None)
+        self.delete(run_uid)
 
     async def aping(self) -> None:
         await asyncio.sleep(0)
+        self.ping()
 
     async def aclose(self) -> None:
-        # Nothing to release; the data stays so a store closed and reused in tests still works.
         await asyncio.sleep(0)
+        self.close()

@@ -1,211 +1,133 @@
-"""The production state store: `RedisStateStore` on redis.asyncio.
+"""The production state store: `RedisStateStore`, blocking and async, on one server, Sentinel
+or Redis Cluster.
 
-Owns the Redis key layout of a run's hot state (SPEC §5) and the Lua scripts that make a state
-transition and a slot acquisition atomic:
+Owns the I/O of the Redis store and nothing else: sending the command of each `Call` that
+`_redis_calls.RedisCalls` builds (key layout, Lua scripts and reply parsing live there), through
+redis.asyncio for the async methods and the blocking redis-py client for the others, and mapping
+"Redis cannot serve us now" to `StoreUnavailable`. Each public method is one line that hands a
+Call to one of two small runners, so the two faces share all logic.
 
-    <prefix>:{<run-uid>}:state     hash: type, name, stage, attempt, version, message,
-                                         timestamp, context (JSON)
-    <prefix>:{<run-uid>}:results   hash: "operation|host" -> JSON result
-    <prefix>:{<run-uid>}:history   stream, capped (XADD MAXLEN ~ cap): from, to, at, message,
-                                         attempt
-    <prefix>:slots:{<scope>}       sorted set: member = holder, score = lease expiry in
-                                         milliseconds of the Redis server's clock
-
-The `{...}` hash tag keeps one run's keys in one Redis Cluster slot, so the multi-key scripts
-work on a single Redis, behind Sentinel (pass the client from `Sentinel.master_for`) and on a
-Redis Cluster (pass a `redis.asyncio.RedisCluster`).
-
-It must not know about Kubernetes or what the states mean, must not block the event loop, and
-must never put the connection URL or password into `repr()`, log lines or exception messages:
-errors name the store by host:port only.
+It must not know about Kubernetes or what the states mean, must not block the event loop (the
+async methods only use the async client), and must never put the connection URL or password into
+`repr()`, log lines or exception messages: errors name the store by host:port only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-import dataclasses
 import logging
-import math
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
 
-from redis.asyncio import BlockingConnectionPool, Redis, RedisCluster
-from redis.asyncio.retry import Retry  # the async one: redis.retry.Retry never retries here
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import ClusterDownError, ReadOnlyError, RedisError, TryAgainError
+import redis.asyncio
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.typing import EncodableT, FieldT
 
-from ._common import (
-    check_key_part,
-    check_slot_args,
-    commit_context,
-    dump_json,
-    load_object,
-    split_state,
+from ._redis_calls import Call, RedisCalls
+from ._redis_connect import (
+    AsyncClient,
+    ConnectOptions,
+    SyncClient,
+    aclose_client,
+    async_client,
+    client_secrets,
+    close_client,
+    describe,
+    sync_client,
 )
-from .base import HISTORY_CAP, HistoryEntry, StateRecord, StoreUnavailable, VersionConflict
+from ._urls import parse_redis_url
+from .base import HISTORY_CAP, HistoryEntry, StateRecord, StoreUnavailable
 
-__all__ = ["RedisStateStore"]
+__all__ = ["AsyncClient", "RedisStateStore", "SyncClient"]
 
 _log = logging.getLogger(__name__)
 
-_STORE = "redis"
+T = TypeVar("T")
 
 # Errors that mean "Redis cannot serve us right now" rather than "the request was wrong":
-# unreachable, timed out, loading, a failover in progress (a replica that became read-only,
-# a cluster or Sentinel master that is down, slots migrating).
-_UNAVAILABLE_ERRORS: tuple[type[RedisError], ...] = (
+# unreachable (Sentinel's MasterNotFoundError is a ConnectionError), timed out, loading, a
+# failover in progress (a replica that became read-only, a cluster master that is down, slots
+# migrating or not covered).
+_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     RedisConnectionError,
     RedisTimeoutError,
     ReadOnlyError,
     ClusterDownError,
     TryAgainError,
+    SlotNotCoveredError,
 )
 
-RedisClient = Redis | RedisCluster
 
-# Compare-and-set of a run's state, plus its history, in one atomic step.
-# KEYS: state hash, history stream.
-# ARGV: expected version (-1 = unconditional write), history cap, number of field pairs n,
-#       n field/value pairs, then 5 values per history entry: from, to, at, message, attempt.
-# Returns {1, new version} or {0, actual version}.
-_COMMIT_LUA = """
-local current = redis.call('HGET', KEYS[1], 'version')
-if current then current = tonumber(current) else current = 0 end
-local expected = tonumber(ARGV[1])
-if expected >= 0 and current ~= expected then
-  return {0, current}
-end
-local new_version = current + 1
-local n = tonumber(ARGV[3])
-local fields = {'version', tostring(new_version)}
-for i = 4, 3 + 2 * n do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call('HSET', KEYS[1], unpack(fields))
-local i = 4 + 2 * n
-while i + 4 <= #ARGV do
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*',
-    'from', ARGV[i], 'to', ARGV[i + 1], 'at', ARGV[i + 2],
-    'message', ARGV[i + 3], 'attempt', ARGV[i + 4])
-  i = i + 5
-end
-return {1, new_version}
-"""
-
-# Lease expiry uses the server's clock (TIME), so operator replicas with skewed clocks agree.
-# Redis < 5 needs effect replication before a write that depends on TIME; newer ones ignore it.
-_NOW_MS_LUA = """
-if redis.replicate_commands then redis.replicate_commands() end
-local t = redis.call('TIME')
-local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# KEYS: slots zset. ARGV: holder, limit, ttl in ms. Returns 1 when held, 0 when full.
-_ACQUIRE_LUA = (
-    _NOW_MS_LUA
-    + """
-local ttl_ms = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
-    return 0
-  end
-end
-redis.call('ZADD', KEYS[1], now_ms + ttl_ms, ARGV[1])
--- The key outlives its longest lease and no longer, so abandoned scopes disappear.
-if redis.call('PTTL', KEYS[1]) < ttl_ms then
-  redis.call('PEXPIRE', KEYS[1], ttl_ms)
-end
-return 1
-"""
-)
-
-# KEYS: slots zset. Returns the holders with a live lease, by expiry.
-_HOLDERS_LUA = (
-    _NOW_MS_LUA
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. string.format('%d', now_ms), '+inf')
-"""
-)
-
-# KEYS: a run's keys. ARGV: ttl in seconds. A script, so all keys get their TTL or none does.
-_EXPIRE_LUA = """
-for i = 1, #KEYS do
-  redis.call('EXPIRE', KEYS[i], ARGV[1])
-end
-return 1
-"""
-
-
-def _text(value: object) -> str:
-    # Clients we did not build may have decode_responses=False.
-    if isinstance(value, bytes):
-        return value.decode("utf-8")
-    return str(value)
-
-
-def _describe(client: RedisClient) -> str:
-    """Where the store is, for messages: host:port, never credentials."""
-    if isinstance(client, RedisCluster):
-        nodes = getattr(client, "startup_nodes", None) or []
-        first = next(iter(nodes), None)
-        if first is not None:
-            return f"redis store (cluster via {first.host}:{first.port})"
-        return "redis store (cluster)"
-    pool = client.connection_pool
-    service = getattr(pool, "service_name", None)
-    if service is not None:
-        return f"redis store (sentinel service {service})"
-    kwargs = pool.connection_kwargs
-    db = kwargs.get("db", 0)
-    if kwargs.get("path"):
-        return f"redis store at unix:{kwargs['path']} db {db}"
-    return f"redis store at {kwargs.get('host', 'localhost')}:{kwargs.get('port', 6379)}/{db}"
-
-
-def _secrets(client: RedisClient) -> tuple[str, ...]:
-    if isinstance(client, RedisCluster):
-        kwargs = client.connection_kwargs
-    else:
-        kwargs = client.connection_pool.connection_kwargs
-    return tuple(str(v) for k in ("password", "ssl_password") if (v := kwargs.get(k)))
+def _is_unavailable(exc: BaseException, *, ping: bool) -> bool:
+    if isinstance(exc, _UNAVAILABLE_ERRORS):
+        return True
+    if isinstance(exc, RedisClusterException):
+        # "Redis Cluster cannot be connected": redis-py wraps the connection error that
+        # made every startup node unreachable.
+        return ping or isinstance(exc.__cause__, _UNAVAILABLE_ERRORS)
+    # For a ping, anything (a wrong password, a server still loading) means "not usable".
+    return ping and isinstance(exc, RedisError)
 
 
 class RedisStateStore:
-    """`AsyncStateStore` on Redis. Build it with `from_url`, or wrap an existing client.
+    """`StateStore` and `AsyncStateStore` on Redis. Build it with `from_url`, or wrap clients.
 
-    A store built by `from_url` owns its connection pool and closes it in `aclose`; a store
-    given a client leaves the client to its owner unless `owns_client=True`.
+    `client` (redis.asyncio `Redis` or `RedisCluster`, or a Sentinel `master_for` client) serves
+    the async methods; `sync_client` (the blocking counterparts) serves the blocking ones, or a
+    zero-argument callable that makes it on first blocking use. A store given only one flavour
+    raises `RuntimeError` from the methods of the other: deriving a second connection setup
+    from a client (TLS files, credential providers, Sentinel settings) behind the caller's back
+    would be guesswork. `from_url` has the URL, so it sets up both, the blocking one lazily.
+
+    A store built by `from_url` owns its clients and closes them; a store given clients leaves
+    them to their owner unless `owns_client=True`.
     """
 
     name: str = "redis"
 
     def __init__(
         self,
-        client: RedisClient,
+        client: AsyncClient | None = None,
         *,
+        sync_client: SyncClient | Callable[[], SyncClient] | None = None,
         key_prefix: str = "runstate",
         history_cap: int = HISTORY_CAP,
         owns_client: bool = False,
     ) -> None:
-        check_key_part(_STORE, "key prefix", key_prefix)
-        if history_cap < 1:
-            raise ValueError(f"redis store: history_cap must be >= 1, got {history_cap}")
+        known = client if client is not None else sync_client
+        if known is None or (callable(known) and not isinstance(known, SyncClient)):
+            raise ValueError(
+                "redis store: needs a client (redis.asyncio) or a sync_client instance; "
+                "use RedisStateStore.from_url to build both from a URL"
+            )
+        self._where = describe(known)
+        self._calls = RedisCalls(key_prefix=key_prefix, history_cap=history_cap, where=self._where)
         self._client = client
-        self._prefix = key_prefix
-        self._history_cap = history_cap
+        self._sync_client: SyncClient | None = None
+        self._make_sync_client: Callable[[], SyncClient] | None = None
+        if isinstance(sync_client, SyncClient):
+            self._sync_client = sync_client
+        else:
+            self._make_sync_client = sync_client
+        self._sync_lock = threading.Lock()  # one lazily made blocking client, whatever threads
+        self._async_ready = False  # see _first_contact
+        self._first_contact_lock = asyncio.Lock()
         self._owns_client = owns_client
-        self._where = _describe(client)
-        self._redact_values = _secrets(client)
-        # register_script hashes once; each call is EVALSHA with a SCRIPT LOAD on NOSCRIPT
-        # (e.g. after a failover to a replica that never saw the script).
-        self._commit_script = client.register_script(_COMMIT_LUA)
-        self._acquire_script = client.register_script(_ACQUIRE_LUA)
-        self._holders_script = client.register_script(_HOLDERS_LUA)
-        self._expire_script = client.register_script(_EXPIRE_LUA)
+        self._secrets: set[str] = set()
+        for given in (client, self._sync_client):
+            if given is not None:
+                self._secrets |= client_secrets(given)
         _log.debug("%s: state store ready (prefix %r)", self._where, key_prefix)
 
     @classmethod
@@ -219,81 +141,176 @@ class RedisStateStore:
         max_connections: int = 50,
         retries: int = 3,
     ) -> RedisStateStore:
-        """A store with its own connection pool for `redis://` or `rediss://` `url`.
+        """A store with its own connections for `url` (see `_urls` for the syntax): one server
+        (redis://, rediss://, unix://), Sentinel (redis+sentinel://) or Cluster
+        (redis+cluster://).
 
         Connection errors and timeouts are retried `retries` times with jittered exponential
-        backoff. Retrying a commit is safe: if the first attempt did land, the version fence
-        turns the replay into a `VersionConflict` instead of a second write.
+        backoff; retrying a commit is safe thanks to the version fence. Raises `ValueError`
+        naming the faulty part of the URL, never the URL.
         """
-        # A blocking pool makes a burst of callers wait for a connection instead of failing
-        # with "Too many connections".
-        pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries),
-            health_check_interval=30,
-            decode_responses=True,
+        target = parse_redis_url(url)
+        options = ConnectOptions(
+            socket_timeout=socket_timeout, max_connections=max_connections, retries=retries
         )
-        client = Redis.from_pool(pool)
-        return cls(client, key_prefix=key_prefix, history_cap=history_cap, owns_client=True)
+        try:
+            client = async_client(target, options)
+        except ValueError as exc:  # redis-py's own URL checks (query options of redis://)
+            raise ValueError(f"redis URL: {_redact(str(exc), target.secrets())}") from None
+        store = cls(
+            client,
+            sync_client=lambda: sync_client(target, options),
+            key_prefix=key_prefix,
+            history_cap=history_cap,
+            owns_client=True,
+        )
+        store._secrets.update(target.secrets())
+        return store
 
     def __repr__(self) -> str:
-        return f"RedisStateStore({self._where}, prefix={self._prefix!r})"
+        return f"RedisStateStore({self._where}, prefix={self._calls.prefix!r})"
 
-    # -- keys and errors ---------------------------------------------------------------------
+    # -- the two runners: the only places that talk to Redis --------------------------------
 
-    def _run_keys(self, run_uid: str) -> tuple[str, str, str]:
-        check_key_part(_STORE, "run uid", run_uid)
-        base = f"{self._prefix}:{{{run_uid}}}"
-        return f"{base}:state", f"{base}:results", f"{base}:history"
+    async def _arun(self, call: Call[T]) -> T:
+        if not call.command:
+            return call.parse(None)
+        client = self._client
+        if client is None:
+            raise self._missing(call, "an async", "client=")
+        with self._guard(call):
+            if not self._async_ready:
+                await self._first_contact(client)
+            try:
+                reply = await client.execute_command(*call.command)
+            except NoScriptError:
+                if call.on_noscript is None:
+                    raise
+                reply = await client.execute_command(*call.on_noscript)
+        return call.parse(reply)
 
-    def _slots_key(self, scope: str) -> str:
-        check_key_part(_STORE, "slot scope", scope)
-        return f"{self._prefix}:slots:{{{scope}}}"
+    async def _first_contact(self, client: AsyncClient) -> None:
+        # redis-py's async RedisCluster (seen with 8.1) drops connections in use when a burst
+        # of first commands races its slot-map initialisation: a background task disconnects
+        # them, and a command fails with AttributeError or ConnectionError. One PING, alone,
+        # before anything else lets the initialisation settle.
+        if isinstance(client, redis.asyncio.RedisCluster):
+            async with self._first_contact_lock:
+                if not self._async_ready:
+                    await client.execute_command("PING")
+        self._async_ready = True
 
-    def _redact(self, text: str) -> str:
-        for secret in self._redact_values:
-            text = text.replace(secret, "***")
-        return text
+    def _run(self, call: Call[T]) -> T:
+        if not call.command:
+            return call.parse(None)
+        with self._guard(call):
+            client = self._blocking_client(call)  # a cluster client connects when made
+            # The blocking execute_command is untyped in redis-py.
+            try:
+                reply = client.execute_command(*call.command)  # type: ignore[no-untyped-call]
+            except NoScriptError:
+                if call.on_noscript is None:
+                    raise
+                reply = client.execute_command(*call.on_noscript)  # type: ignore[no-untyped-call]
+        return call.parse(reply)
+
+    def _blocking_client(self, call: Call[Any]) -> SyncClient:
+        with self._sync_lock:
+            if self._sync_client is None:
+                if self._make_sync_client is None:
+                    raise self._missing(call, "a blocking", "sync_client=")
+                self._sync_client = self._make_sync_client()
+                self._secrets |= client_secrets(self._sync_client)
+            return self._sync_client
+
+    def _missing(self, call: Call[Any], flavour: str, parameter: str) -> RuntimeError:
+        return RuntimeError(
+            f"{self._where}: {call.what} needs {flavour} Redis client, and this store was "
+            f"given none; pass {parameter} too, or build the store with RedisStateStore.from_url"
+        )
 
     def _unavailable(self, what: str, exc: BaseException) -> StoreUnavailable:
-        detail = self._redact(f"{type(exc).__name__}: {exc}")
+        detail = _redact(f"{type(exc).__name__}: {exc}", self._secrets)
         _log.debug("%s: %s failed: %s", self._where, what, detail)
         return StoreUnavailable(f"{self._where}: {what} failed: {detail}")
 
     @contextlib.contextmanager
-    def _guard(self, what: str) -> Iterator[None]:
+    def _guard(self, call: Call[Any]) -> Iterator[None]:
         """Turn an unreachable Redis into `StoreUnavailable` naming the store and the call."""
         try:
             yield
-        except _UNAVAILABLE_ERRORS as exc:
-            raise self._unavailable(what, exc) from exc
+        except (RedisError, RedisClusterException) as exc:
+            if _is_unavailable(exc, ping=call.ping):
+                raise self._unavailable(call.what, exc) from exc
+            raise
 
-    # -- state -------------------------------------------------------------------------------
+    # -- blocking face -----------------------------------------------------------------------
+
+    def get_state(self, run_uid: str) -> StateRecord | None:
+        return self._run(self._calls.get_state(run_uid))
+
+    def commit(
+        self,
+        run_uid: str,
+        record: StateRecord,
+        *,
+        expected_version: int,
+        history: Sequence[HistoryEntry] = (),
+    ) -> StateRecord:
+        call = self._calls.commit(
+            run_uid, record, expected_version=expected_version, history=history
+        )
+        return self._run(call)
+
+    def set_state(
+        self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        self._run(self._calls.set_state(run_uid, state, metadata=metadata))
+
+    def get_context(self, run_uid: str) -> dict[str, Any]:
+        return self._run(self._calls.get_context(run_uid))
+
+    def read_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
+        return self._run(self._calls.read_history(run_uid, count))
+
+    def set_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
+        self._run(self._calls.set_results(run_uid, results))
+
+    def get_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
+        return self._run(self._calls.get_results(run_uid))
+
+    def acquire_slot(self, scope: str, holder: str, *, limit: int, ttl_seconds: float) -> bool:
+        return self._run(
+            self._calls.acquire_slot(scope, holder, limit=limit, ttl_seconds=ttl_seconds)
+        )
+
+    def release_slot(self, scope: str, holder: str) -> None:
+        self._run(self._calls.release_slot(scope, holder))
+
+    def slot_holders(self, scope: str) -> list[str]:
+        return self._run(self._calls.slot_holders(scope))
+
+    def expire(self, run_uid: str, ttl_seconds: int) -> None:
+        self._run(self._calls.expire(run_uid, ttl_seconds))
+
+    def delete(self, run_uid: str) -> None:
+        self._run(self._calls.delete(run_uid))
+
+    def ping(self) -> None:
+        self._run(self._calls.ping())
+
+    def close(self) -> None:
+        """Release the blocking client's connections if the store owns it. Like redis-py's
+        own clients, the store reconnects if it is used again."""
+        with self._sync_lock:
+            client = self._sync_client
+        if client is not None and self._owns_client:
+            close_client(client)
+
+    # -- async face --------------------------------------------------------------------------
 
     async def aget_state(self, run_uid: str) -> StateRecord | None:
-        state_key, _, _ = self._run_keys(run_uid)
-        with self._guard(f"reading the state of run {run_uid}"):
-            raw = await self._client.hgetall(state_key)
-        if not raw:
-            return None
-        fields = {_text(k): _text(v) for k, v in raw.items()}
-        try:
-            return StateRecord(
-                type=fields.get("type", ""),
-                name=fields.get("name", ""),
-                stage=fields.get("stage", ""),
-                attempt=int(fields.get("attempt", "1")),
-                version=int(fields.get("version", "0")),
-                message=fields.get("message", ""),
-                timestamp=fields.get("timestamp", ""),
-                context=load_object(_STORE, "context", run_uid, fields.get("context", "{}")),
-            )
-        except ValueError as exc:
-            raise ValueError(f"{self._where}: run {run_uid}: corrupt state hash: {exc}") from exc
+        return await self._arun(self._calls.get_state(run_uid))
 
     async def acommit(
         self,
@@ -303,151 +320,60 @@ class RedisStateStore:
         expected_version: int,
         history: Sequence[HistoryEntry] = (),
     ) -> StateRecord:
-        context_json = commit_context(run_uid, expected_version, record.context)
-        fields = {
-            "type": record.type,
-            "name": record.name,
-            "stage": record.stage,
-            "attempt": str(record.attempt),
-            "message": record.message,
-            "timestamp": record.timestamp,
-            "context": context_json,
-        }
-        ok, version = await self._run_commit(run_uid, expected_version, fields, history)
-        if not ok:
-            raise VersionConflict(run_uid, expected_version, version)
-        context = load_object(_STORE, "context", run_uid, context_json)
-        return dataclasses.replace(record, version=version, context=context)
-
-    async def _run_commit(
-        self,
-        run_uid: str,
-        expected_version: int,
-        fields: Mapping[str, str],
-        history: Sequence[HistoryEntry],
-    ) -> tuple[bool, int]:
-        state_key, _, history_key = self._run_keys(run_uid)
-        args: list[str | int] = [expected_version, self._history_cap, len(fields)]
-        for key, value in fields.items():
-            args += [key, value]
-        for entry in history:
-            args += [entry.from_state, entry.to_state, entry.at, entry.message, entry.attempt]
-        with self._guard(f"committing the state of run {run_uid}"):
-            reply = await self._commit_script(keys=[state_key, history_key], args=args)
-        return int(reply[0]) == 1, int(reply[1])
+        call = self._calls.commit(
+            run_uid, record, expected_version=expected_version, history=history
+        )
+        return await self._arun(call)
 
     async def aset_state(
         self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
     ) -> None:
-        type_, name = split_state(run_uid, state)
-        meta = metadata or {}
-        # Only the given fields are written; the others keep their stored values.
-        fields = {"type": type_, "name": name}
-        for key in ("stage", "message", "timestamp"):
-            if key in meta:
-                fields[key] = str(meta[key])
-        if "attempt" in meta:
-            fields["attempt"] = str(int(meta["attempt"]))
-        if "context" in meta:
-            fields["context"] = dump_json("context", run_uid, dict(meta["context"]))
-        await self._run_commit(run_uid, -1, fields, ())
+        await self._arun(self._calls.set_state(run_uid, state, metadata=metadata))
 
     async def aget_context(self, run_uid: str) -> dict[str, Any]:
-        state_key, _, _ = self._run_keys(run_uid)
-        with self._guard(f"reading the context of run {run_uid}"):
-            text = await self._client.hget(state_key, "context")
-        if text is None:
-            return {}
-        return load_object(_STORE, "context", run_uid, _text(text))
+        return await self._arun(self._calls.get_context(run_uid))
 
     async def aread_history(self, run_uid: str, count: int = HISTORY_CAP) -> list[HistoryEntry]:
-        _, _, history_key = self._run_keys(run_uid)
-        # MAXLEN ~ trims whole stream nodes only, so the stream may briefly hold more than the
-        # cap; reading at most `cap` keeps the visible history exactly capped, as in memory.
-        count = min(count, self._history_cap)
-        if count <= 0:
-            return []
-        with self._guard(f"reading the history of run {run_uid}"):
-            entries = await self._client.xrevrange(history_key, count=count)
-        history: list[HistoryEntry] = []
-        for _, raw in reversed(entries or []):
-            f = {_text(k): _text(v) for k, v in (raw or {}).items()}
-            history.append(
-                HistoryEntry(
-                    from_state=f.get("from", ""),
-                    to_state=f.get("to", ""),
-                    at=f.get("at", ""),
-                    message=f.get("message", ""),
-                    attempt=int(f.get("attempt", "1")),
-                )
-            )
-        return history
-
-    # -- results -----------------------------------------------------------------------------
+        return await self._arun(self._calls.read_history(run_uid, count))
 
     async def aset_results(self, run_uid: str, results: Mapping[str, Mapping[str, Any]]) -> None:
-        _, results_key, _ = self._run_keys(run_uid)
-        encoded: dict[FieldT, EncodableT] = {
-            k: dump_json(f"result {k!r}", run_uid, dict(v)) for k, v in results.items()
-        }
-        if not encoded:
-            return
-        with self._guard(f"writing the results of run {run_uid}"):
-            await self._client.hset(results_key, mapping=encoded)
+        await self._arun(self._calls.set_results(run_uid, results))
 
     async def aget_results(self, run_uid: str) -> dict[str, dict[str, Any]]:
-        _, results_key, _ = self._run_keys(run_uid)
-        with self._guard(f"reading the results of run {run_uid}"):
-            raw = await self._client.hgetall(results_key)
-        return {
-            _text(k): load_object(_STORE, f"result {_text(k)!r}", run_uid, _text(v))
-            for k, v in (raw or {}).items()
-        }
-
-    # -- concurrency slots -------------------------------------------------------------------
+        return await self._arun(self._calls.get_results(run_uid))
 
     async def aacquire_slot(
         self, scope: str, holder: str, *, limit: int, ttl_seconds: float
     ) -> bool:
-        check_slot_args(_STORE, scope, holder, limit, ttl_seconds)
-        key = self._slots_key(scope)
-        ttl_ms = max(1, math.ceil(ttl_seconds * 1000))
-        with self._guard(f"acquiring a slot of {scope!r} for {holder!r}"):
-            reply = await self._acquire_script(keys=[key], args=[holder, limit, ttl_ms])
-        return int(reply) == 1
+        return await self._arun(
+            self._calls.acquire_slot(scope, holder, limit=limit, ttl_seconds=ttl_seconds)
+        )
 
     async def arelease_slot(self, scope: str, holder: str) -> None:
-        key = self._slots_key(scope)
-        with self._guard(f"releasing the slot of {scope!r} held by {holder!r}"):
-            await self._client.zrem(key, holder)
+        await self._arun(self._calls.release_slot(scope, holder))
 
     async def aslot_holders(self, scope: str) -> list[str]:
-        key = self._slots_key(scope)
-        with self._guard(f"listing the slot holders of {scope!r}"):
-            reply = await self._holders_script(keys=[key])
-        return [_text(member) for member in reply]
-
-    # -- lifecycle ---------------------------------------------------------------------------
+        return await self._arun(self._calls.slot_holders(scope))
 
     async def aexpire(self, run_uid: str, ttl_seconds: int) -> None:
-        if ttl_seconds < 0:
-            raise ValueError(f"run {run_uid}: ttl_seconds must be >= 0, got {ttl_seconds}")
-        keys = list(self._run_keys(run_uid))
-        with self._guard(f"setting the TTL of run {run_uid}"):
-            await self._expire_script(keys=keys, args=[int(ttl_seconds)])
+        await self._arun(self._calls.expire(run_uid, ttl_seconds))
 
     async def adelete(self, run_uid: str) -> None:
-        keys = self._run_keys(run_uid)
-        with self._guard(f"deleting run {run_uid}"):
-            await self._client.delete(*keys)
+        await self._arun(self._calls.delete(run_uid))
 
     async def aping(self) -> None:
-        try:
-            await self._client.ping()
-        except RedisError as exc:
-            # Any failure here (refused, timeout, wrong password, loading) means "not usable".
-            raise self._unavailable("ping", exc) from exc
+        await self._arun(self._calls.ping())
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.aclose()
+        """Release every connection the store owns: the async client's and, as closing it
+        needs no round trip, the blocking client's too."""
+        if self._owns_client and self._client is not None:
+            await aclose_client(self._client)
+        self.close()
+
+
+def _redact(text: str, secrets: set[str] | tuple[str, ...]) -> str:
+    # Longest first, so a secret that contains another is not left half-visible.
+    for secret in sorted(secrets, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
