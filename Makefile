@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export RUNSTATE_CACHE := $(CACHE)
 
-.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout \
+.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout bench-store bench-decide \
         helm chart-lint image kind-up kind-load kind-install
 
 help:
@@ -21,6 +21,8 @@ help:
 	@echo "make down   stop the demo's operator, control plane and Redis"
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
 	@echo "make bench-fanout  fan-out benchmark, one run of 500 hosts × 2 operations (results: docs/performance.md)"
+	@echo "make bench-store  state-store transitions/s: RedisStateStore vs redis-benchmark and PyStator (results: docs/performance.md)"
+	@echo "make bench-decide  one engine decision of a 10,000-host run, inline vs in a thread (results: docs/performance.md)"
 
 # ---- setup -------------------------------------------------------------------------------
 
@@ -83,6 +85,13 @@ bench: system-deps
 
 bench-fanout: system-deps
 	$(BIN)/python bench/fanout.py
+
+# PyStator 0.0.47 gets a venv of its own under $(CACHE)/bench-pystator (made by the script).
+bench-store: system-deps
+	$(BIN)/python bench/store.py
+
+bench-decide: deps
+	$(BIN)/python bench/decide.py
 
 # ---- packaging (for machines with Docker and kind) ---------------------------------------
 
