@@ -19,14 +19,25 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from tests.availability import unavailable
 
+if TYPE_CHECKING:
+    from runstate.devcluster.redis import RedisServer
+
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = os.environ.get("RUNSTATE_KUBECTL", "/usr/bin/kubectl")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked `disruptive` (they kill the operator, stop Redis ...) run after all the
+    others, in their collected order, so that no other test sees the disruption."""
+    calm = [item for item in items if item.get_closest_marker("disruptive") is None]
+    disruptive = [item for item in items if item.get_closest_marker("disruptive") is not None]
+    items[:] = calm + disruptive
 
 
 def free_port() -> int:
@@ -84,6 +95,19 @@ class Cluster:
         args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
         self.kubectl(*args, input=manifest)
 
+    def wait_established(self, crd: str) -> None:
+        """Until the CRD is served. Not `kubectl wait`: right after the apply the CRD may have
+        no conditions yet, and kubectl wait fails on that instead of waiting."""
+        path = '{.status.conditions[?(@.type=="Established")].status}'
+        wait_for(
+            f"CRD {crd} to be established",
+            lambda: (
+                self.kubectl("get", "crd", crd, "-o", f"jsonpath={path}", check=False).stdout
+                == "True"
+            ),
+            timeout=60,
+        )
+
     def namespace(self) -> str:
         name = f"t-{uuid.uuid4().hex[:8]}"
         self.kubectl("create", "namespace", name)
@@ -109,7 +133,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     cluster = Cluster(kubeconfig=str(plane.kubeconfig), state_dir=plane.state_dir)
     cluster.kubectl("apply", "-f", str(ROOT / "crds"))
     for crd in ("runs.runstate.dev", "runbooks.runstate.dev"):
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        cluster.wait_established(crd)
     try:
         yield cluster
     finally:
@@ -117,7 +141,9 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 
 @pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The session's redis-server. Disruptive tests may stop and start it again: `start()`
+    after `stop()` reuses the same port and data directory, so `redis_url` stays valid."""
     try:
         from runstate.devcluster.redis import RedisServer
 
@@ -126,9 +152,14 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         unavailable(f"redis-server unavailable: {exc}")
         raise
     try:
-        yield server.url
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
 
 
 @dataclass

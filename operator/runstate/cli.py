@@ -1,6 +1,7 @@
 """The `runstate` command: run the operator, generate CRDs, drive the dev control plane.
 
-runstate operator [--namespace NS ...] [--standalone] [--metrics-port N]
+runstate operator [--namespace NS ...] [--standalone | --peering NAME --priority N]
+                  [--metrics-port N]
 runstate crds [--out DIR ...] [--check]
 runstate dev {build,up,down,env,kubelet} ...
 """
@@ -10,8 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import logging
+import os
+import socket
 import sys
+import uuid
 from pathlib import Path
 
 from runstate.api.crds import render_crd_files
@@ -54,6 +59,10 @@ def _operator(args: argparse.Namespace) -> int:
         overrides["namespaces"] = tuple(args.namespace)
     if args.standalone:
         overrides["standalone"] = True
+    if args.peering is not None:
+        overrides["peering"] = args.peering
+    if args.priority is not None:
+        overrides["peering_priority"] = args.priority
     if args.metrics_port is not None:
         overrides["metrics_port"] = args.metrics_port
     if args.metrics_host is not None:
@@ -67,13 +76,19 @@ def _operator(args: argparse.Namespace) -> int:
         # kopf logs every handled watch event at INFO: a log line per pod event is CPU on the
         # hot path and noise; the operator's own log says what happened to runs.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    # kopf's peer identity, chosen here so that the operator can tell itself from its peers
+    # in the peering object (POD_ID, as kopf reads it, or a unique one per process).
+    identity = os.environ.get("POD_ID") or (
+        f"{getpass.getuser()}@{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:6]}"
+    )
     asyncio.run(
         kopf.operator(
             registry=handlers.registry,
             clusterwide=not cfg.namespaces,
             namespaces=list(cfg.namespaces),
             standalone=cfg.standalone or None,
-            memo=kopf.Memo(settings=cfg),
+            identity=identity,  # type: ignore[arg-type]  # kopf's Identity: an unexported NewType of str
+            memo=kopf.Memo(settings=cfg, identity=identity),
         )
     )
     return 0
@@ -90,6 +105,18 @@ def main(argv: list[str] | None = None) -> int:
     op = sub.add_parser("operator", help="run the operator")
     op.add_argument("--namespace", "-n", action="append", help="watch only this namespace")
     op.add_argument("--standalone", action="store_true", help="no peering with other replicas")
+    op.add_argument(
+        "--peering",
+        default=None,
+        metavar="NAME",
+        help="kopf peering object shared with the other replicas (makes peering mandatory)",
+    )
+    op.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="peering priority: the replica with the highest one acts, the others stand by",
+    )
     op.add_argument("--metrics-port", type=int, default=None)
     op.add_argument("--metrics-host", default=None)
     op.add_argument("--log-level", default="info")

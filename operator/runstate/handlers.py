@@ -22,6 +22,7 @@ import kopf
 from runstate import metrics, server
 from runstate.api.v1alpha1 import GROUP, VERSION
 from runstate.controller.informer import PodInformer
+from runstate.controller.peering import PeeringGate
 from runstate.controller.queue import WorkQueue, work
 from runstate.controller.reconciler import ObjectKey, Reconciler
 from runstate.domain.work import Observed
@@ -134,6 +135,8 @@ def configure(settings: kopf.OperatorSettings, cfg: Settings) -> None:
     settings.watching.client_timeout = 270
     settings.watching.inactivity_timeout = 300
     settings.peering.standalone = cfg.standalone
+    settings.peering.priority = cfg.peering_priority
+    settings.peering.lifetime = cfg.peering_lifetime
     if cfg.peering:
         settings.peering.name = cfg.peering
         settings.peering.mandatory = True
@@ -182,8 +185,11 @@ async def startup(
         wake=lambda key: queue.add(("run", key[0], key[1])),
     )
     rt = Runtime(settings=cfg, kube=kube, reconciler=reconciler, queue=queue)
+    gate = _peering_gate(cfg, kube, memo.get("identity"), reconciler)
 
     async def dispatch(key: QueueKey) -> float | None:
+        # kopf pauses only its own watches for a peer of higher priority; our workers wait too.
+        await gate.wait()
         # Before the first full pod list, a run's pods would look missing.
         await informer.synced.wait()
         kind, namespace, name = key
@@ -193,11 +199,17 @@ async def startup(
 
     def on_error(key: QueueKey, exc: Exception) -> None:
         metrics.RECONCILE_ERRORS.labels(key[0]).inc()
+        if isinstance(exc, StoreUnavailable):
+            # An outage, not a bug: /readyz says so, and the key is retried with backoff.
+            log.warning("reconcile of %s %s/%s waits for the state store: %s", *key, exc)
+            return
         log.error("reconcile of %s %s/%s failed: %r", *key, exc, exc_info=exc)
 
     rt.tasks = [asyncio.create_task(work(queue, dispatch, on_error)) for _ in range(cfg.workers)]
     rt.tasks.append(asyncio.create_task(_resync(rt, cache)))
     rt.tasks.append(asyncio.create_task(informer.run()))
+    if gate.peered:
+        rt.tasks.append(asyncio.create_task(gate.run()))
 
     async def live() -> str | None:
         dead = [t for t in rt.tasks if t.done()]
@@ -215,6 +227,25 @@ async def startup(
     )
     log.info("metrics and probes on %s:%d", cfg.metrics_host, rt.port)
     memo["runtime"] = rt
+
+
+def _peering_gate(
+    cfg: Settings, kube: KubeClient, identity: str | None, reconciler: Reconciler
+) -> PeeringGate:
+    """The gate the workers pass: always open when standalone, else kopf's peering rule."""
+    if cfg.standalone or identity is None:
+        return PeeringGate()
+    name = cfg.peering or "default"  # kopf auto-detects a peering object named "default"
+    return PeeringGate(
+        lambda scope: kube.list_peering(name, scope),
+        lambda scope, rv: kube.watch_peering(name, scope, rv),
+        name=name,
+        scopes=list(cfg.namespaces) or [None],
+        identity=identity,
+        priority=cfg.peering_priority,
+        mandatory=bool(cfg.peering),
+        on_resume=reconciler.forget,
+    )
 
 
 async def _resync(rt: Runtime, cache: KopfCache) -> None:

@@ -29,6 +29,10 @@ class Settings:
     finished_ttl_seconds: int = 7 * 24 * 3600
     standalone: bool = False
     peering: str | None = None
+    # kopf peering: the replica with the highest priority acts, the others stand by; a peer
+    # that stops renewing its record is presumed dead after `peering_lifetime` seconds.
+    peering_priority: int = 0
+    peering_lifetime: int = 60
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,11 +47,18 @@ class Settings:
             resync_seconds=float(e.get("RUNSTATE_RESYNC_SECONDS", "60")),
             standalone=e.get("RUNSTATE_STANDALONE", "").lower() in ("1", "true", "yes"),
             peering=e.get("RUNSTATE_PEERING") or None,
+            peering_priority=int(e.get("RUNSTATE_PEERING_PRIORITY") or "0"),
+            peering_lifetime=int(e.get("RUNSTATE_PEERING_LIFETIME") or "60"),
         )
 
     def describe(self) -> str:
         where = ",".join(self.namespaces) or "all namespaces"
+        if self.standalone:
+            peering = "standalone"
+        else:
+            peering = f"{self.peering or 'default (if present)'} priority {self.peering_priority}"
         return (
             f"store={_masked(self.redis_url)} namespaces={where} "
-            f"metrics={self.metrics_host}:{self.metrics_port} workers={self.workers}"
+            f"metrics={self.metrics_host}:{self.metrics_port} workers={self.workers} "
+            f"peering={peering}"
         )

@@ -1156,6 +1156,7 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
     assert_each_unit_ran_once(kube_cluster, ns, "r1", hosts=3)
 
 
+@pytest.mark.disruptive
 def test_operator_killed_mid_run_finishes_it_without_repeating_anything(
     kube_cluster: Cluster, operator: Operator, redis_url: str
 ) -> None:
@@ -1187,6 +1188,7 @@ def test_operator_killed_mid_run_finishes_it_without_repeating_anything(
     assert history_stream(redis_url, uid) == [h["to"] for h in st["history"]]
 
 
+@pytest.mark.disruptive
 def test_redis_wiped_mid_run_is_rebuilt_from_status_and_pods(
     kube_cluster: Cluster, operator: Operator, redis_url: str
 ) -> None:

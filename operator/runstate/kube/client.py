@@ -276,6 +276,56 @@ class KubeClient:
             raise
         return True
 
+    def _peerings(self, namespace: str | None, **kwargs: Any) -> Any:
+        """List (or with watch=True, watch) kopf's peering objects: `ClusterKopfPeering`s, or
+        the `KopfPeering`s of `namespace`."""
+        if namespace is None:
+            return self._custom.list_cluster_custom_object(
+                "kopf.dev", "v1", "clusterkopfpeerings", _preload_content=False, **kwargs
+            )
+        return self._custom.list_namespaced_custom_object(
+            "kopf.dev", "v1", namespace, "kopfpeerings", _preload_content=False, **kwargs
+        )
+
+    async def list_peering(
+        self, name: str, namespace: str | None
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """kopf's peering object `name` (None when absent) and the list's resourceVersion to
+        watch from (None when the peering CRD is not installed)."""
+        response = await self._peerings(namespace, field_selector=f"metadata.name={name}")
+        try:
+            data = await response.read()
+            if response.status == 404:
+                return None, None
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=data.decode(errors="replace"))
+        finally:
+            response.release()
+        body = json.loads(data)
+        items = body.get("items") or []
+        return (items[0] if items else None), str(body["metadata"].get("resourceVersion", ""))
+
+    async def watch_peering(
+        self, name: str, namespace: str | None, resource_version: str, timeout_seconds: int = 240
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Watch events ({type, object}) of peering object `name` from `resource_version`;
+        ends when the server ends the watch."""
+        response = await self._peerings(
+            namespace,
+            field_selector=f"metadata.name={name}",
+            watch=True,
+            resource_version=resource_version,
+            timeout_seconds=timeout_seconds,
+        )
+        try:
+            if not 200 <= response.status <= 299:
+                raise ApiException(status=response.status, reason=await response.text())
+            async for line in response.content:
+                if line.strip():
+                    yield json.loads(line)
+        finally:
+            response.release()
+
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         self._on_write("events")
         await self._call(self._core.create_namespaced_event, namespace, dict(event))
