@@ -141,5 +141,6 @@ NAMES: frozenset[str] = frozenset(
         "runstate_store_errors_total",
         "runstate_reconcile_errors_total",
         "runstate_api_writes_total",
+        "runstate_api_conflicts_total",
     }
 )

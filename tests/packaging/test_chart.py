@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from runstate.settings import Settings
+from runstate.settings import Settings, random_peering_priority
+from tests.integration.test_recovery import peering_crds
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "runstate"
@@ -228,11 +229,115 @@ def test_redis_url_and_existing_secret_conflict(helm_template: Callable[..., str
     assert "not both" in failed.value.stderr
 
 
-def test_two_replicas_render(render: Render) -> None:
-    deployment = one(render({"replicaCount": 2}), "Deployment")
+def test_one_replica_is_unpeered_and_recreated(render: Render) -> None:
+    manifests = render({"redis": {"existingSecret": "my-redis"}})
+    assert one(manifests, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
+    assert not by_kind(manifests, "ClusterKopfPeering") and not by_kind(manifests, "KopfPeering")
+    env = env_of(manifests)
+    assert not {"RUNSTATE_PEERING", "RUNSTATE_PEERING_PRIORITY", "POD_ID"} & set(env)
+
+
+# Replicas need a store they share (the chart refuses the in-memory one for them).
+HA = {"replicaCount": 2, "redis": {"existingSecret": "my-redis"}}
+
+
+def peering_objects(manifests: list[Manifest]) -> list[Manifest]:
+    return by_kind(manifests, "ClusterKopfPeering") + by_kind(manifests, "KopfPeering")
+
+
+def assert_peered_env(manifests: list[Manifest], name: str) -> None:
+    """The environment of a peered replica: kopf peering by `name`, a priority of its own,
+    and the pod's name as its identity."""
+    env = env_of(manifests)
+    assert env["RUNSTATE_PEERING"] == name
+    assert env["RUNSTATE_PEERING_PRIORITY"] == "random"
+    assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert env["RUNSTATE_STANDALONE"] == "false"
+    plain = {k: v for k, v in env.items() if isinstance(v, str)}
+    settings = Settings.from_env(plain)
+    assert (settings.peering, settings.standalone) == (name, False)
+    assert settings.peering_priority == random_peering_priority()
+
+
+def test_replicas_peer_cluster_wide(render: Render) -> None:
+    manifests = render(HA)
+    deployment = one(manifests, "Deployment")
     assert deployment["spec"]["replicas"] == 2
-    # Unpeered replicas all act, so a rollout must not overlap old and new operators.
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    name = deployment["metadata"]["name"]  # the release's full name
+    (peering,) = peering_objects(manifests)
+    assert peering["apiVersion"] == "kopf.dev/v1"
+    assert peering["kind"] == "ClusterKopfPeering"
+    assert peering["metadata"]["name"] == name
+    assert "namespace" not in peering["metadata"]
+    assert_peered_env(manifests, name)
+    # Only one replica acts, so old and new pods may overlap; one is always there to take over.
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
+
+
+def test_replicas_peer_in_each_watched_namespace(render: Render) -> None:
+    watched = ["team-a", "team-b"]
+    manifests = render({**HA, "replicaCount": 3, "watchNamespaces": watched})
+    name = one(manifests, "Deployment")["metadata"]["name"]
+    peerings = peering_objects(manifests)
+    assert {p["kind"] for p in peerings} == {"KopfPeering"}
+    assert {p["apiVersion"] for p in peerings} == {"kopf.dev/v1"}
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == watched
+    assert {p["metadata"]["name"] for p in peerings} == {name}
+    assert_peered_env(manifests, name)
+    assert env_of(manifests)["RUNSTATE_NAMESPACES"] == "team-a,team-b"
+
+
+def test_operator_peering_names_the_peering_object(render: Render) -> None:
+    manifests = render({**HA, "operator": {"peering": "ops-peers"}})
+    assert [p["metadata"]["name"] for p in peering_objects(manifests)] == ["ops-peers"]
+    assert_peered_env(manifests, "ops-peers")
+
+
+@pytest.mark.parametrize("watched", [[], ["team-a", "team-b"]])
+def test_rbac_covers_what_kopf_does_on_the_peering_objects(
+    render: Render, watched: list[str]
+) -> None:
+    """kopf lists and watches the peering objects and patches itself into their status (no
+    status subresource: see crds/kopf-peering.yaml); the operator's workers list and watch
+    them too. Each object must be reachable by the ServiceAccount in its own scope."""
+    manifests = render({**HA, "watchNamespaces": watched})
+    needed = {"get", "list", "watch", "patch"}
+    for peering in peering_objects(manifests):
+        namespace = peering["metadata"].get("namespace")
+        if namespace is None:
+            role = one(manifests, "ClusterRole")
+            binding = one(manifests, "ClusterRoleBinding")
+        else:
+            (role,) = [
+                r for r in by_kind(manifests, "Role") if r["metadata"]["namespace"] == namespace
+            ]
+            (binding,) = [
+                b
+                for b in by_kind(manifests, "RoleBinding")
+                if b["metadata"]["namespace"] == namespace
+            ]
+        assert_bound(binding, role, manifests)
+        plural = {"ClusterKopfPeering": "clusterkopfpeerings", "KopfPeering": "kopfpeerings"}
+        granted = {v for g, r, v in grants(role) if (g, r) == ("kopf.dev", plural[peering["kind"]])}
+        assert granted >= needed, (peering["kind"], namespace, granted)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"replicaCount": 2}, "redis.url or redis.existingSecret"),
+        ({**HA, "operator": {"standalone": True}}, "operator.standalone must be false"),
+    ],
+)
+def test_replicas_refuse_what_would_make_them_unsafe(
+    helm_template: Callable[..., str], values: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        helm_template(values)
+    assert message in failed.value.stderr
 
 
 def test_scheduling_values(render: Render) -> None:
@@ -256,6 +361,7 @@ def test_scheduling_values(render: Render) -> None:
         {"redis": {"url": "http://not-redis"}},
         {"redis": {"url": "redis+memcache://r:6379"}},
         {"operator": {"logLevel": "loud"}},
+        {"operator": {"peering": "Not_A_Name"}},
     ],
 )
 def test_schema_rejects(helm_template: Callable[..., str], values: dict[str, Any]) -> None:
@@ -304,6 +410,31 @@ def assert_bound(binding: Manifest, role: Manifest, manifests: list[Manifest]) -
 
 def test_chart_crds_are_the_generated_ones() -> None:
     top = {p.name: p.read_bytes() for p in (REPO / "crds").glob("*.yaml")}
-    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("*.yaml")}
+    chart = {p.name: p.read_bytes() for p in (CHART / "crds").glob("runstate.dev_*.yaml")}
     assert set(top) == {"runstate.dev_runbooks.yaml", "runstate.dev_runs.yaml"}
     assert chart == top
+    # Besides them the chart ships kopf's peering CRDs, and nothing else.
+    assert {p.name for p in (CHART / "crds").iterdir()} == {*top, KOPF_CRDS.name}
+
+
+KOPF_CRDS = CHART / "crds" / "kopf-peering.yaml"
+
+
+def test_chart_ships_kopfs_peering_crds() -> None:
+    """The same definitions the peering integration test installs and runs two replicas
+    against (tests/integration/test_recovery.py)."""
+    shipped = [doc for doc in yaml.safe_load_all(KOPF_CRDS.read_text()) if doc]
+    proven = [yaml.safe_load(line) for line in peering_crds().splitlines()]
+    assert shipped == proven
+    by_name = {crd["metadata"]["name"]: crd["spec"] for crd in shipped}
+    assert by_name["clusterkopfpeerings.kopf.dev"]["scope"] == "Cluster"
+    assert by_name["clusterkopfpeerings.kopf.dev"]["names"]["kind"] == "ClusterKopfPeering"
+    assert by_name["kopfpeerings.kopf.dev"]["scope"] == "Namespaced"
+    assert by_name["kopfpeerings.kopf.dev"]["names"]["kind"] == "KopfPeering"
+    for spec in by_name.values():
+        (version,) = spec["versions"]
+        # kopf 1.45 talks kopf.dev/v1 and writes the peers into status through the object
+        # itself: a status subresource would need RBAC on it, which the chart does not grant.
+        assert (spec["group"], version["name"]) == ("kopf.dev", "v1")
+        assert version["served"] and version["storage"]
+        assert "subresources" not in version

@@ -117,3 +117,27 @@ per watched namespace. Exactly what the operator (and kopf under it) calls.
   resources: ["namespaces"]
   verbs: ["get", "list", "watch"]
 {{- end }}
+
+{{/*
+"true" when the replicas run as active/standby peers (replicaCount > 1), else empty.
+Same priority means every replica stands by (kopf's rule), so each draws its own at start
+(RUNSTATE_PEERING_PRIORITY=random). The hand-over is safe only with a store the replicas
+share: its compare-and-set fences the state a replica that has not paused yet may still
+write; with the in-memory store each replica would keep its own, so it is refused.
+*/}}
+{{- define "runstate.peered" -}}
+{{- if gt (int .Values.replicaCount) 1 }}
+{{- if .Values.operator.standalone }}
+{{- fail "replicaCount > 1 needs kopf peering: operator.standalone must be false (standalone replicas all act)" }}
+{{- end }}
+{{- if not (include "runstate.redisSecretName" .) }}
+{{- fail "replicaCount > 1 needs a state store the replicas share: set redis.url or redis.existingSecret (the in-memory store is per replica)" }}
+{{- end }}
+{{- "true" }}
+{{- end }}
+{{- end }}
+
+{{/* The kopf peering object the replicas share: operator.peering, else the release's name. */}}
+{{- define "runstate.peeringName" -}}
+{{- default (include "runstate.fullname" .) .Values.operator.peering }}
+{{- end }}
