@@ -182,6 +182,7 @@ async def startup(
         store=store,
         cache=cache,
         resync_seconds=cfg.resync_seconds,
+        finished_ttl_seconds=cfg.finished_ttl_seconds,
         wake=lambda key: queue.add(("run", key[0], key[1])),
     )
     rt = Runtime(settings=cfg, kube=kube, reconciler=reconciler, queue=queue)

@@ -81,6 +81,7 @@ class Settings:
             namespaces=tuple(n.strip() for n in ns),
             workers=int(e.get("RUNSTATE_WORKERS", "16")),
             resync_seconds=float(e.get("RUNSTATE_RESYNC_SECONDS", "60")),
+            finished_ttl_seconds=int(e.get("RUNSTATE_FINISHED_TTL_SECONDS") or 7 * 24 * 3600),
             standalone=e.get("RUNSTATE_STANDALONE", "").lower() in ("1", "true", "yes"),
             peering=e.get("RUNSTATE_PEERING") or None,
             peering_priority=_peering_priority(e.get("RUNSTATE_PEERING_PRIORITY")),

@@ -25,3 +25,8 @@ def test_describe_masks_the_password_and_never_raises(url: str | None, shown: st
     line = Settings(redis_url=url).describe()
     assert line.startswith(shown)
     assert "s3cret" not in line
+
+
+def test_finished_runs_hot_state_ttl_comes_from_the_environment() -> None:
+    assert Settings.from_env({}).finished_ttl_seconds == 7 * 24 * 3600
+    assert Settings.from_env({"RUNSTATE_FINISHED_TTL_SECONDS": "3600"}).finished_ttl_seconds == 3600

@@ -261,12 +261,14 @@ class Reconciler:
         create_concurrency: int = 16,
         status_coalesce_seconds: float = 1.0,
         wake: Callable[[ObjectKey], None] | None = None,
+        finished_ttl_seconds: int = FINISHED_TTL_SECONDS,
     ) -> None:
         # A lease outlives a few resyncs (each reconcile of a live run renews it), and dies with
         # an operator that stops renewing.
         self.kube = kube
         self.store = store
         self.cache = cache
+        self.finished_ttl_seconds = finished_ttl_seconds
         self.clock = clock
         self.resync_seconds = resync_seconds
         self.status_coalesce_seconds = status_coalesce_seconds
@@ -535,7 +537,7 @@ class Reconciler:
         if decision.release:
             return await self._finalize(key, uid, meta, finalizers, mem)
         if decision.done:
-            await self._store_call("expire", self.store.aexpire(uid, FINISHED_TTL_SECONDS))
+            await self._store_call("expire", self.store.aexpire(uid, self.finished_ttl_seconds))
             mem.done = True
             next_in = decision.cleanup.next_in if decision.cleanup else None
             mem.cleanup_at = None if next_in is None else time.monotonic() + next_in
