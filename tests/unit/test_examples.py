@@ -20,6 +20,10 @@ def test_example_is_valid(path: Path) -> None:
         if doc["kind"] == "Runbook":
             spec = RunbookSpec.model_validate(doc["spec"])
             validate_runbook(spec)  # DAG, hooks: what the operator checks at Setup
+            # Unknown fields are ignored by the models (and pruned by the API server): a
+            # misspelt one would vanish without a word, so the round trip must be exact.
+            assert spec.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc["spec"]
         else:
             assert doc["kind"] == "Run"
-            RunSpec.model_validate(doc["spec"])
+            run = RunSpec.model_validate(doc["spec"])
+            assert run.model_dump(by_alias=True, exclude_unset=True, mode="json") == doc["spec"]
