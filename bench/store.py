@@ -6,7 +6,8 @@ round, interleaved, on the same server and key space (RUNS runs or keys, N = 3 Ã
                    connections, from Redis's own C client: what server + loopback can do
   runstate         RedisStateStore.acommit (Lua compare-and-set + XADD of the history entry),
                    RUNS runs each walked PENDING/Pending -> RUNNING/Running -> COMPLETED/Completed
-                   by C asyncio tasks (the operator's workers) in one Python process
+                   by C asyncio tasks (the operator's workers) in one Python process; concurrent
+                   commits share pipelines (the store's batching, as the operator runs it)
   pystator         PyStator 0.0.47's RedisStateStore.set_state (sync, with the metadata its
                    Orchestrator writes), the same walk by C threads, in its own venv
                    (~/.cache/runstate/bench-pystator, created here when missing)
@@ -15,10 +16,9 @@ and, unless --no-diagnose, rows that explain the runstate number:
   memory           InMemoryStateStore.acommit, no Redis: the floor of the Python side
   hiredis          runstate with hiredis importable (redis-py then parses replies in C); hiredis
                    lives in ~/.cache/runstate/bench-pystator/hiredis-site, never the main venv
-  sync             the store's blocking commit, C threads (when the store has one)
-  pool             runstate with max_connections 128 instead of 50 (only where C > 50)
-  batched          a prototype in this file: concurrent acommit calls share one pipeline
-  batched-hiredis  the prototype with hiredis
+  unbatched        runstate with max_batch=1: every commit its own round trip (the store before
+                   batching), to show what batching buys in the same round
+  sync             the store's blocking commit, C threads (it never batches)
 Each Python row runs in a fresh child process, which times only its transitions and then checks
 every run it wrote (final state, version, history length) plus a sample through the store's own
 read API; the parent checks Redis's command counters (INFO commandstats). A row that fails a
@@ -36,7 +36,6 @@ import argparse
 import asyncio
 import contextlib
 import cProfile
-import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -51,7 +50,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,11 +58,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import redis
-from redis.asyncio import BlockingConnectionPool, Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
-from redis.exceptions import NoScriptError
-from redis.typing import EncodableT
+from redis.asyncio import Redis
 
 from runstate.devcluster.redis import RedisServer
 from runstate.stores import (
@@ -72,8 +67,8 @@ from runstate.stores import (
     InMemoryStateStore,
     RedisStateStore,
     StateRecord,
-    VersionConflict,
 )
+from runstate.stores.redis import MAX_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("RUNSTATE_CACHE", Path.home() / ".cache/runstate"))
@@ -145,175 +140,6 @@ class Committer(Protocol):
         expected_version: int,
         history: Sequence[HistoryEntry] = (),
     ) -> StateRecord: ...
-
-
-class BatchedCommits:
-    """PROTOTYPE of a store change: acommit calls that arrive while a commit is on the wire
-    leave together, as one pipeline of EVALSHA on one connection (auto-pipelining).
-
-    Same script, keys, arguments, replies and errors as RedisStateStore.acommit; each commit
-    stays its own atomic script, so the CAS semantics do not change. What is saved per commit
-    is redis-py's per-command machinery: taking and returning a pooled connection, the retry
-    and observability wrappers, one send and one event-loop wake-up per reply.
-    """
-
-    def __init__(
-        self,
-        client: Redis,
-        script: str,
-        *,
-        key_prefix: str = PREFIX,
-        history_cap: int = HISTORY_CAP,
-        max_batch: int = 256,
-        in_flight: int = 1,
-    ) -> None:
-        self._client = client
-        self._script = script
-        self._sha = hashlib.sha1(script.encode()).hexdigest()
-        self._prefix = key_prefix
-        self._cap = history_cap
-        self._max_batch = max_batch
-        self._queue: list[tuple[list[EncodableT], asyncio.Future[Any]]] = []
-        self._in_flight = in_flight  # pipelines on the wire at once, each on its connection
-        self._drainers = 0
-        self._tasks: set[asyncio.Task[None]] = set()
-        self.batches = 0
-        self.commits = 0
-
-    async def acommit(
-        self,
-        run_uid: str,
-        record: StateRecord,
-        *,
-        expected_version: int,
-        history: Sequence[HistoryEntry] = (),
-    ) -> StateRecord:
-        if expected_version < 0:
-            raise ValueError(f"run {run_uid}: expected_version must be >= 0")
-        context_json = json.dumps(dict(record.context), separators=(",", ":"))
-        base = f"{self._prefix}:{{{run_uid}}}"
-        args: list[EncodableT] = [
-            "EVALSHA",
-            self._sha,
-            2,
-            f"{base}:state",
-            f"{base}:history",
-            expected_version,
-            self._cap,
-            7,
-            "type",
-            record.type,
-            "name",
-            record.name,
-            "stage",
-            record.stage,
-            "attempt",
-            str(record.attempt),
-            "message",
-            record.message,
-            "timestamp",
-            record.timestamp,
-            "context",
-            context_json,
-        ]
-        for e in history:
-            args += [e.from_state, e.to_state, e.at, e.message, e.attempt]
-        reply = await self._submit(args)
-        if int(reply[0]) != 1:
-            raise VersionConflict(run_uid, expected_version, int(reply[1]))
-        return dataclasses.replace(record, version=int(reply[1]), context=json.loads(context_json))
-
-    async def _submit(self, args: list[EncodableT]) -> Any:
-        if not self._drainers and not self._queue:
-            # Idle: go straight out, as the store does today (no extra task hop at C = 1);
-            # whatever queues meanwhile leaves as one batch when this returns.
-            self._drainers += 1
-            try:
-                return (await self._send([args]))[0]
-            finally:
-                self._drainers -= 1
-                self._kick()
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((args, fut))
-        self._kick()
-        return await fut
-
-    def _kick(self) -> None:
-        """Start a drainer if commits wait and fewer than `in_flight` pipelines are out."""
-        if self._queue and self._drainers < self._in_flight:
-            self._drainers += 1
-            task = asyncio.create_task(self._drain())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self) -> None:
-        try:
-            while True:
-                # One turn of the loop first: the workers the last replies woke queue their
-                # next commits, which then leave together.
-                await asyncio.sleep(0)
-                if not self._queue:
-                    break
-                batch = self._queue[: self._max_batch]
-                del self._queue[: self._max_batch]
-                try:
-                    replies = await self._send([args for args, _ in batch])
-                except Exception as exc:  # every waiter of the batch gets the error
-                    for _, fut in batch:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                for (_, fut), reply in zip(batch, replies, strict=True):
-                    if fut.done():  # the caller was cancelled
-                        continue
-                    if isinstance(reply, Exception):
-                        fut.set_exception(reply)
-                    else:
-                        fut.set_result(reply)
-        finally:
-            self._drainers -= 1
-
-    async def _send(self, commands: list[list[EncodableT]]) -> list[Any]:
-        """Replies (or the exception of each command), in order; NOSCRIPT loads and resends."""
-        self.batches += 1
-        self.commits += len(commands)
-        replies = await self._pipeline(commands)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:  # not run at all, so resending is safe
-            await self._client.script_load(self._script)
-            again = await self._pipeline([commands[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
-
-    async def _pipeline(self, commands: list[list[EncodableT]]) -> list[Any]:
-        if len(commands) == 1:
-            execute: Callable[..., Awaitable[Any]] = self._client.execute_command  # untyped
-            try:
-                return [await execute(*commands[0])]
-            except NoScriptError as exc:
-                return [exc]
-        pipe = self._client.pipeline(transaction=False)
-        queue: Callable[..., Any] = pipe.execute_command  # untyped in redis-py
-        for command in commands:
-            queue(*command)
-        return list(await pipe.execute(raise_on_error=False))
-
-
-def pool_like_from_url(url: str, max_connections: int) -> Redis:
-    """A client with the pool `RedisStateStore.from_url` builds (same settings), for the
-    prototype, which needs the client itself."""
-    pool = BlockingConnectionPool.from_url(
-        url,
-        max_connections=max_connections,
-        timeout=5.0,
-        socket_timeout=5.0,
-        socket_connect_timeout=5.0,
-        retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), 3),
-        health_check_interval=30,
-        decode_responses=True,
-    )
-    return Redis.from_pool(pool)
 
 
 def step(index: int, start: str, previous: str) -> tuple[StateRecord, HistoryEntry]:
@@ -427,17 +253,13 @@ async def child_store(args: argparse.Namespace) -> dict[str, Any]:
     warm = [f"warm-{i}" for i in range(concurrency)]
     admin = redis.Redis.from_url(args.url)
     store: Any
-    committer: Committer
-    batched: BatchedCommits | None = None
     if args.child == "memory":
-        store = committer = InMemoryStateStore()
-    elif args.batched:
-        client = pool_like_from_url(args.url, args.max_connections)
-        store = RedisStateStore(client, owns_client=True)
-        committer = batched = BatchedCommits(client, commit_script(), in_flight=args.in_flight)
+        store = InMemoryStateStore()
     else:
-        store = RedisStateStore.from_url(args.url, max_connections=args.max_connections)
-        committer = store
+        store = RedisStateStore.from_url(
+            args.url, max_connections=args.max_connections, max_batch=args.max_batch
+        )
+    committer: Committer = store
 
     async def walk(ids: list[str]) -> None:
         if args.child == "sync":
@@ -447,8 +269,7 @@ async def child_store(args: argparse.Namespace) -> dict[str, Any]:
 
     # Warm-up, not timed: the script cache and one pooled connection per worker.
     await walk(warm)
-    if batched:
-        batched.batches = batched.commits = 0
+    trips0 = store.batching.round_trips if args.child == "redis" else 0
     profiler = cProfile.Profile() if args.profile else None
     cpu0, busy0, srv0 = time.process_time(), machine_busy_seconds(), server_cpu(admin)
     t0 = time.perf_counter()
@@ -460,6 +281,8 @@ async def child_store(args: argparse.Namespace) -> dict[str, Any]:
     seconds = time.perf_counter() - t0
     cpu, busy = time.process_time() - cpu0, machine_busy_seconds() - busy0
     srv = server_cpu(admin) - srv0
+    # How the timed commits left: commits per round trip (1.0 when nothing shared one).
+    trips = store.batching.round_trips - trips0 if args.child == "redis" else 0
     if profiler:
         profiler.dump_stats(args.profile)
     problems = await check_sample(store, uids)
@@ -483,7 +306,7 @@ async def child_store(args: argparse.Namespace) -> dict[str, Any]:
         "checked": f"all {len(uids)} runs {FINAL} v{len(WALK)} with {len(WALK)} history "
         f"entries; {min(SAMPLE, len(uids))} read back through the store",
         "problems": problems,
-        **({"mean_batch": batched.commits / max(1, batched.batches)} if batched else {}),
+        **({"mean_batch": len(uids) * len(WALK) / max(1, trips)} if trips else {}),
     }
 
 
@@ -703,9 +526,7 @@ class Bench:
     def store_argv(self, c: int, kind: str = "redis", **opts: Any) -> list[str]:
         argv = [sys.executable, __file__, "--child", kind, "--url", self.url]
         argv += ["--runs", str(self.args.runs), "--concurrency", str(c)]
-        argv += ["--max-connections", str(opts.get("max_connections", 50))]
-        if opts.get("batched"):
-            argv.append("--batched")
+        argv += ["--max-batch", str(opts.get("max_batch", MAX_BATCH))]
         return argv
 
     def env(self, hiredis: bool) -> dict[str, str]:
@@ -732,14 +553,10 @@ class Bench:
                 return self.child(row, self.store_argv(c, "memory"), plain)
             case "hiredis":
                 return self.child(row, self.store_argv(c), with_hiredis)
+            case "unbatched":
+                return self.child(row, self.store_argv(c, max_batch=1), plain)
             case "sync":
                 return self.child(row, self.store_argv(c, "sync"), plain)
-            case "pool":
-                return self.child(row, self.store_argv(c, max_connections=128), plain)
-            case "batched":
-                return self.child(row, self.store_argv(c, batched=True), plain)
-            case "batched-hiredis":
-                return self.child(row, self.store_argv(c, batched=True), with_hiredis)
         raise ValueError(row.key)
 
 
@@ -757,11 +574,6 @@ def evalsha_command(script: str) -> list[str]:
     return ["EVALSHA", sha, "2", *keys, "-1", str(HISTORY_CAP), "7", *fields, *history]
 
 
-def has_sync(c: int) -> bool:
-    """The store's blocking face arrives with the store work of issue 5."""
-    return callable(getattr(RedisStateStore, "commit", None))
-
-
 def rows(diagnose: bool) -> list[Row]:
     out = [
         Row("set", "redis-benchmark SET (-P 1, C connections)"),
@@ -773,10 +585,8 @@ def rows(diagnose: bool) -> list[Row]:
             Row("evalsha", "redis-benchmark EVALSHA of the commit script", True),
             Row("memory", "InMemoryStateStore.acommit (no Redis)", True),
             Row("hiredis", "runstate + hiredis", True),
-            Row("sync", "runstate blocking commit (sync, C threads)", True, has_sync),
-            Row("pool", "runstate, max_connections 128", True, lambda c: c > 50),
-            Row("batched", "prototype: batched commits (one pipeline)", True),
-            Row("batched-hiredis", "prototype: batched commits + hiredis", True),
+            Row("unbatched", "runstate, batching off (max_batch=1)", True),
+            Row("sync", "runstate blocking commit (sync, C threads)", True),
         ]
     return out
 
@@ -826,7 +636,7 @@ def report(args: argparse.Namespace, table: list[Row], levels: list[int]) -> Non
         print(f"- {row.key}: {row.checked}")
     print()
     for row in table:
-        if row.key not in ("runstate", "batched", "batched-hiredis"):
+        if row.key not in ("runstate", "hiredis", "unbatched"):
             continue
         for c in levels:
             rates = [s.rate for s in row.samples[c]]
@@ -867,7 +677,6 @@ Func = tuple[str, int, str]  # pstats' (file, line, function)
 REDIS_PY = "site-packages/redis/"
 POOL_FUNCS = {"get_connection", "release", "ensure_connection", "can_read_destructive"}
 POOL_FUNCS |= {"get_available_connection", "_maybe_pool_lock", "can_get_connection"}
-PROTOTYPE = {"acommit", "_submit", "_after_send", "_drain", "_send", "_pipeline"}
 CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
     (
         "redis-py: packing commands (pure Python)",
@@ -892,8 +701,8 @@ CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
     ),
     ("asyncio event loop, tasks, futures", lambda f, n: "/asyncio/" in f),
     (
-        "runstate store, or the prototype's commit code",
-        lambda f, n: "runstate/stores" in f or (f.endswith("bench/store.py") and n in PROTOTYPE),
+        "runstate store code (checks, JSON, Call objects, batching)",
+        lambda f, n: "runstate/stores" in f,
     ),
     ("bench harness (building records, timestamps)", lambda f, n: f.endswith("bench/store.py")),
 ]
@@ -932,15 +741,15 @@ def profile(args: argparse.Namespace, server: RedisServer, work: Path) -> None:
     """Where the client's CPU goes per transition: one pass without and one under cProfile."""
     bench = Bench(args, server, work)
     c = int(args.concurrency.split(",")[0])
-    for key, label, batched in (
-        ("runstate", "RedisStateStore.acommit", False),
-        ("batched", "prototype: batched commits", True),
+    for key, label, max_batch in (
+        ("runstate", "RedisStateStore.acommit (batched)", MAX_BATCH),
+        ("unbatched", "RedisStateStore.acommit, max_batch=1", 1),
     ):
         results: list[dict[str, Any]] = []
         out = work / f"{key}.prof"
         for extra in ([], ["--profile", str(out)]):
             bench.fresh()
-            argv = [*bench.store_argv(c, batched=batched), *extra]
+            argv = [*bench.store_argv(c, max_batch=max_batch), *extra]
             proc = subprocess.run(argv, capture_output=True, text=True, env=bench.env(False))
             if proc.returncode != 0:
                 raise RuntimeError(proc.stderr[-3000:])
@@ -995,8 +804,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--child", choices=("redis", "memory", "sync"), help=argparse.SUPPRESS)
     parser.add_argument("--url", default="", help=argparse.SUPPRESS)
     parser.add_argument("--max-connections", type=int, default=50, help=argparse.SUPPRESS)
-    parser.add_argument("--batched", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--in-flight", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--max-batch", type=int, default=MAX_BATCH, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(asyncio.run(child_store(args))))

@@ -96,12 +96,20 @@ class RedisProcess:
             decode_responses=True,
         )
 
-    def start(self, settings: Sequence[str] = (), attempts: int = 3, timeout: float = 10) -> None:
+    def start(
+        self,
+        settings: Sequence[str] = (),
+        attempts: int = 3,
+        timeout: float = 10,
+        *,
+        port: int | None = None,
+    ) -> None:
+        """Start on `port` (a restart, where clients expect it), or on a free port."""
         # A free port can be taken between probing and binding: try a few.
         self.workdir.mkdir(parents=True, exist_ok=True)
         log_path = self.workdir / "redis.log"
         for _ in range(attempts):
-            self.port = free_port()
+            self.port = port or free_port()
             config = self.workdir / "redis.conf"  # sentinel rewrites it: must be writable
             base = [
                 "bind 127.0.0.1",

@@ -15,15 +15,17 @@ The `{...}` hash tag keeps one run's keys in one Redis Cluster slot, so the mult
 work on a single Redis, behind Sentinel and on a Redis Cluster alike.
 
 Each store operation is built here as a `Call`: the command to send, what to send instead when
-the server does not know a script yet, and how to turn the reply into the result (or an error
-such as `VersionConflict`). `RedisStateStore` only sends a Call's command, through redis.asyncio
-for the async methods or the blocking client for the others, so the two faces cannot drift
-apart. This module must not do I/O and must not import a Redis client.
+the server does not know a script yet, how to turn the reply into the result (or an error such
+as `VersionConflict`), and whether it may share a pipeline with other Calls. `RedisStateStore`
+only sends a Call's command, through redis.asyncio for the async methods or the blocking client
+for the others, so the two faces cannot drift apart. This module must not do I/O and must not
+import a Redis client.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -131,6 +133,10 @@ class Call(Generic[T]):
     a promoted replica, a cluster node that never ran it). `parse` turns the reply into the
     result and may raise. `what` names the operation for error messages. `ping`: every error,
     not only a connection failure, means "unavailable".
+
+    `batch`: the async store may send this Call in one pipeline with other batch Calls. Only
+    for one script whose outcome depends on nothing else in the pipeline (a commit: its own
+    run's version fence decides it), so sharing a round trip changes nothing but the cost.
     """
 
     what: str
@@ -138,15 +144,28 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     on_noscript: tuple[Arg, ...] | None = None
     ping: bool = False
+    batch: bool = False
+
+
+@functools.cache
+def _sha1(lua: str) -> str:
+    # Once per script, not per call: a commit is built thousands of times a second.
+    return hashlib.sha1(lua.encode()).hexdigest()
 
 
 def _script(
-    what: str, lua: str, keys: Sequence[str], args: Sequence[Arg], parse: Callable[[Any], T]
+    what: str,
+    lua: str,
+    keys: Sequence[str],
+    args: Sequence[Arg],
+    parse: Callable[[Any], T],
+    *,
+    batch: bool = False,
 ) -> Call[T]:
     """EVALSHA first (no script text on the wire); EVAL, which also caches it, on NOSCRIPT."""
-    sha = hashlib.sha1(lua.encode()).hexdigest()
+    sha = _sha1(lua)
     tail = (len(keys), *keys, *args)
-    return Call(what, ("EVALSHA", sha, *tail), parse, on_noscript=("EVAL", lua, *tail))
+    return Call(what, ("EVALSHA", sha, *tail), parse, on_noscript=("EVAL", lua, *tail), batch=batch)
 
 
 def _nothing(_: Any) -> None:
@@ -272,7 +291,9 @@ class RedisCalls:
         for entry in history:
             args += [entry.from_state, entry.to_state, entry.at, entry.message, entry.attempt]
         what = f"committing the state of run {run_uid}"
-        return _script(what, COMMIT_LUA, [state_key, history_key], args, parse)
+        # Batchable: a commit reads and writes only its own run's keys, so whatever shares its
+        # pipeline cannot change its outcome (and the fence still decides a conditional one).
+        return _script(what, COMMIT_LUA, [state_key, history_key], args, parse, batch=True)
 
     def set_state(
         self, run_uid: str, state: str, *, metadata: Mapping[str, Any] | None = None
