@@ -1080,11 +1080,16 @@ def test_a_pod_that_starts_slowly_is_a_stage_warning(
     st = final_status(kube_cluster, ns, "r1")
     assert st["state"]["type"] == "COMPLETED"
     assert st["stageWarnings"]["Execute"] == 1
-    assert (
-        operator.metric(
-            "runstate_stage_warnings_total", namespace=ns, runbook="sluggish", stage="Execute"
-        )
-        == 1
+    # Counted just after the status is written: wait for it rather than race it.
+    wait_for(
+        "the stage warning metric",
+        lambda: (
+            operator.metric(
+                "runstate_stage_warnings_total", namespace=ns, runbook="sluggish", stage="Execute"
+            )
+            == 1
+        ),
+        timeout=10,
     )
 
 
@@ -1122,26 +1127,30 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
     conflicts_before = operator.metric("runstate_api_conflicts_total", resource="runs/status")
     kube_cluster.apply(run("r1", "contested"), ns)
     stop = threading.Event()
-    marks: list[int] = []
+    marks: dict[str, int] = {}
 
-    def annotate() -> None:
+    def annotate(writer: int) -> None:
+        # Several writers, each on its own annotation, so the Run changes every few ms: the
+        # operator's cache (kopf batches watch events for 0.1 s) is then nearly always behind.
         for i in itertools.count():
             if stop.is_set():
                 return
             done = kube_cluster.kubectl(
-                "annotate", "run", "r1", "-n", ns, "--overwrite", f"example.com/sync={i}",
+                "annotate", "run", "r1", "-n", ns, "--overwrite", f"example.com/sync-{writer}={i}",
                 check=False,
             )  # fmt: skip
             if done.returncode == 0:
-                marks.append(i)
+                marks[f"example.com/sync-{writer}"] = i
 
-    writer = threading.Thread(target=annotate, daemon=True)
-    writer.start()
+    writers = [threading.Thread(target=annotate, args=(w,), daemon=True) for w in range(4)]
+    for writer in writers:
+        writer.start()
     try:
         st = final_status(kube_cluster, ns, "r1")
     finally:
         stop.set()
-        writer.join(timeout=30)
+        for writer in writers:
+            writer.join(timeout=30)
 
     assert st["state"]["type"] == "COMPLETED", st["state"]
     assert history_of(st) == ["Pending", "Running", "Completed"]
@@ -1149,7 +1158,8 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
     assert [(o["name"], o["success"]) for o in st["operations"]] == [("first", 3), ("second", 3)]
     assert st["stage"] == "Disconnect" and st["hostsSummary"] == "3/3"
     obj = kube_cluster.get("run", "r1", ns)
-    assert obj["metadata"]["annotations"]["example.com/sync"] == str(marks[-1])
+    annotations = obj["metadata"]["annotations"]
+    assert len(marks) == 4 and all(annotations[k] == str(v) for k, v in marks.items())
     assert "runstate.dev/cleanup" in obj["metadata"]["finalizers"]
     conflicts = operator.metric("runstate_api_conflicts_total", resource="runs/status")
     assert conflicts > conflicts_before, "no status write met a 409: the test proved nothing"

@@ -31,6 +31,18 @@ class Conflict(Exception):
     """A write carrying a resourceVersion lost: the object changed since (409)."""
 
 
+async def _watch_events(response: Any) -> AsyncIterator[dict[str, Any]]:
+    """The events of a watch response (one JSON object per line), until the server ends it."""
+    try:
+        if not 200 <= response.status <= 299:
+            raise ApiException(status=response.status, reason=await response.text())
+        async for line in response.content:
+            if line.strip():
+                yield json.loads(line)
+    finally:
+        response.release()
+
+
 class KubeClient:
     def __init__(self, api: k8s.ApiClient, on_write: Callable[[str], None] | None = None) -> None:
         self._api = api
@@ -134,14 +146,8 @@ class KubeClient:
             response = await self._core.list_pod_for_all_namespaces(**kwargs)
         else:
             response = await self._core.list_namespaced_pod(namespace, **kwargs)
-        try:
-            if not 200 <= response.status <= 299:
-                raise ApiException(status=response.status, reason=await response.text())
-            async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
-        finally:
-            response.release()
+        async for event in _watch_events(response):
+            yield event
 
     async def _merge_patch(
         self, plural: str, namespace: str, name: str, body: Mapping[str, Any], *, status: bool
@@ -317,14 +323,8 @@ class KubeClient:
             resource_version=resource_version,
             timeout_seconds=timeout_seconds,
         )
-        try:
-            if not 200 <= response.status <= 299:
-                raise ApiException(status=response.status, reason=await response.text())
-            async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
-        finally:
-            response.release()
+        async for event in _watch_events(response):
+            yield event
 
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         self._on_write("events")
