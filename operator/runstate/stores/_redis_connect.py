@@ -81,6 +81,21 @@ def _connection_kwargs(target: RedisTarget, options: ConnectOptions) -> dict[str
     return kwargs
 
 
+def _pool_kwargs(
+    options: ConnectOptions, retry: redis.retry.Retry | redis.asyncio.retry.Retry
+) -> dict[str, Any]:
+    """Options of the blocking pool of a single server, the same for both flavours."""
+    return {
+        "max_connections": options.max_connections,
+        "timeout": options.socket_timeout,
+        "socket_timeout": options.socket_timeout,
+        "socket_connect_timeout": options.socket_timeout,
+        "retry": retry,
+        "health_check_interval": 30,
+        "decode_responses": True,
+    }
+
+
 def _sentinel_kwargs(
     target: RedisTarget,
     options: ConnectOptions,
@@ -111,14 +126,7 @@ def async_client(target: RedisTarget, options: ConnectOptions) -> AsyncClient:
         # A blocking pool makes a burst of callers wait for a connection instead of failing
         # with "Too many connections".
         pool = redis.asyncio.BlockingConnectionPool.from_url(
-            target.url,
-            max_connections=options.max_connections,
-            timeout=options.socket_timeout,
-            socket_timeout=options.socket_timeout,
-            socket_connect_timeout=options.socket_timeout,
-            retry=retry,
-            health_check_interval=30,
-            decode_responses=True,
+            target.url, **_pool_kwargs(options, retry)
         )
         return redis.asyncio.Redis.from_pool(pool)
     kwargs = _connection_kwargs(target, options)
@@ -147,16 +155,7 @@ def sync_client(target: RedisTarget, options: ConnectOptions) -> SyncClient:
     """The blocking client for `target`. A cluster client connects here, the others on use."""
     retry = redis.retry.Retry(_backoff(), options.retries)
     if target.topology == "single":
-        pool = redis.BlockingConnectionPool.from_url(
-            target.url,
-            max_connections=options.max_connections,
-            timeout=options.socket_timeout,
-            socket_timeout=options.socket_timeout,
-            socket_connect_timeout=options.socket_timeout,
-            retry=retry,
-            health_check_interval=30,
-            decode_responses=True,
-        )
+        pool = redis.BlockingConnectionPool.from_url(target.url, **_pool_kwargs(options, retry))
         return redis.Redis.from_pool(pool)
     kwargs = _connection_kwargs(target, options)
     if target.topology == "sentinel":
