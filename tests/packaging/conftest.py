@@ -46,8 +46,10 @@ def helm_template(helm: str, tmp_path_factory: pytest.TempPathFactory) -> Callab
     """`helm template` of the chart (release runstate in runstate-system) with the given values."""
     folder = tmp_path_factory.mktemp("values")
 
-    def run(values: dict[str, Any] | None = None) -> str:
+    def run(values: dict[str, Any] | None = None, kube_version: str | None = None) -> str:
         args = [helm, "template", RELEASE, str(CHART), "--namespace", NAMESPACE]
+        if kube_version:  # what .Capabilities.KubeVersion says (helm's default otherwise)
+            args += ["--kube-version", kube_version]
         if values:
             path = folder / f"values-{len(list(folder.iterdir()))}.json"
             path.write_text(json.dumps(values))  # JSON is YAML, for --values

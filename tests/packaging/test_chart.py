@@ -235,6 +235,8 @@ def test_one_replica_is_unpeered_and_recreated(render: Render) -> None:
     assert not by_kind(manifests, "ClusterKopfPeering") and not by_kind(manifests, "KopfPeering")
     env = env_of(manifests)
     assert not {"RUNSTATE_PEERING", "RUNSTATE_PEERING_PRIORITY", "POD_ID"} & set(env)
+    assert "RUNSTATE_PEERING_LIFETIME" not in env
+    assert not by_kind(manifests, "PodDisruptionBudget")  # one replica: nothing to keep up
 
 
 # Replicas need a store they share (the chart refuses the in-memory one for them).
@@ -251,6 +253,7 @@ def assert_peered_env(manifests: list[Manifest], name: str) -> None:
     env = env_of(manifests)
     assert env["RUNSTATE_PEERING"] == name
     assert env["RUNSTATE_PEERING_PRIORITY"] == "random"
+    assert env["RUNSTATE_PEERING_LIFETIME"] == "60"
     assert env["POD_ID"] == {"fieldRef": {"fieldPath": "metadata.name"}}
     assert env["RUNSTATE_STANDALONE"] == "false"
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
@@ -275,6 +278,20 @@ def test_replicas_peer_cluster_wide(render: Render) -> None:
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
     }
+    # A node drain takes one replica at a time, never the last.
+    pdb = one(manifests, "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"  # helm's default Kubernetes version is current
+    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == (deployment["spec"]["selector"]["matchLabels"])
+    assert pdb["metadata"]["namespace"] == NAMESPACE
+
+
+def test_the_failover_time_is_a_value(render: Render) -> None:
+    manifests = render({**HA, "operator": {"peeringLifetimeSeconds": 15}})
+    env = env_of(manifests)
+    assert env["RUNSTATE_PEERING_LIFETIME"] == "15"
+    plain = {k: v for k, v in env.items() if isinstance(v, str)}
+    assert Settings.from_env(plain).peering_lifetime == 15
 
 
 def test_replicas_peer_in_each_watched_namespace(render: Render) -> None:
@@ -354,6 +371,7 @@ def test_scheduling_values(render: Render) -> None:
     "values",
     [
         {"replicaCount": "two"},
+        {"operator": {"peeringLifetimeSeconds": 1}},
         {"unknownKey": 1},
         {"image": {"repository": "x", "pullPolicy": "Sometimes"}},
         {"metrics": {"port": 0}},

@@ -65,7 +65,9 @@ def cluster_with_crds(kube_cluster: Any) -> Iterator[Any]:
 def test_server_side_dry_run(
     cluster_with_crds: Any, helm_template: Callable[..., str], variant: str
 ) -> None:
-    rendered = helm_template(VARIANTS[variant])
+    # Rendered for the dev API server's version, as `helm install` would for that cluster.
+    version = cluster_with_crds.kubectl("version", "-o", "json").stdout
+    rendered = helm_template(VARIANTS[variant], json.loads(version)["serverVersion"]["gitVersion"])
     manifests = [m for m in yaml.safe_load_all(rendered) if m]
     proc = cluster_with_crds.kubectl("apply", "--dry-run=server", "-f", "-", input=rendered)
     accepted = [line for line in proc.stdout.splitlines() if line.endswith("(server dry run)")]
