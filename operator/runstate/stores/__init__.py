@@ -22,11 +22,12 @@ from .base import (
     VersionConflict,
 )
 from .memory import InMemoryStateStore
-from .redis import RedisStateStore
+from .redis import CommitBatching, RedisStateStore
 
 __all__ = [
     "HISTORY_CAP",
     "AsyncStateStore",
+    "CommitBatching",
     "HistoryEntry",
     "InMemoryStateStore",
     "RedisStateStore",
