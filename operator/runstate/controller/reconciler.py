@@ -522,8 +522,11 @@ class Reconciler:
                     return None
                 if not written:
                     # Another writer changed the status (a second replica during a hand-over):
-                    # decide again from the store and the object as they are now.
+                    # decide again from the store and the object as they are now. This
+                    # decision's transitions are committed all the same, so their Events and
+                    # metrics go out now; the next decision will not make them again.
                     mem.record = mem.written_status = mem.history = None
+                    await self._announce(ns, name, uid, labels, decision, mem, now)
                     return CONFLICT_RECHECK_SECONDS
                 mem.written_status = wanted
                 mem.last_status_write = time.monotonic()
