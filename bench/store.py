@@ -50,12 +50,12 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import redis
 from redis.asyncio import Redis
@@ -63,6 +63,7 @@ from redis.asyncio import Redis
 from runstate.devcluster.redis import RedisServer
 from runstate.stores import (
     HISTORY_CAP,
+    AsyncStateStore,
     HistoryEntry,
     InMemoryStateStore,
     RedisStateStore,
@@ -131,17 +132,6 @@ def command_calls(admin: redis.Redis) -> dict[str, int]:
 # --- the measured client side (child processes) ------------------------------------------
 
 
-class Committer(Protocol):
-    async def acommit(
-        self,
-        run_uid: str,
-        record: StateRecord,
-        *,
-        expected_version: int,
-        history: Sequence[HistoryEntry] = (),
-    ) -> StateRecord: ...
-
-
 def step(index: int, start: str, previous: str) -> tuple[StateRecord, HistoryEntry]:
     """The record and history entry of a run's `index`-th transition, as the operator builds
     them (its context keeps the attempt's start, the run's start and end)."""
@@ -160,7 +150,7 @@ def step(index: int, start: str, previous: str) -> tuple[StateRecord, HistoryEnt
     return record, entry
 
 
-async def walk_runs(committer: Committer, uids: list[str], concurrency: int) -> None:
+async def walk_runs(committer: AsyncStateStore, uids: list[str], concurrency: int) -> None:
     """`concurrency` workers take runs one at a time and walk each through WALK, each commit
     fenced by the version the previous one returned (the operator caches its record)."""
     todo = iter(uids)
@@ -259,7 +249,7 @@ async def child_store(args: argparse.Namespace) -> dict[str, Any]:
         store = RedisStateStore.from_url(
             args.url, max_connections=args.max_connections, max_batch=args.max_batch
         )
-    committer: Committer = store
+    committer: AsyncStateStore = store
 
     async def walk(ids: list[str]) -> None:
         if args.child == "sync":

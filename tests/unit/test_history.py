@@ -55,3 +55,15 @@ def test_negative_values_are_rejected_naming_the_field(field: str) -> None:
         RunbookSpec.model_validate(
             {"operations": [{"name": "a", "run": "true"}], "history": {field: -1}}
         )
+
+
+def test_the_event_says_how_many_went_and_why() -> None:
+    from runstate.domain.history import deleted_message
+
+    history = History(keep_runs=2, ttl_seconds_after_finished=60)
+    result = expired(runs(100, 90, 80, 10), history, T0)
+    assert result.delete == ("r0", "r1", "r2") and result.by_count == 2
+    assert deleted_message(result, history, list(result.delete)) == (
+        "Deleted 3 finished Run(s) (2 over history.keepRuns 2, 1 older than "
+        "history.ttlSecondsAfterFinished 60s): r0, r1, r2"
+    )

@@ -172,3 +172,19 @@ def test_cleanup_skips_pods_on_their_way_out_and_sorts_what_is_due() -> None:
     result = cleanup(units, T0, T0, PodRetention())
     assert result.delete == tuple(sorted(keys))
     assert result.kept == 0
+
+
+def test_only_pods_that_stay_or_stayed_are_news() -> None:
+    from runstate.domain.retention import Cleanup, deleted_message
+
+    quiet = Cleanup(delete=(), kept=0, next_in=None, everything=True, overdue=False)
+    assert deleted_message(quiet, 4, T0) is None
+    kept = Cleanup(delete=(), kept=1, next_in=3600, everything=False, overdue=False)
+    assert deleted_message(kept, 3, T0) == (
+        "Deleted 3 pod(s) of the ended run (config.podRetention); 1 kept, the next to go at "
+        "2026-11-24T13:00:00.000000Z"
+    )
+    later = Cleanup(delete=(), kept=0, next_in=None, everything=True, overdue=True)
+    assert deleted_message(later, 1, T0) == (
+        "Deleted 1 pod(s) of the ended run (config.podRetention)"
+    )

@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from pydantic import ValidationError
@@ -37,7 +37,7 @@ from runstate.domain import engine, history, retention, triggers
 from runstate.domain.concurrency import QueuedRun, queued_ahead
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.inventory import describe_selector
-from runstate.domain.states import is_final, label, parse_time, rfc3339, seconds_between
+from runstate.domain.states import is_final, label, parse_time, seconds_between
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, runs, status
 from runstate.kube.client import Conflict, Gone, KubeClient
@@ -807,13 +807,9 @@ class Reconciler:
                 *(self.kube.delete_pod(ns, pods.pod_name(name, uid, k)) for k in batch)
             )
             mem.cleaned.update(batch)
-        if not cleanup.kept and not cleanup.overdue:
-            return
-        message = f"Deleted {len(due)} pod(s) of the ended run (config.podRetention)"
-        if cleanup.kept and cleanup.next_in is not None:
-            until = rfc3339(now + timedelta(seconds=cleanup.next_in))
-            message += f"; {cleanup.kept} kept, the next to go at {until}"
-        await self._event(ns, name, uid, "PodsDeleted", message, now)
+        message = retention.deleted_message(cleanup, len(due), now)
+        if message is not None:
+            await self._event(ns, name, uid, "PodsDeleted", message, now)
 
     async def _announce(
         self,
@@ -1003,23 +999,8 @@ class Reconciler:
             await self.kube.delete_run(ns, run_name)
             asked.add(run_name)
         if due:
-            keep, ttl = spec.history.keep_runs, spec.history.ttl_seconds_after_finished
-            reasons = []
-            if expiry.by_count:
-                reasons.append(f"{expiry.by_count} over history.keepRuns {keep}")
-            if len(expiry.delete) > expiry.by_count:
-                reasons.append(
-                    f"{len(expiry.delete) - expiry.by_count} older than "
-                    f"history.ttlSecondsAfterFinished {ttl}s"
-                )
-            await self._runbook_event(
-                ns,
-                name,
-                uid,
-                f"Deleted {len(due)} finished Run(s) ({', '.join(reasons)}): {', '.join(due[:10])}"
-                + (" …" if len(due) > 10 else ""),
-                reason="RunsDeleted",
-            )
+            message = history.deleted_message(expiry, spec.history, due)
+            await self._runbook_event(ns, name, uid, message, reason="RunsDeleted")
         # Forget names the cache no longer has: the memory stays as small as the history.
         present = {str((b.get("metadata") or {}).get("name")) for b in bodies}
         asked &= present

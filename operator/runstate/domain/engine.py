@@ -54,11 +54,11 @@ from runstate.domain.work import (
     RunResult,
     WorkKey,
     classify_check,
+    trim_message,
 )
 
 MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
 MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
-MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host
 # The stage a unit's pod works for: a slow start is a warning of that stage.
 STAGE_OF_KIND = {Kind.CONNECT: Stage.Connect, Kind.CHECK: Stage.Prepare, Kind.RUN: Stage.Execute}
 # A deleted Run waits this long for its state hooks before it goes anyway.
@@ -205,11 +205,6 @@ class _Walk:
             failure_reason=self.failure_reason,
             **kwargs,
         )
-
-
-def _trim(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= MESSAGE_LIMIT else "…" + text[-MESSAGE_LIMIT:]
 
 
 def _intent(
@@ -466,7 +461,7 @@ def _decide(obs: Observation) -> Decision:
         return _crash(
             walk,
             f"{len(evicted)} pod(s) of this run ended by their node (first: "
-            f"{_describe(lost.key)}: {lost.reason}: {_trim(lost.message)})",
+            f"{_describe(lost.key)}: {lost.reason}: {trim_message(lost.message)})",
         )
 
     # The operator deletes pods only when a run is cancelled or ends: any other pod that is
@@ -594,7 +589,7 @@ def _run(
                 stage=stage,
                 operation=operation,
                 reason=reason,
-                message=_trim(unit.message),
+                message=trim_message(unit.message),
             )
 
     def active(host: str) -> bool:
@@ -924,7 +919,7 @@ def _execute_op(
                     stage=Stage.Execute,
                     operation=op.name,
                     reason=reason_unit.reason or f"ExitCode{reason_unit.exit_code}",
-                    message=_trim(reason_unit.message),
+                    message=trim_message(reason_unit.message),
                 )
         counts[outcome.value] += 1
         results[f"{op.name}|{host}"] = {
@@ -932,7 +927,7 @@ def _execute_op(
             "exitCode": latest.exit_code,
             "reason": latest.reason,
             "try": latest.key.try_,
-            "message": _trim(latest.message) if outcome not in (RunResult.SUCCESS,) else "",
+            "message": trim_message(latest.message) if outcome not in (RunResult.SUCCESS,) else "",
         }
 
     # Once FAIL_PERCENT is exceeded, no new operation starts; started ones finish their hosts.

@@ -47,3 +47,17 @@ def expired(finished: Sequence[FinishedRun], history: History, now: datetime) ->
                 wait = (due - now).total_seconds()
                 next_in = wait if next_in is None else min(next_in, wait)
     return Expiry(tuple(sorted(delete)), next_in, len(over))
+
+
+def deleted_message(expiry: Expiry, history: History, deleted: Sequence[str]) -> str:
+    """The RunsDeleted Event: how many went, why, and the first names."""
+    reasons = []
+    if expiry.by_count:
+        reasons.append(f"{expiry.by_count} over history.keepRuns {history.keep_runs}")
+    if len(expiry.delete) > expiry.by_count:
+        reasons.append(
+            f"{len(expiry.delete) - expiry.by_count} older than "
+            f"history.ttlSecondsAfterFinished {history.ttl_seconds_after_finished}s"
+        )
+    names = ", ".join(deleted[:10]) + (" …" if len(deleted) > 10 else "")
+    return f"Deleted {len(deleted)} finished Run(s) ({', '.join(reasons)}): {names}"

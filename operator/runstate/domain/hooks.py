@@ -23,10 +23,9 @@ from runstate.api.v1alpha1 import (
     StateType,
 )
 from runstate.domain.errors import SpecError
-from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
+from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey, trim_message
 
 MAX_HOOKS_IN_STATUS = 50
-MESSAGE_LIMIT = 512
 
 # Which list of `spec.hooks` a final state type runs (Crashed counts as a failure, as in Prefect).
 TRIGGERS: Mapping[StateType, str] = {
@@ -94,11 +93,6 @@ def _hosts(op: Operation, hosts: Sequence[Host]) -> list[Host | None]:
     return [h for h in hosts if h.name in n or g & set(h.groups)]
 
 
-def _trim(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= MESSAGE_LIMIT else "…" + text[-MESSAGE_LIMIT:]
-
-
 def plan_hooks(
     spec: RunbookSpec,
     state: RunState,
@@ -149,7 +143,9 @@ def plan_hooks(
                 result = "Pending"  # failed with retries left: the next try starts
             else:
                 result = "Failed"
-                message = _trim(latest.message or latest.reason or f"exit {latest.exit_code}")
+                message = trim_message(
+                    latest.message or latest.reason or f"exit {latest.exit_code}"
+                )
             if result == "Pending":
                 if next_key in launched:
                     # Started once, and its pod is gone: running it again could notify twice.

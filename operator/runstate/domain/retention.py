@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from runstate.api.v1alpha1 import PodRetention
+from runstate.domain.states import rfc3339
 from runstate.domain.work import CheckResult, Kind, Observed, Phase, WorkKey, classify_check
 
 
@@ -68,3 +69,15 @@ def cleanup(
             next_in = wait if next_in is None else min(next_in, wait)
     everything = bool(delete) and not kept and not running
     return Cleanup(tuple(sorted(delete)), kept, next_in, everything, overdue)
+
+
+def deleted_message(cleanup: Cleanup, deleted: int, now: datetime) -> str | None:
+    """The PodsDeleted Event, or None: pods of a run that simply succeeded going at once is
+    the policy, not news; pods that stay, or go after having stayed, are."""
+    if not cleanup.kept and not cleanup.overdue:
+        return None
+    message = f"Deleted {deleted} pod(s) of the ended run (config.podRetention)"
+    if cleanup.kept and cleanup.next_in is not None:
+        until = rfc3339(now + timedelta(seconds=cleanup.next_in))
+        message += f"; {cleanup.kept} kept, the next to go at {until}"
+    return message

@@ -105,6 +105,15 @@ class Intent:
     tolerate: tuple[Mapping[str, Any], ...] = ()  # taints ({key, value, effect}) to tolerate
 
 
+MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host or hook
+
+
+def trim_message(text: str) -> str:
+    """A pod's output for status: its end, where the error usually is, within MESSAGE_LIMIT."""
+    text = text.strip()
+    return text if len(text) <= MESSAGE_LIMIT else "…" + text[-MESSAGE_LIMIT:]
+
+
 class CheckResult(enum.StrEnum):
     NO_CHANGE = "no_change"
     CHANGE = "change"

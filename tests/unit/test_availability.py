@@ -1,0 +1,37 @@
+"""The one place a test may skip (tests/availability.py): under CI=true it fails instead."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = """
+from tests.availability import unavailable
+
+def test_needs_a_control_plane():
+    unavailable("control plane unavailable: kube-apiserver not found")
+"""
+
+
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 failed"), ("", "1 skipped")])
+def test_a_missing_component_fails_in_ci_and_skips_elsewhere(
+    tmp_path: Path, ci: str, outcome: str
+) -> None:
+    probe = tmp_path / "test_probe.py"
+    probe.write_text(PROBE)
+    env = {**os.environ, "CI": ci, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", str(probe)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    assert outcome in proc.stdout, proc.stdout + proc.stderr
+    assert "control plane unavailable" in proc.stdout
+    if ci:
+        assert "CI=true: required, never skipped" in proc.stdout
