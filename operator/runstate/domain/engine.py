@@ -77,6 +77,9 @@ class Progress:
     start_time: str | None = None  # the run's first start
     end_time: str | None = None
     attempt_start: str | None = None  # this attempt's start: run timeouts count from here
+    # A final run's summary (counts, failed hosts, plan), committed with its final state: the
+    # status of an ended run is rebuilt from it, never from pods that retention may delete.
+    summary: Summary | None = None
 
 
 @dataclass(frozen=True)
@@ -194,8 +197,16 @@ class _Walk:
     def progress(self) -> Progress:
         assert self.state is not None
         stage = self.committed if self.regressed() and self.committed else self.stage
+        prev = self.obs.progress
+        summary = prev.summary if prev is not None and prev.state == self.state else None
         return Progress(
-            self.state, stage, self.attempt, self.start_time, self.end_time, self.attempt_start
+            self.state,
+            stage,
+            self.attempt,
+            self.start_time,
+            self.end_time,
+            self.attempt_start,
+            summary,
         )
 
     def decision(self, **kwargs: Any) -> Decision:
@@ -281,7 +292,7 @@ def _seconds(delta: timedelta) -> float:
 
 def decide(obs: Observation) -> Decision:
     """Everything that should happen next for one run. See the module docstring."""
-    decision = _decide(obs)
+    decision = _settle_summary(_decide(obs))
     if decision.final and obs.runbook is not None:
         decision = _with_hooks(obs, obs.runbook, decision)
     if obs.deleted_at is not None and decision.final:
@@ -294,6 +305,24 @@ def decide(obs: Observation) -> Decision:
         cleanup = retention.cleanup(units, ended_at, obs.now, keep)
         decision = dataclasses.replace(decision, cleanup=cleanup)
     return decision
+
+
+def _settle_summary(decision: Decision) -> Decision:
+    """The summary of the decision that ends a run becomes part of its final progress (and so
+    of the committed record); every later decision of that run reports that same summary."""
+    if not decision.final:
+        return decision
+    if decision.progress.summary is not None:
+        return dataclasses.replace(decision, summary=decision.progress.summary)
+    if decision.summary is None:
+        return decision
+    # Per-host results are in the store already; the record keeps only what status shows.
+    kept = dataclasses.replace(decision.summary, results={})
+    return dataclasses.replace(
+        decision,
+        progress=dataclasses.replace(decision.progress, summary=kept),
+        summary=kept if not decision.transitions else decision.summary,
+    )
 
 
 def _release(obs: Observation, deleted_at: datetime, decision: Decision) -> Decision:
