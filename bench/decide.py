@@ -5,7 +5,7 @@ operations done on every host, `parallel` pods of the next one running, so a dec
 H·O/2 + parallel units. Measured in one run, against the same decisions made inline:
 
     inline     engine.decide() on the event loop, as for small runs
-    offloaded  the reconciler's `_decide()`, which hands runs over OFFLOAD_UNITS to a thread
+    offloaded  the run reconciler's `decide()`, which hands runs over OFFLOAD_UNITS to a thread
 
 and for each, the wall time per decision and the longest stall of a 5 ms ticker task on the same
 loop: what every other run, the /healthz probe and kopf's handlers wait while a decision runs.
@@ -22,7 +22,8 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 from runstate.api.v1alpha1 import RunbookSpec, RunSpec
-from runstate.controller.reconciler import OFFLOAD_UNITS, _decide
+from runstate.controller.runs import OFFLOAD_UNITS
+from runstate.controller.runs import decide as _decide
 from runstate.domain.engine import Decision, Observation, decide
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import getpass
 import logging
 import os
@@ -54,20 +53,24 @@ def _operator(args: argparse.Namespace) -> int:
     from runstate.settings import Settings
 
     cfg = Settings.from_env()
-    overrides: dict[str, object] = {}
     if args.namespace:
-        overrides["namespaces"] = tuple(args.namespace)
+        cfg = cfg.replace("watch", namespaces=tuple(args.namespace))
+    peering: dict[str, object] = {}
     if args.standalone:
-        overrides["standalone"] = True
+        peering["standalone"] = True
     if args.peering is not None:
-        overrides["peering"] = args.peering
+        peering["name"] = args.peering
     if args.priority is not None:
-        overrides["peering_priority"] = args.priority
+        peering["priority"] = args.priority
+    if peering:
+        cfg = cfg.replace("peering", **peering)
+    server: dict[str, object] = {}
     if args.metrics_port is not None:
-        overrides["metrics_port"] = args.metrics_port
+        server["port"] = args.metrics_port
     if args.metrics_host is not None:
-        overrides["metrics_host"] = args.metrics_host
-    cfg = dataclasses.replace(cfg, **overrides)  # type: ignore[arg-type]
+        server["host"] = args.metrics_host
+    if server:
+        cfg = cfg.replace("server", **server)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format="%(asctime)s %(levelname)-7s %(name)s %(message)s",
@@ -84,9 +87,9 @@ def _operator(args: argparse.Namespace) -> int:
     asyncio.run(
         kopf.operator(
             registry=handlers.registry,
-            clusterwide=not cfg.namespaces,
-            namespaces=list(cfg.namespaces),
-            standalone=cfg.standalone or None,
+            clusterwide=not cfg.watch.namespaces,
+            namespaces=list(cfg.watch.namespaces),
+            standalone=cfg.peering.standalone or None,
             identity=identity,  # type: ignore[arg-type]  # kopf's Identity: an unexported NewType of str
             memo=kopf.Memo(settings=cfg, identity=identity),
         )

@@ -154,22 +154,26 @@ def pod_labels(deployment: Manifest) -> dict[str, str]:
 @pytest.mark.parametrize(
     ("values", "expected"),
     [
-        ({}, Settings(metrics_port=8080, workers=16, resync_seconds=60.0)),
+        ({}, Settings()),
         (
             {
                 "watchNamespaces": ["team-a", "team-b"],
                 "metrics": {"port": 9090},
                 "operator": {"workers": 4, "resyncSeconds": 30, "standalone": True},
             },
-            Settings(
-                metrics_port=9090,
-                workers=4,
-                resync_seconds=30.0,
-                namespaces=("team-a", "team-b"),
-                standalone=True,
+            Settings.with_values(
+                {
+                    "server": {"port": 9090},
+                    "reconcile": {"workers": 4, "resync_seconds": 30.0},
+                    "watch": {"namespaces": ("team-a", "team-b")},
+                    "peering": {"standalone": True},
+                }
             ),
         ),
-        ({"operator": {"peering": "runstate"}}, Settings(peering="runstate")),
+        (
+            {"operator": {"peering": "runstate"}},
+            Settings.with_values({"peering": {"name": "runstate"}}),
+        ),
     ],
 )
 def test_env_is_what_the_operator_reads(
@@ -178,7 +182,7 @@ def test_env_is_what_the_operator_reads(
     manifests = render(values)
     env = env_of(manifests)
     assert Settings.from_env(env) == expected
-    port = expected.metrics_port
+    port = expected.server.port
     assert container(manifests)["ports"][0]["containerPort"] == port
     assert one(manifests, "Service")["spec"]["ports"][0]["port"] == port
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from runstate.api.v1alpha1 import Stage, StateType
-from runstate.controller.reconciler import queued_run
-from runstate.domain.concurrency import queued_ahead
+from runstate.controller.view import RunView
+from runstate.domain.concurrency import QueuedRun, queued_ahead
 from runstate.domain.engine import (
     DELETE_HOOK_GRACE_SECONDS,
     Decision,
@@ -298,7 +298,7 @@ def body(name: str, created: str, state: dict[str, Any] | None = None, **spec: A
 
 
 def test_queued_ahead_counts_older_waiting_runs_only() -> None:
-    me = queued_run(body("me", "2026-11-24T12:00:05Z"))
+    me = _queued(body("me", "2026-11-24T12:00:05Z"))
     runs = [
         body("holder", "2026-11-24T12:00:00Z", {"type": "RUNNING", "name": "Running"}),
         body(
@@ -321,9 +321,13 @@ def test_queued_ahead_counts_older_waiting_runs_only() -> None:
         ),
         body("me", "2026-11-24T12:00:05Z"),
     ]
-    entries = [queued_run(b) for b in runs]
+    entries = [_queued(b) for b in runs]
     assert queued_ahead(me, entries, ["uid-holder"], T0) == 2  # waits, new
     # Same second: the name breaks the tie, so every replica sees the same order.
-    twin = queued_run(body("ma", "2026-11-24T12:00:05Z"))
+    twin = _queued(body("ma", "2026-11-24T12:00:05Z"))
     assert queued_ahead(me, [twin], [], T0) == 1
-    assert queued_ahead(me, [queued_run(body("mz", "2026-11-24T12:00:05Z"))], [], T0) == 0
+    assert queued_ahead(me, [_queued(body("mz", "2026-11-24T12:00:05Z"))], [], T0) == 0
+
+
+def _queued(body: dict[str, Any]) -> QueuedRun:
+    return RunView.of(body).queued()

@@ -17,13 +17,13 @@ from runstate.settings import RANDOM_PRIORITY_MAX, Settings
 
 
 def priority(raw: str) -> int:
-    return Settings.from_env({"RUNSTATE_PEERING_PRIORITY": raw}).peering_priority
+    return Settings.from_env({"RUNSTATE_PEERING_PRIORITY": raw}).peering.priority
 
 
 def priority_in_a_new_process() -> int:
     code = (
         "from runstate.settings import Settings;"
-        "print(Settings.from_env({'RUNSTATE_PEERING_PRIORITY': 'random'}).peering_priority)"
+        "print(Settings.from_env({'RUNSTATE_PEERING_PRIORITY': 'random'}).peering.priority)"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
@@ -37,7 +37,7 @@ def test_an_integer_is_taken_as_it_is(raw: str, expected: int) -> None:
 
 
 def test_unset_is_zero_as_before() -> None:
-    assert Settings.from_env({}).peering_priority == 0
+    assert Settings.from_env({}).peering.priority == 0
 
 
 @pytest.mark.parametrize("raw", ["random", "RANDOM", " Random "])

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from runstate.domain.work import Observed
-from runstate.kube.client import KubeClient
+from runstate.kube.api import KubeApi
 from runstate.kube.pods import LABEL_RUN_UID, observe
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def _matters(before: Observed | None, after: Observed) -> bool:
 class PodInformer:
     def __init__(
         self,
-        kube: KubeClient,
+        kube: KubeApi,
         on_change: Callable[[RunRef], None],
         namespaces: Sequence[str] = (),
     ) -> None:

@@ -84,7 +84,8 @@ class WorkQueue(Generic[K]):
 async def work(
     queue: WorkQueue[K],
     reconcile: Callable[[K], Awaitable[float | None]],
-    on_error: Callable[[K, Exception], None],
+    on_error: Callable[[K, Exception, float], None],
+    on_success: Callable[[K], None] = lambda key: None,
 ) -> None:
     """One worker: reconcile keys forever; requeue after the delay a reconcile asks for, or
     with backoff when it raises (a failing object never blocks the others)."""
@@ -95,10 +96,12 @@ async def work(
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            on_error(key, exc)
-            queue.add_after(key, queue.backoff(key))
+            delay = queue.backoff(key)
+            on_error(key, exc, delay)
+            queue.add_after(key, delay)
         else:
             queue.forget(key)
+            on_success(key)
             if delay is not None:
                 queue.add_after(key, delay)
         finally:

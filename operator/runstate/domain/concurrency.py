@@ -11,8 +11,8 @@ from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
-from runstate.api.v1alpha1 import StateType
-from runstate.domain.states import is_final
+from runstate.api.v1alpha1 import RunState, StateType
+from runstate.domain.states import is_final, parse_time
 
 
 @dataclass(frozen=True)
@@ -43,3 +43,21 @@ def queued_ahead(
             continue
         ahead += 1
     return ahead
+
+
+def needs_slot(state: RunState | None, *, scheduled_time: str | None, now: datetime) -> bool:
+    """Whether a run must hold a concurrency slot now: it is about to start, or live.
+
+    A new run needs one unless it is scheduled for later; an ended run needs none; a
+    scheduled run needs one once its time has come, or while it waits for a slot or a retry
+    (so that it keeps its place)."""
+    if state is None:
+        start_at = parse_time(scheduled_time)
+        return start_at is None or start_at <= now
+    if is_final(state.type):
+        return False
+    if state.type is not StateType.SCHEDULED:
+        return True
+    if state.name in ("AwaitingConcurrencySlot", "AwaitingRetry"):
+        return True
+    return (parse_time(state.scheduled_time) or now) <= now

@@ -275,10 +275,15 @@ def reject(obs: Observation, problem: str) -> Decision:
     walk = _Walk(obs)
     if walk.state is not None and is_final(walk.state.type):
         walk.stage = walk.committed or Stage.Setup
-        return Decision(progress=walk.progress())
-    if walk.state is None:
-        walk.move("Pending", "Run accepted")
-    return _reject(walk, problem)
+        decision = _settle_summary(Decision(progress=walk.progress()))
+    else:
+        if walk.state is None:
+            walk.move("Pending", "Run accepted")
+        decision = _reject(walk, problem)
+    # A deleted Run whose spec cannot be acted on has nothing to wait for: it may go.
+    if obs.deleted_at is not None:
+        decision = dataclasses.replace(decision, release=True)
+    return decision
 
 
 def _reject(walk: _Walk, problem: str) -> Decision:

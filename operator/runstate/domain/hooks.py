@@ -78,6 +78,14 @@ def validate_hooks(spec: RunbookSpec) -> None:
                 )
 
 
+FAILED_OUTCOMES = frozenset({"Failed", "Lost"})
+
+
+def failed_outcome(result: str) -> bool:
+    """A hook that failed or was lost: a Disconnect stage warning."""
+    return result in FAILED_OUTCOMES
+
+
 @dataclass(frozen=True)
 class HookPlan:
     create: tuple[Intent, ...]

@@ -1,10 +1,11 @@
-"""The operator's Kubernetes client: the few calls the controller makes, over kubernetes_asyncio.
+"""The real `KubeApi` (runstate.kube.api): the calls the controller makes, over kubernetes_asyncio.
 
-Created once at startup (kept in kopf's memo) and closed at cleanup. It sends what the pure
-builders made and classifies answers the controller cares about (already exists, gone,
-conflict). Responses are not deserialised into models: the operator never reads them, and
-skipping that keeps the event loop free. Every write is counted by resource for the
-`runstate_api_writes_total` metric, which the throughput benchmark reads.
+Created once at startup and closed at cleanup. It sends what the pure builders made and turns
+the answers the controller acts on into the protocol's exceptions (already exists, gone,
+conflict, refused). Every request says who sends it: User-Agent `runstate/<version>` and, on
+writes, field manager `runstate` (managedFields, audit logs). Responses are not deserialised
+into models: skipping that keeps the event loop free. Every write is counted by resource for
+`runstate_api_writes_total`, which the throughput benchmark reads. No decisions here.
 """
 
 from __future__ import annotations
@@ -19,16 +20,20 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from runstate.api.v1alpha1 import GROUP, VERSION
+from runstate.kube.api import FIELD_MANAGER, USER_AGENT, Conflict, Gone, Plural, Refused
 
 MERGE_PATCH = "application/merge-patch+json"
+REFUSALS = frozenset({400, 403, 422})  # invalid, forbidden (RBAC, quota, admission), unprocessable
 
 
-class Gone(Exception):
-    """The object no longer exists (404)."""
-
-
-class Conflict(Exception):
-    """A write carrying a resourceVersion lost: the object changed since (409)."""
+def _message(exc: ApiException) -> str:
+    """The API server's own words from a Status answer (its `message`), else the body."""
+    text = str(exc.reason or "")
+    try:
+        message = json.loads(text).get("message")
+    except (ValueError, AttributeError):
+        return text
+    return str(message or text)
 
 
 async def _watch_events(response: Any) -> AsyncIterator[dict[str, Any]]:
@@ -44,7 +49,10 @@ async def _watch_events(response: Any) -> AsyncIterator[dict[str, Any]]:
 
 
 class KubeClient:
+    """`runstate.kube.api.KubeApi` over kubernetes_asyncio."""
+
     def __init__(self, api: k8s.ApiClient, on_write: Callable[[str], None] | None = None) -> None:
+        api.user_agent = USER_AGENT
         self._api = api
         # Typed as Any on purpose: we send raw dicts built by the pure builders (the generated
         # stubs insist on model objects) and read raw JSON back.
@@ -89,10 +97,14 @@ class KubeClient:
         """Create a pod; False when a pod of that name exists already (idempotent create)."""
         self._on_write("pods")
         try:
-            await self._call(self._core.create_namespaced_pod, namespace, dict(pod))
+            await self._call(
+                self._core.create_namespaced_pod, namespace, dict(pod), field_manager=FIELD_MANAGER
+            )
         except ApiException as exc:
             if exc.status == 409:
                 return False
+            if exc.status in REFUSALS:
+                raise Refused(exc.status, _message(exc)) from None
             raise
         return True
 
@@ -150,7 +162,7 @@ class KubeClient:
             yield event
 
     async def _merge_patch(
-        self, plural: str, namespace: str, name: str, body: Mapping[str, Any], *, status: bool
+        self, plural: Plural, namespace: str, name: str, body: Mapping[str, Any], *, status: bool
     ) -> dict[str, Any]:
         """Merge-patch a runstate resource (its status subresource if `status`); raises `Gone`
         for a deleted object."""
@@ -170,6 +182,7 @@ class KubeClient:
                 name,
                 dict(body),
                 _content_type=MERGE_PATCH,
+                field_manager=FIELD_MANAGER,
             )
         except ApiException as exc:
             if exc.status == 404:
@@ -181,7 +194,7 @@ class KubeClient:
 
     async def patch_status(
         self,
-        plural: str,
+        plural: Plural,
         namespace: str,
         name: str,
         status: Mapping[str, Any],
@@ -213,7 +226,7 @@ class KubeClient:
             if exc.status != 404:
                 raise
 
-    async def get_object(self, plural: str, namespace: str, name: str) -> dict[str, Any]:
+    async def get_object(self, plural: Plural, namespace: str, name: str) -> dict[str, Any]:
         """A runstate resource as the API server has it now (not a cache); raises `Gone`."""
         try:
             body: dict[str, Any] = await self._call(
@@ -226,7 +239,7 @@ class KubeClient:
         return body
 
     async def patch_spec(
-        self, plural: str, namespace: str, name: str, spec: Mapping[str, Any]
+        self, plural: Plural, namespace: str, name: str, spec: Mapping[str, Any]
     ) -> None:
         """Merge-patch `spec` of a runstate resource (e.g. cancel a Run); a gone object is fine."""
         with contextlib.suppress(Gone):
@@ -234,7 +247,7 @@ class KubeClient:
 
     async def set_finalizers(
         self,
-        plural: str,
+        plural: Plural,
         namespace: str,
         name: str,
         finalizers: Sequence[str],
@@ -275,6 +288,7 @@ class KubeClient:
                 namespace,
                 "runs",
                 dict(run),
+                field_manager=FIELD_MANAGER,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -328,4 +342,6 @@ class KubeClient:
 
     async def post_event(self, namespace: str, event: Mapping[str, Any]) -> None:
         self._on_write("events")
-        await self._call(self._core.create_namespaced_event, namespace, dict(event))
+        await self._call(
+            self._core.create_namespaced_event, namespace, dict(event), field_manager=FIELD_MANAGER
+        )

@@ -74,16 +74,17 @@ def run_status(
         reason, message, stalled_flag = stalled.reason, stalled.message, True
     else:
         reason, message, stalled_flag = "", "", False
+    # A run that ended is still reconciling while its hooks run, and only then.
+    if not final:
+        reconciling = (not stalled_flag, p.stage.value, state.message)
+    elif not decision.settled:
+        reconciling = (not stalled_flag, "Hooks", "state hooks running")
+    else:
+        reconciling = (False, state.name, "")
     conditions = _conditions(
         [
             ("Ready", state.type is StateType.COMPLETED, state.name, state.message),
-            # A run that ended is still reconciling while its hooks run.
-            (
-                "Reconciling",
-                (not final or not decision.settled) and not stalled_flag,
-                p.stage.value if not final else "Hooks",
-                state.message if not final else "state hooks running",
-            ),
+            ("Reconciling", *reconciling),
             ("Stalled", stalled_flag, reason, message),
         ],
         previous.get("conditions"),
