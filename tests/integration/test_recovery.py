@@ -227,6 +227,7 @@ class Kind:
     pods: int  # pods each run creates, every attempt and hook included
     attempt: int = 1
     scheduled: bool = False
+    hosts: int = 2
 
 
 def fifty_runs(start_at: str) -> list[Kind]:
@@ -334,6 +335,7 @@ def fifty_runs(start_at: str) -> list[Kind]:
             ),
             "COMPLETED",
             1,
+            hosts=1,
         ),
         # Scheduled for after the kill and the restart.
         Kind(
@@ -350,6 +352,32 @@ def fifty_runs(start_at: str) -> list[Kind]:
             scheduled=True,
         ),
     ]
+
+
+def assert_final_counts(name: str, kind: Kind, status: dict[str, Any]) -> None:
+    """Every run shows the results of every operation on every host, not only its state."""
+    ops = status["operations"]
+    assert len(ops) == 2 or kind.runbook == "queued", (name, ops)
+    if kind.final == "COMPLETED":
+        assert status["hostsSummary"] == f"{kind.hosts}/{kind.hosts}", (name, status)
+        assert status["hosts"] == {
+            "total": kind.hosts,
+            "active": kind.hosts,
+            "failed": 0,
+            "limited": 0,
+        }, (name, status)
+        for op in ops:
+            assert (op["hosts"], op["success"], op["error"]) == (kind.hosts, kind.hosts, 0), (
+                name,
+                ops,
+            )
+    else:  # "failing": the first operation fails on both hosts, the second never runs
+        assert status["hostsSummary"] == "0/2", (name, status)
+        assert status["hosts"]["failed"] == 2, (name, status)
+        assert [(o["name"], o["success"], o["error"]) for o in ops] == [
+            ("first", 0, 2),
+            ("second", 0, 0),
+        ], (name, ops)
 
 
 def hooks_over(cluster: Cluster, ns: str, name: str) -> Callable[[], list[dict[str, Any]]]:
@@ -441,6 +469,7 @@ def test_sigkill_with_fifty_runs_in_every_stage(
     assert not wrong, f"runs that ended other than their spec implies: {wrong}"
     for name, kind in expected.items():
         assert final[name]["attempt"] == kind.attempt, (name, final[name])
+        assert_final_counts(name, kind, final[name])
         if kind.runbook == "failing":
             assert final[name]["state"]["message"] == "No hosts remaining! (2/2 hosts failed)"
         if kind.runbook == "hooked":
@@ -466,6 +495,36 @@ def test_sigkill_with_fifty_runs_in_every_stage(
         f"{hooks_at_kill} with a hook running; "
         f"all ended {total:.0f}s after applying, {sum(counts.values())} pods created once each"
     )
+
+
+@pytest.mark.timeout(600)
+def test_three_sigkills_five_seconds_apart_lose_no_result(
+    kube_cluster: Cluster, operator: Operator, pod_watch: Callable[[str], PodWatch]
+) -> None:
+    """Issue 10's report: with the operator SIGKILLed three times, five seconds apart, during
+    30 runs of 3 hosts × 3 operations, some runs ended COMPLETED with `hostsSummary: 0/3`:
+    their final state was committed and their pods deleted by retention before their results
+    were recorded. Every run must end with every result, and no pod started twice."""
+    ns = kube_cluster.namespace()
+    watch = pod_watch(ns)
+    ops = [{"name": n, "run": "sleep 1"} for n in ("one", "two", "three")]
+    # Pods go at once when a run ends (the default retention): the case that lost results.
+    kube_cluster.apply(runbook("fleet", ops=ops, hosts=3, config={"podRetention": {}}), ns)
+    names = [f"fleet-{i}" for i in range(30)]
+    kube_cluster.apply("\n".join(run(n, "fleet") for n in names), ns)
+    for _ in range(3):
+        time.sleep(5)
+        operator.kill()
+        operator.start()
+    final = wait_for("all 30 runs to end", lambda: all_final(kube_cluster, ns, names), timeout=300)
+    for name in names:
+        st = final[name]
+        assert st["state"]["type"] == "COMPLETED", (name, st["state"])
+        assert st["hostsSummary"] == "3/3", (name, st)
+        got = [(o["name"], o["hosts"], o["changed"], o["success"], o["error"]) for o in st["operations"]]
+        assert got == [(n, 3, 3, 3, 0) for n in ("one", "two", "three")], (name, got)
+    by_run = watch.assert_each_pod_created_once()
+    assert {n: len(by_run.get(n, [])) for n in names} == {n: 9 for n in names}
 
 
 # ---- 2. Redis unreachable for 30 s.

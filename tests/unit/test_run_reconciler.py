@@ -226,3 +226,20 @@ async def test_a_finished_run_without_hooks_does_not_say_hooks_are_running() -> 
     reconciling = {c["type"]: c for c in run_status(kube, name)["conditions"]}["Reconciling"]
     assert reconciling["status"] == "False"
     assert "hooks" not in reconciling["message"]
+
+
+async def test_a_coalesced_status_is_written_when_its_wait_is_over() -> None:
+    """Progress of a run under way waits up to status_coalesce_seconds; it is never lost."""
+    import asyncio
+
+    from runstate.settings import ReconcileSettings
+
+    kube, store = FakeKube(), InMemoryStateStore()
+    name = make_run(kube, paused=True)
+    op = Operator(kube, store, settings=ReconcileSettings(status_coalesce_seconds=0.3))
+    wait = await op.runs.reconcile(("default", name))
+    assert wait is not None and 0 < wait <= 0.3
+    assert "state" not in run_status(kube, name)  # coalesced: not written yet
+    await asyncio.sleep(wait)
+    await op.runs.reconcile(("default", name))
+    assert run_status(kube, name)["state"]["name"] == "Suspended"

@@ -108,9 +108,11 @@ def plan_run(i: RunInput) -> Effects:
     if replace:
         steps.append(CancelRuns(replace))
     steps += _pods(d, i)
-    wanted, write, wait = _status(d, i)
+    wanted, wait = _status(d, i)
     baseline = i.written or i.view.status
-    steps.append(WriteStatus(wanted, baseline, write))
+    if wait is None or wait <= 0:
+        # Written now, or (no wait at all) remembered as what the object shows already.
+        steps.append(WriteStatus(wanted, baseline, write=wait is not None))
     steps.append(
         announce(
             d,
@@ -178,8 +180,9 @@ def _pods(d: Decision, i: RunInput) -> list[Effect]:
     return steps
 
 
-def _status(d: Decision, i: RunInput) -> tuple[dict[str, Any], bool, float]:
-    """The status to show, whether to write it now, and how long a coalesced write waits.
+def _status(d: Decision, i: RunInput) -> tuple[dict[str, Any], float | None]:
+    """The status to show, and how long its write waits: None when the object shows it
+    already, 0 to write it now, more to coalesce it with what comes next.
 
     Progress inside a running run may wait a moment so that a fast run writes its status
     once; an end, a stall or a problem is written at once. The store holds the truth."""
@@ -195,11 +198,11 @@ def _status(d: Decision, i: RunInput) -> tuple[dict[str, Any], bool, float]:
     if not (
         status.status_differs(baseline, wanted) and status.status_differs(i.view.status, wanted)
     ):
-        return wanted, False, 0.0
+        return wanted, None
     if d.final or d.stalled is not None:
-        return wanted, True, 0.0
+        return wanted, 0.0
     wait = i.timing.coalesce_seconds - (i.timing.mono_now - i.last_write)
-    return wanted, wait <= 0, max(0.0, wait)
+    return wanted, max(0.0, wait)
 
 
 def _cleanup(cleanup: retention.Cleanup, i: RunInput) -> list[Effect]:
@@ -220,7 +223,7 @@ def _cleanup(cleanup: retention.Cleanup, i: RunInput) -> list[Effect]:
     ]
 
 
-def _ending(d: Decision, i: RunInput, steps: list[Effect], wait: float) -> Effects:
+def _ending(d: Decision, i: RunInput, steps: list[Effect], wait: float | None) -> Effects:
     if d.release:
         finalizers = tuple(f for f in i.view.finalizers if f != FINALIZER)
         steps.append(Finalize(finalizers, remove=FINALIZER in i.view.finalizers))
@@ -232,7 +235,7 @@ def _ending(d: Decision, i: RunInput, steps: list[Effect], wait: float) -> Effec
     delays = [i.timing.resync_seconds]
     if d.requeue_after is not None:
         delays.append(d.requeue_after)
-    if wait > 0:
+    if wait is not None and wait > 0:
         delays.append(wait)
     if i.refusal is not None:
         delays.append(min(REFUSAL_BACKOFF_MAX, 0.5 * 2 ** max(0, i.refusals - 1)))
