@@ -36,6 +36,7 @@ from runstate.api.v1alpha1 import (
 from runstate.domain import engine, history, retention, triggers
 from runstate.domain.concurrency import QueuedRun, queued_ahead
 from runstate.domain.engine import Decision, Observation, Progress
+from runstate.domain.hooks import is_failure as hook_failed
 from runstate.domain.inventory import describe_selector
 from runstate.domain.states import is_final, label, parse_time, seconds_between
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
@@ -379,7 +380,7 @@ class Reconciler:
             mem.hook_failures = {
                 (str(h.get("name")), str(h.get("host") or ""))
                 for h in current_status.get("hooks") or []
-                if h.get("result") in ("Failed", "Lost")
+                if hook_failed(h.get("result"))
             }
         now = self.clock()
         # The finalizer goes on before anything is written for a live run, so there is never

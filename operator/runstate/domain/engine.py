@@ -37,6 +37,7 @@ from runstate.api.v1alpha1 import (
     RunState,
     Stage,
     StageWarnings,
+    StateName,
     StateType,
 )
 from runstate.domain import hooks, policy, retention, stages
@@ -54,6 +55,7 @@ from runstate.domain.work import (
     RunResult,
     WorkKey,
     classify_check,
+    failed_host,
     trim_message,
 )
 
@@ -173,7 +175,7 @@ class _Walk:
         self.transitions: list[tuple[RunState | None, RunState]] = []
         self.failure_reason: str | None = None
 
-    def move(self, name: str, message: str = "", **details: Any) -> RunState:
+    def move(self, name: StateName, message: str = "", **details: Any) -> RunState:
         new = make_state(name, self.obs.now, message, **details)
         policy.check(self.state, new)
         self.transitions.append((self.state, new))
@@ -277,12 +279,12 @@ def reject(obs: Observation, problem: str) -> Decision:
         walk.stage = walk.committed or Stage.Setup
         return Decision(progress=walk.progress())
     if walk.state is None:
-        walk.move("Pending", "Run accepted")
+        walk.move(StateName.PENDING, "Run accepted")
     return _reject(walk, problem)
 
 
 def _reject(walk: _Walk, problem: str) -> Decision:
-    _finish(walk, "Failed", f"Setup failed: {problem}", "invalid_spec", stage=Stage.Setup)
+    _finish(walk, StateName.FAILED, f"Setup failed: {problem}", "invalid_spec", stage=Stage.Setup)
     return walk.decision(stalled=Stalled("InvalidSpec", problem))
 
 
@@ -357,11 +359,11 @@ def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisi
         rb,
         decision.progress.state,
         decision.progress.attempt,
-        hosts,
-        by_key,
-        obs.launched,
-        max(0, rb.config.parallel - in_flight),
-        intent,
+        hosts=hosts,
+        units=by_key,
+        launched=obs.launched,
+        budget=max(0, rb.config.parallel - in_flight),
+        intent=intent,
     )
     if not plan.results:
         return decision
@@ -387,12 +389,12 @@ def _decide(obs: Observation) -> Decision:
         # Scheduled all along and is Late now, as Prefect would record it.
         if start_at is not None and (start_at > now or now > start_at + late_after):
             walk.move(
-                "Scheduled",
+                StateName.SCHEDULED,
                 f"Scheduled for {spec.scheduled_time}",
                 scheduled_time=spec.scheduled_time,
             )
         else:
-            walk.move("Pending", "Run accepted")
+            walk.move(StateName.PENDING, "Run accepted")
 
     # Cancel (or deletion of the Run) wins over everything that is not final.
     deleted = obs.deleted_at is not None
@@ -401,23 +403,23 @@ def _decide(obs: Observation) -> Decision:
 
     state = walk.state
     assert state is not None
-    if state.type is StateType.SCHEDULED and state.name != "AwaitingConcurrencySlot":
+    if state.type is StateType.SCHEDULED and state.name != StateName.AWAITING_CONCURRENCY_SLOT:
         due = parse_time(state.scheduled_time) or now
         if now < due:
             return walk.decision(requeue_after=_seconds(due - now))
-        if state.name == "Scheduled" and now > due + late_after:
+        if state.name == StateName.SCHEDULED and now > due + late_after:
             late = int((now - due).total_seconds())
             walk.move(
-                "Late",
+                StateName.LATE,
                 f"Starting {late}s after its scheduled time",
                 scheduled_time=state.scheduled_time,
             )
-        if state.name == "AwaitingRetry":
+        if state.name == StateName.AWAITING_RETRY:
             # A new attempt: its stages start again at Setup, its units are new pods.
             walk.attempt += 1
             walk.committed = None
             walk.attempt_start = None
-        walk.move("Pending", f"Attempt {walk.attempt} accepted")
+        walk.move(StateName.PENDING, f"Attempt {walk.attempt} accepted")
 
     if rb is None:
         problem = obs.runbook_problem or "spec: no runbook"
@@ -435,7 +437,7 @@ def _decide(obs: Observation) -> Decision:
     # ---- The Runbook's concurrency limit, before anything starts.
     state = walk.state
     assert state is not None
-    waiting = state.name == "AwaitingConcurrencySlot"
+    waiting = state.name == StateName.AWAITING_CONCURRENCY_SLOT
     if obs.slot is False and (state.type is StateType.PENDING or waiting):
         limit = rb.trigger.concurrency
         assert limit is not None
@@ -443,7 +445,7 @@ def _decide(obs: Observation) -> Decision:
         if limit.policy is ConcurrencyPolicy.Forbid:
             _finish(
                 walk,
-                "Failed",
+                StateName.FAILED,
                 f"Concurrency limit {limit.limit} reached (policy Forbid): {holders} running",
                 "concurrency",
                 stage=Stage.Setup,
@@ -452,17 +454,17 @@ def _decide(obs: Observation) -> Decision:
         if not waiting:
             verb = "replacing" if limit.policy is ConcurrencyPolicy.Replace else "waiting for"
             walk.move(
-                "AwaitingConcurrencySlot",
+                StateName.AWAITING_CONCURRENCY_SLOT,
                 f"Concurrency limit {limit.limit} reached: {verb} {holders}",
             )
         replace = obs.holders if limit.policy is ConcurrencyPolicy.Replace else ()
         return walk.decision(requeue_after=QUEUED_RECHECK_SECONDS, replace=replace)
     if waiting:
-        walk.move("Pending", "Concurrency slot acquired")
+        walk.move(StateName.PENDING, "Concurrency slot acquired")
 
     started = any(u.key.kind is Kind.RUN and u.key.attempt == walk.attempt for u in obs.units)
-    pause_name = "Paused" if started else "Suspended"
-    run_name = "Running" if walk.attempt == 1 else "Retrying"
+    pause_name = StateName.PAUSED if started else StateName.SUSPENDED
+    run_name = StateName.RUNNING if walk.attempt == 1 else StateName.RETRYING
     state = walk.state
     assert state is not None
     if state.type is StateType.PENDING:
@@ -512,7 +514,12 @@ def _decide(obs: Observation) -> Decision:
         until = parse_time(state.pause_timeout)
         if until is not None and now >= until:
             in_flight = tuple(u.key for u in obs.units if not u.finished)
-            _finish(walk, "Failed", f"Paused longer than {spec.pause_timeout_seconds}s", "timeout")
+            _finish(
+                walk,
+                StateName.FAILED,
+                f"Paused longer than {spec.pause_timeout_seconds}s",
+                "timeout",
+            )
             return walk.decision(delete=in_flight)
         # Paused: running pods finish, no new one starts, no verdict until resumed.
         hold_for = _seconds(until - now) if until is not None else None
@@ -526,11 +533,11 @@ def _describe(key: WorkKey) -> str:
 
 def _crash(walk: _Walk, message: str) -> Decision:
     """An infrastructure fault: the run is Crashed and what still runs of it is stopped."""
-    _finish(walk, "Crashed", message, "infrastructure")
+    _finish(walk, StateName.CRASHED, message, "infrastructure")
     return walk.decision(delete=tuple(u.key for u in walk.obs.units if not u.finished))
 
 
-def _pause(walk: _Walk, timeout: int | None, name: str) -> None:
+def _pause(walk: _Walk, timeout: int | None, name: StateName) -> None:
     until = walk.obs.now + timedelta(seconds=timeout) if timeout else None
     message = "Paused: running pods finish, no new ones start"
     if until is not None:
@@ -544,12 +551,12 @@ def _cancel(walk: _Walk, deleted: bool = False) -> Decision:
     assert walk.state is not None
     why = "Run deleted" if deleted else "Cancel requested"
     if walk.state.type is not StateType.CANCELLING:
-        walk.move("Cancelling", f"{why}: stopping {len(in_flight)} pod(s)")
+        walk.move(StateName.CANCELLING, f"{why}: stopping {len(in_flight)} pod(s)")
     if in_flight:
         return walk.decision(delete=in_flight, requeue_after=2.0)
     _finish(
         walk,
-        "Cancelled",
+        StateName.CANCELLED,
         "Cancelled: the Run was deleted" if deleted else "Cancelled by spec.cancel",
     )
     return walk.decision()
@@ -612,14 +619,7 @@ def _run(
 
     def fail(host: str, stage: Stage, unit: Observed, operation: str | None = None) -> None:
         if host not in failed:
-            reason = unit.reason or (f"ExitCode{unit.exit_code}" if unit.exit_code else "Error")
-            failed[host] = FailedHost(
-                host=host,
-                stage=stage,
-                operation=operation,
-                reason=reason,
-                message=trim_message(unit.message),
-            )
+            failed[host] = failed_host(unit, stage, operation)
 
     def active(host: str) -> bool:
         return host not in failed
@@ -757,7 +757,7 @@ def _run(
         walk.stage = walk.committed or walk.stage
         _finish(
             walk,
-            "Crashed",
+            StateName.CRASHED,
             f"Progress lost: the run had reached {walk.stage.value} but its pods only "
             f"show {lost} (pods deleted outside runstate?)",
             "infrastructure",
@@ -784,7 +784,7 @@ def _run(
         changes = sum(1 for m in change.values() for v in m.values() if v)
         _finish(
             walk,
-            "Completed",
+            StateName.COMPLETED,
             f"Dry run: {changes} change(s) planned on {len(hosts) - len(failed)} host(s)",
         )
     elif executing and not still_running and (all_done or stop is not None):
@@ -798,7 +798,7 @@ def _run(
             changed = sum(1 for m in change.values() for v in m.values() if v)
             final = aggregate(outcomes, rb.config.fail_percent, changed)
             if final.type is StateType.COMPLETED:
-                _finish(walk, "Completed", final.message)
+                _finish(walk, StateName.COMPLETED, final.message)
             else:
                 requeue = _fail(walk, rb, final.message, "hosts_failed")
     elif deadline is not None:
@@ -846,13 +846,13 @@ def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | No
     Returns the delay before the next attempt, if any."""
     retries = rb.retries
     if walk.attempt > retries.limit:
-        _finish(walk, "Failed", message, reason)
+        _finish(walk, StateName.FAILED, message, reason)
         return None
     delay = retries.delay_seconds * retries.backoff_factor ** (walk.attempt - 1)
     at = walk.obs.now + timedelta(seconds=delay)
     walk.reach(Stage.Disconnect)  # the failed attempt's Disconnect; the next starts at Setup
     walk.move(
-        "AwaitingRetry",
+        StateName.AWAITING_RETRY,
         f"Attempt {walk.attempt} failed: {message} Retrying at {rfc3339(at)} "
         f"({walk.attempt}/{retries.limit} retries)",
         scheduled_time=rfc3339(at),
@@ -868,7 +868,7 @@ def walk_final(walk: _Walk) -> bool:
 
 def _finish(
     walk: _Walk,
-    name: str,
+    name: StateName,
     message: str,
     reason: str | None = None,
     stage: Stage = Stage.Disconnect,
@@ -879,7 +879,7 @@ def _finish(
         walk.reach(stage)
     walk.move(name, message)
     walk.end_time = walk.state.timestamp if walk.state else None
-    if name != "Completed":
+    if name != StateName.COMPLETED:
         walk.failure_reason = reason
 
 
@@ -943,13 +943,7 @@ def _execute_op(
         if outcome in (RunResult.ERROR, RunResult.PARTIAL):
             reason_unit = latest
             if host not in failed:
-                failed[host] = FailedHost(
-                    host=host,
-                    stage=Stage.Execute,
-                    operation=op.name,
-                    reason=reason_unit.reason or f"ExitCode{reason_unit.exit_code}",
-                    message=trim_message(reason_unit.message),
-                )
+                failed[host] = failed_host(reason_unit, Stage.Execute, op.name)
         counts[outcome.value] += 1
         results[f"{op.name}|{host}"] = {
             "result": outcome.value,

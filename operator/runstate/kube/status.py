@@ -22,6 +22,7 @@ from runstate.api.v1alpha1 import (
     StateType,
 )
 from runstate.domain.engine import Decision
+from runstate.domain.hooks import is_failure as hook_failed
 from runstate.domain.states import is_final, rfc3339, seconds_between
 from runstate.domain.triggers import TriggerPlan
 
@@ -68,7 +69,7 @@ def run_status(
     summary = decision.summary
     stalled = decision.stalled
     if stalled is None and state.type in (StateType.FAILED, StateType.CRASHED):
-        reason, message = state.name, state.message
+        reason, message = str(state.name), state.message
         stalled_flag = True
     elif stalled is not None:
         reason, message, stalled_flag = stalled.reason, stalled.message, True
@@ -136,7 +137,7 @@ def run_status(
 
 
 def _failed_hooks(items: Sequence[Mapping[str, Any]]) -> int:
-    return sum(1 for h in items if h.get("result") in ("Failed", "Lost"))
+    return sum(1 for h in items if hook_failed(h.get("result")))
 
 
 def _hooks(
