@@ -221,7 +221,7 @@ def _record(progress: Progress) -> StateRecord:
     }
     return StateRecord(
         type=s.type.value,
-        name=s.name,
+        name=s.name.value,
         stage=progress.stage.value,
         attempt=progress.attempt,
         message=s.message,
@@ -834,7 +834,7 @@ class Reconciler:
             # is in the history; an Event of its own would cost an API write and say nothing.
             if to.type is StateType.PENDING and i < last:
                 continue
-            await self._event(ns, name, uid, to.name, to.message, now)
+            await self._event(ns, name, uid, str(to.name), to.message, now)
         p = decision.progress
         if decision.final and decision.transitions:
             seconds = seconds_between(p.start_time, p.end_time)

@@ -77,7 +77,7 @@ def run_status(
         reason, message, stalled_flag = "", "", False
     conditions = _conditions(
         [
-            ("Ready", state.type is StateType.COMPLETED, state.name, state.message),
+            ("Ready", state.type is StateType.COMPLETED, str(state.name), state.message),
             # A run that ended is still reconciling while its hooks run.
             (
                 "Reconciling",
@@ -145,7 +145,9 @@ def _hooks(
 ) -> None:
     """`status.hooks`, and each failed hook as a Disconnect warning. Idempotent: the warnings
     the previous status counted for hooks are taken out before this decision's are added."""
-    out["hooks"] = [h.model_dump(by_alias=True, exclude_none=True) for h in decision.hooks or ()]
+    out["hooks"] = [
+        h.model_dump(by_alias=True, exclude_none=True, mode="json") for h in decision.hooks or ()
+    ]
     warnings = dict(out.get("stageWarnings") or {})
     base = int(warnings.get("Disconnect") or 0)
     if not summary_given:
