@@ -286,3 +286,15 @@ def test_a_host_failed_before_an_operation_reached_it_is_not_counted_as_changed(
     install = next(o for o in d.summary.operations if o.name == "install")
     assert (install.hosts, install.changed, install.success) == (3, 2, 2)
     assert d.progress.state.message == "1/3 hosts failed (within failPercent 50%) (5 changed)."
+
+
+def test_a_failed_host_without_exit_code_or_reason_says_error_not_exit_code_none() -> None:
+    rb = runbook(inventory={"hosts": [{"name": "web1"}]})
+    spec = run_spec()
+    started = decide(Observation(spec, rb, None, None, (), T0))
+    lost = Observed(WorkKey(Kind.RUN, "update", "web1"), Phase.FAILED, None, "")
+    d = decide(Observation(spec, rb, None, started.progress, (lost,), T0 + timedelta(seconds=1)))
+    assert d.progress.state.type is StateType.FAILED
+    assert d.summary is not None
+    (host,) = d.summary.failed_hosts
+    assert (host.stage, host.operation, host.reason) == (Stage.Execute, "update", "Error")

@@ -51,3 +51,24 @@ def test_table_refuses_what_it_does_not_list() -> None:
     policy.check(None, make_state("Pending", T0))
     policy.check(make_state("Pending", T0), make_state("Running", T0))
     policy.check(make_state("Running", T0), make_state("Completed", T0))
+
+
+def test_every_state_name_is_in_the_table_and_names_stay_strings() -> None:
+    from runstate.api.v1alpha1 import StateName
+
+    assert set(TYPE_OF_NAME) == set(StateName)
+    state = make_state(StateName.AWAITING_RETRY, T0)
+    assert state.name is StateName.AWAITING_RETRY and state.type is StateType.SCHEDULED
+    # On the wire a name is the plain string it always was.
+    assert state.model_dump(mode="json")["name"] == "AwaitingRetry"
+    assert make_state("Late", T0).name is StateName.LATE  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="unknown state name"):
+        make_state("Sleeping", T0)  # type: ignore[arg-type]
+
+
+def test_is_final_is_one_rule_for_states_and_types() -> None:
+    from runstate.domain.states import is_final_state
+
+    assert not is_final_state(None)
+    assert is_final_state(make_state("Crashed", T0))
+    assert not is_final_state(make_state("Cancelling", T0))

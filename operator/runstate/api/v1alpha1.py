@@ -13,7 +13,14 @@ import enum
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "runstate.dev"
@@ -51,6 +58,38 @@ class StateType(enum.StrEnum):
     CRASHED = "CRASHED"
 
 
+class StateName(enum.StrEnum):
+    """Prefect's named states; each has one `StateType` (`runstate.domain.states.TYPE_OF_NAME`).
+
+    A StrEnum: on the wire a name is the plain string it always was, and the CRD schema types it
+    as a string (no enum), so an older or newer operator reads every status the same way."""
+
+    SCHEDULED = "Scheduled"
+    LATE = "Late"
+    AWAITING_RETRY = "AwaitingRetry"
+    AWAITING_CONCURRENCY_SLOT = "AwaitingConcurrencySlot"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    RETRYING = "Retrying"
+    PAUSED = "Paused"
+    SUSPENDED = "Suspended"
+    CANCELLING = "Cancelling"
+    CANCELLED = "Cancelled"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    CRASHED = "Crashed"
+
+
+class HookOutcome(enum.StrEnum):
+    """What a state hook's pods show (`status.hooks[].result`); a plain string on the wire."""
+
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+    LOST = "Lost"  # started once, and its pod is gone before it finished
+
+
 class Stage(enum.StrEnum):
     """pyinfra's StateStage, in order. Order matters: stages only move forward."""
 
@@ -65,7 +104,7 @@ class RunState(_Model):
     """`status.state`: Prefect's State, without result data."""
 
     type: StateType
-    name: str
+    name: Annotated[StateName, WithJsonSchema({"type": "string"})]
     message: str = ""
     timestamp: str = Field(description="RFC 3339 time the state was entered")
     scheduled_time: str | None = Field(default=None, description="SCHEDULED states: start-at")
@@ -450,7 +489,9 @@ class HookResult(_Model):
     name: str
     on: str = Field(description="onCompletion, onFailure or onCancellation")
     host: str | None = None
-    result: str = Field(description="Pending, Running, Succeeded, Failed or Lost")
+    result: Annotated[HookOutcome, WithJsonSchema({"type": "string"})] = Field(
+        description="Pending, Running, Succeeded, Failed or Lost"
+    )
     message: str = ""
 
 

@@ -87,7 +87,7 @@ def _transitions(
         # in the history; an Event of its own would cost an API write and say nothing.
         if to.type is StateType.PENDING and i < last:
             continue
-        events.append(Event(to.name, to.message))
+        events.append(Event(str(to.name), to.message))
     p = decision.progress
     if decision.final and decision.transitions:
         seconds = seconds_between(p.start_time, p.end_time)

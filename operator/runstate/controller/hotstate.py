@@ -181,7 +181,7 @@ def encode_record(progress: Progress) -> StateRecord:
     }
     return StateRecord(
         type=s.type.value,
-        name=s.name,
+        name=str(s.name),
         stage=progress.stage.value,
         attempt=progress.attempt,
         message=s.message,

@@ -36,7 +36,7 @@ from runstate.controller.view import ObjectKey, RunView
 from runstate.domain import engine
 from runstate.domain.concurrency import needs_slot
 from runstate.domain.engine import Decision, Observation, Progress
-from runstate.domain.hooks import failed_outcome
+from runstate.domain.hooks import is_failure
 from runstate.domain.inventory import describe_selector
 from runstate.domain.states import is_final
 from runstate.kube.api import KubeApi
@@ -163,7 +163,7 @@ class RunReconciler:
         mem.announced.hook_failures = {
             (str(h.get("name")), str(h.get("host") or ""))
             for h in run.status.get("hooks") or []
-            if failed_outcome(str(h.get("result")))
+            if is_failure(h.get("result"))
         }
         if before is not None:
             mem.announced.stage_since = (before.stage.value, time.monotonic())

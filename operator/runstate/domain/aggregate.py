@@ -5,6 +5,9 @@ host is left; Prefect's aggregate rule turns many states into one (all completed
 any cancelled → CANCELLED, any paused → PAUSED, else FAILED, with "n/m ... " messages).
 runstate adds one thing: failures within a configured `failPercent` are tolerated, so such a
 run completes, and says how many hosts failed.
+
+It owns these two rules only: it must not move a run's state (the engine does, from the verdict
+planner) and does no I/O.
 """
 
 from __future__ import annotations

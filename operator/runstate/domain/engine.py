@@ -10,57 +10,48 @@ Stages follow pyinfra's State: Setup (inventory, limit, DAG) → Connect (probe 
 Prepare (check per operation × host) → Execute (operations in DAG order, at most `parallel` pods
 of the run at once) → Disconnect (final verdict). A host that fails leaves the active set;
 after each operation the fail-percent rule may stop the run.
+
+This module owns the Prefect-state orchestration (scheduled, late, pending, concurrency queue,
+pause, cancel, crash, retry) and composes the stage planners of `runstate.domain.planners`
+over one `AttemptView`; what each stage decides lives in its planner. It proposes every
+transition to `policy` and never imports kopf, Kubernetes clients, Redis or HTTP.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from runstate.api.v1alpha1 import (
     ConcurrencyPolicy,
     EnvVar,
-    FailedHost,
     HookResult,
     Host,
-    HostCounts,
     Operation,
-    OperationCounts,
-    PlannedOperation,
     PodRetention,
     RunbookSpec,
     RunSpec,
     RunState,
     Stage,
-    StageWarnings,
+    StateName,
     StateType,
 )
 from runstate.domain import hooks, policy, retention, stages
-from runstate.domain.aggregate import aggregate, fail_percent_stop
-from runstate.domain.dag import build_dag
+from runstate.domain.attempt import AttemptView
+from runstate.domain.dag import Dag, build_dag
 from runstate.domain.errors import SpecError
+from runstate.domain.intents import Starter, build_intent
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
-from runstate.domain.states import is_final, make_state, parse_time, rfc3339
-from runstate.domain.work import (
-    CheckResult,
-    Intent,
-    Kind,
-    Observed,
-    Phase,
-    RunResult,
-    WorkKey,
-    classify_check,
-    trim_message,
-)
+from runstate.domain.planners.connect import plan_connect
+from runstate.domain.planners.execute import ExecutePlan, plan_execute
+from runstate.domain.planners.prepare import PreparePlan, plan_prepare
+from runstate.domain.planners.summary import Summary, summarize, tally
+from runstate.domain.planners.verdict import Clock, Ruling, VerdictPlan, plan_verdict
+from runstate.domain.states import is_final, is_final_state, make_state, parse_time, rfc3339
+from runstate.domain.work import Intent, Kind, Observed, WorkKey, trim_message
 
-MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
-MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
-# The stage a unit's pod works for: a slow start is a warning of that stage.
-STAGE_OF_KIND = {Kind.CONNECT: Stage.Connect, Kind.CHECK: Stage.Prepare, Kind.RUN: Stage.Execute}
 # A deleted Run waits this long for its state hooks before it goes anyway.
 DELETE_HOOK_GRACE_SECONDS = 120.0
 # A run queued for a concurrency slot is woken when one is released; this is the safety net.
@@ -103,17 +94,6 @@ class Observation:
     deleted_at: datetime | None = None
     # A `nodeSelector` inventory: the Nodes (as hosts) that matched when the run started.
     nodes: tuple[Host, ...] | None = None
-
-
-@dataclass(frozen=True)
-class Summary:
-    hosts: HostCounts
-    hosts_ok: int
-    stage_warnings: StageWarnings
-    operations: tuple[OperationCounts, ...]
-    failed_hosts: tuple[FailedHost, ...]
-    results: Mapping[str, Mapping[str, Any]]  # "operation|host" → result (for the store)
-    plan: tuple[PlannedOperation, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -173,12 +153,15 @@ class _Walk:
         self.transitions: list[tuple[RunState | None, RunState]] = []
         self.failure_reason: str | None = None
 
-    def move(self, name: str, message: str = "", **details: Any) -> RunState:
+    def move(self, name: StateName, message: str = "", **details: object) -> RunState:
         new = make_state(name, self.obs.now, message, **details)
         policy.check(self.state, new)
         self.transitions.append((self.state, new))
         self.state = new
         return new
+
+    def final(self) -> bool:
+        return is_final_state(self.state)
 
     def reword(self, message: str) -> None:
         """Same state, new message: not a transition, so it is not recorded in history."""
@@ -209,57 +192,27 @@ class _Walk:
             summary,
         )
 
-    def decision(self, **kwargs: Any) -> Decision:
+    def decision(
+        self,
+        *,
+        create: tuple[Intent, ...] = (),
+        delete: tuple[WorkKey, ...] = (),
+        summary: Summary | None = None,
+        stalled: Stalled | None = None,
+        requeue_after: float | None = None,
+        replace: tuple[str, ...] = (),
+    ) -> Decision:
         return Decision(
             progress=self.progress(),
             transitions=tuple(self.transitions),
+            create=create,
+            delete=delete,
+            summary=summary,
+            stalled=stalled,
+            requeue_after=requeue_after,
             failure_reason=self.failure_reason,
-            **kwargs,
+            replace=replace,
         )
-
-
-def _intent(
-    key: WorkKey,
-    command: str,
-    rb: RunbookSpec,
-    inv: ResolvedInventory,
-    env: Iterable[Any] = (),
-    image: str | None = None,
-    timeout: int | None = None,
-) -> Intent:
-    return _build_intent(rb, key, command, inv.by_name[key.host], env, image, timeout)
-
-
-def _build_intent(
-    rb: RunbookSpec,
-    key: WorkKey,
-    command: str,
-    host: Host | None,
-    env: Iterable[Any] = (),
-    image: str | None = None,
-    timeout: int | None = None,
-) -> Intent:
-    """The pod for `key` on `host` (None: a hook that runs once per run, on no host)."""
-    node_name: str | None = None
-    tolerate: tuple[dict[str, Any], ...] = ()
-    if host is not None and rb.inventory.node_selector is not None:
-        # A Node inventory pins each pod to its host's Node, tolerating its taints if asked.
-        node_name = host.name
-        if rb.inventory.tolerate_taints:
-            tolerate = tuple(dict(t) for t in host.data.get("taints") or [])
-    return Intent(
-        key=key,
-        command=command,
-        image=image or rb.defaults.image,
-        env=(*rb.defaults.env, *env),
-        timeout_seconds=timeout,
-        host_data=host.data if host is not None else {},
-        groups=tuple(host.groups) if host is not None else (),
-        service_account_name=rb.defaults.service_account_name,
-        resources=rb.defaults.resources,
-        node_name=node_name,
-        tolerate=tolerate,
-    )
 
 
 def validate_runbook(spec: RunbookSpec) -> None:
@@ -273,12 +226,12 @@ def validate_runbook(spec: RunbookSpec) -> None:
 def reject(obs: Observation, problem: str) -> Decision:
     """Fail a run whose spec cannot be acted on (Setup failed); `problem` names the field."""
     walk = _Walk(obs)
-    if walk.state is not None and is_final(walk.state.type):
+    if walk.final():
         walk.stage = walk.committed or Stage.Setup
         decision = _settle_summary(Decision(progress=walk.progress()))
     else:
         if walk.state is None:
-            walk.move("Pending", "Run accepted")
+            walk.move(StateName.PENDING, "Run accepted")
         decision = _reject(walk, problem)
     # A deleted Run whose spec cannot be acted on has nothing to wait for: it may go.
     if obs.deleted_at is not None:
@@ -287,7 +240,8 @@ def reject(obs: Observation, problem: str) -> Decision:
 
 
 def _reject(walk: _Walk, problem: str) -> Decision:
-    _finish(walk, "Failed", f"Setup failed: {problem}", "invalid_spec", stage=Stage.Setup)
+    message = f"Setup failed: {problem}"
+    _finish(walk, StateName.FAILED, message, reason="invalid_spec", stage=Stage.Setup)
     return walk.decision(stalled=Stalled("InvalidSpec", problem))
 
 
@@ -356,17 +310,20 @@ def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisi
     in_flight = sum(1 for u in obs.units if not u.finished and u.key not in decision.delete)
 
     def intent(key: WorkKey, op: Operation, host: Host | None, env: tuple[EnvVar, ...]) -> Intent:
-        return _build_intent(rb, key, op.run, host, (*env, *op.env), op.image, op.timeout_seconds)
+        env = (*env, *op.env)
+        return build_intent(
+            rb, key, op.run, host=host, env=env, image=op.image, timeout=op.timeout_seconds
+        )
 
     plan = hooks.plan_hooks(
         rb,
         decision.progress.state,
         decision.progress.attempt,
-        hosts,
-        by_key,
-        obs.launched,
-        max(0, rb.config.parallel - in_flight),
-        intent,
+        hosts=hosts,
+        units=by_key,
+        launched=obs.launched,
+        budget=max(0, rb.config.parallel - in_flight),
+        intent=intent,
     )
     if not plan.results:
         return decision
@@ -381,49 +338,20 @@ def _with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisi
 
 def _decide(obs: Observation) -> Decision:
     walk = _Walk(obs)
-    spec, rb, now = obs.spec, obs.runbook, obs.now
-    if walk.state is not None and is_final(walk.state.type):
+    if walk.final():
         walk.stage = walk.committed or Stage.Setup
         return Decision(progress=walk.progress())
+    rb = obs.runbook
     late_after = timedelta(seconds=rb.late_after_seconds if rb is not None else 15)
     if walk.state is None:
-        start_at = parse_time(spec.scheduled_time)
-        # A run first seen well after its time (created late, or the operator was down) was
-        # Scheduled all along and is Late now, as Prefect would record it.
-        if start_at is not None and (start_at > now or now > start_at + late_after):
-            walk.move(
-                "Scheduled",
-                f"Scheduled for {spec.scheduled_time}",
-                scheduled_time=spec.scheduled_time,
-            )
-        else:
-            walk.move("Pending", "Run accepted")
-
+        _enter(walk, late_after)
     # Cancel (or deletion of the Run) wins over everything that is not final.
     deleted = obs.deleted_at is not None
-    if spec.cancel or deleted:
-        return _cancel(walk, deleted=deleted and not spec.cancel)
-
-    state = walk.state
-    assert state is not None
-    if state.type is StateType.SCHEDULED and state.name != "AwaitingConcurrencySlot":
-        due = parse_time(state.scheduled_time) or now
-        if now < due:
-            return walk.decision(requeue_after=_seconds(due - now))
-        if state.name == "Scheduled" and now > due + late_after:
-            late = int((now - due).total_seconds())
-            walk.move(
-                "Late",
-                f"Starting {late}s after its scheduled time",
-                scheduled_time=state.scheduled_time,
-            )
-        if state.name == "AwaitingRetry":
-            # A new attempt: its stages start again at Setup, its units are new pods.
-            walk.attempt += 1
-            walk.committed = None
-            walk.attempt_start = None
-        walk.move("Pending", f"Attempt {walk.attempt} accepted")
-
+    if obs.spec.cancel or deleted:
+        return _cancel(walk, deleted=deleted and not obs.spec.cancel)
+    not_due = _wake(walk, late_after)
+    if not_due is not None:
+        return not_due
     if rb is None:
         problem = obs.runbook_problem or "spec: no runbook"
         walk.reword(f"Waiting: {problem}")
@@ -432,15 +360,81 @@ def _decide(obs: Observation) -> Decision:
     # ---- Setup: validate, resolve the inventory and the DAG.
     walk.reach(Stage.Setup)
     try:
-        inv = resolve_inventory(rb, spec.limit, obs.nodes)
+        inv = resolve_inventory(rb, obs.spec.limit, obs.nodes)
         dag = build_dag(rb.operations)
     except SpecError as exc:
         return _reject(walk, str(exc))
-
-    # ---- The Runbook's concurrency limit, before anything starts.
+    queued = _queue(walk, rb)
+    if queued is not None:
+        return queued
+    view = AttemptView.build(obs.units, walk.attempt, rb.config.slow_start_seconds)
+    _start_or_pause(walk, started=view.started)
+    lost = _lost(walk, view)
+    if lost is not None:
+        return lost
     state = walk.state
+    if state is not None and state.type is StateType.PAUSED:
+        until = parse_time(state.pause_timeout)
+        if until is not None and obs.now >= until:
+            in_flight = tuple(u.key for u in obs.units if not u.finished)
+            timeout = obs.spec.pause_timeout_seconds
+            _finish(walk, StateName.FAILED, f"Paused longer than {timeout}s", reason="timeout")
+            return walk.decision(delete=in_flight)
+        # Paused: running pods finish, no new one starts, no verdict until resumed.
+        hold_for = _seconds(until - obs.now) if until is not None else None
+        return _run(walk, rb, inv, dag=dag, view=view, hold=True, hold_for=hold_for)
+    return _run(walk, rb, inv, dag=dag, view=view)
+
+
+def _enter(walk: _Walk, late_after: timedelta) -> None:
+    """A new run: Scheduled for its time, or Pending at once."""
+    spec, now = walk.obs.spec, walk.obs.now
+    start_at = parse_time(spec.scheduled_time)
+    # A run first seen well after its time (created late, or the operator was down) was
+    # Scheduled all along and is Late now, as Prefect would record it.
+    if start_at is not None and (start_at > now or now > start_at + late_after):
+        walk.move(
+            StateName.SCHEDULED,
+            f"Scheduled for {spec.scheduled_time}",
+            scheduled_time=spec.scheduled_time,
+        )
+    else:
+        walk.move(StateName.PENDING, "Run accepted")
+
+
+def _wake(walk: _Walk, late_after: timedelta) -> Decision | None:
+    """A SCHEDULED run (not one queued for a slot) that is due becomes Pending, Late first if
+    it is well past its time; an AwaitingRetry one starts its next attempt. Not due yet: the
+    decision to wait (else None)."""
+    state, now = walk.state, walk.obs.now
     assert state is not None
-    waiting = state.name == "AwaitingConcurrencySlot"
+    if state.type is not StateType.SCHEDULED or state.name == StateName.AWAITING_CONCURRENCY_SLOT:
+        return None
+    due = parse_time(state.scheduled_time) or now
+    if now < due:
+        return walk.decision(requeue_after=_seconds(due - now))
+    if state.name == StateName.SCHEDULED and now > due + late_after:
+        late = int((now - due).total_seconds())
+        walk.move(
+            StateName.LATE,
+            f"Starting {late}s after its scheduled time",
+            scheduled_time=state.scheduled_time,
+        )
+    if state.name == StateName.AWAITING_RETRY:
+        # A new attempt: its stages start again at Setup, its units are new pods.
+        walk.attempt += 1
+        walk.committed = None
+        walk.attempt_start = None
+    walk.move(StateName.PENDING, f"Attempt {walk.attempt} accepted")
+    return None
+
+
+def _queue(walk: _Walk, rb: RunbookSpec) -> Decision | None:
+    """The Runbook's concurrency limit, before anything starts: no slot fails the run (Forbid)
+    or queues it (AwaitingConcurrencySlot); a queued run that got one is Pending again."""
+    obs, state = walk.obs, walk.state
+    assert state is not None
+    waiting = state.name == StateName.AWAITING_CONCURRENCY_SLOT
     if obs.slot is False and (state.type is StateType.PENDING or waiting):
         limit = rb.trigger.concurrency
         assert limit is not None
@@ -448,26 +442,31 @@ def _decide(obs: Observation) -> Decision:
         if limit.policy is ConcurrencyPolicy.Forbid:
             _finish(
                 walk,
-                "Failed",
+                StateName.FAILED,
                 f"Concurrency limit {limit.limit} reached (policy Forbid): {holders} running",
-                "concurrency",
+                reason="concurrency",
                 stage=Stage.Setup,
             )
             return walk.decision()
         if not waiting:
             verb = "replacing" if limit.policy is ConcurrencyPolicy.Replace else "waiting for"
             walk.move(
-                "AwaitingConcurrencySlot",
+                StateName.AWAITING_CONCURRENCY_SLOT,
                 f"Concurrency limit {limit.limit} reached: {verb} {holders}",
             )
         replace = obs.holders if limit.policy is ConcurrencyPolicy.Replace else ()
         return walk.decision(requeue_after=QUEUED_RECHECK_SECONDS, replace=replace)
     if waiting:
-        walk.move("Pending", "Concurrency slot acquired")
+        walk.move(StateName.PENDING, "Concurrency slot acquired")
+    return None
 
-    started = any(u.key.kind is Kind.RUN and u.key.attempt == walk.attempt for u in obs.units)
-    pause_name = "Paused" if started else "Suspended"
-    run_name = "Running" if walk.attempt == 1 else "Retrying"
+
+def _start_or_pause(walk: _Walk, *, started: bool) -> None:
+    """Pending starts the attempt (Running, or Retrying past the first) unless `spec.paused`;
+    pausing is Paused once an operation ran (`started`), else Suspended; resuming runs again."""
+    spec = walk.obs.spec
+    pause_name = StateName.PAUSED if started else StateName.SUSPENDED
+    run_name = StateName.RUNNING if walk.attempt == 1 else StateName.RETRYING
     state = walk.state
     assert state is not None
     if state.type is StateType.PENDING:
@@ -484,45 +483,28 @@ def _decide(obs: Observation) -> Decision:
         walk.start_time = walk.start_time or entered.timestamp
         walk.attempt_start = walk.attempt_start or entered.timestamp
 
+
+def _lost(walk: _Walk, view: AttemptView) -> Decision | None:
+    """Pods of this attempt that something else ended: the run crashes (else None)."""
     # A pod its node ended (evicted, lost with the node, preempted): the operation neither
     # succeeded nor failed, and what it did on the host is unknown. That is a crash.
-    evicted = sorted(
-        (u for u in obs.units if u.infrastructure and u.key.attempt == walk.attempt),
-        key=lambda u: u.key,
-    )
-    if evicted:
-        lost = evicted[0]
+    if view.evicted:
+        lost = view.evicted[0]
         return _crash(
             walk,
-            f"{len(evicted)} pod(s) of this run ended by their node (first: "
+            f"{len(view.evicted)} pod(s) of this run ended by their node (first: "
             f"{_describe(lost.key)}: {lost.reason}: {trim_message(lost.message)})",
         )
-
     # The operator deletes pods only when a run is cancelled or ends: any other pod that is
     # being deleted, or is gone, was deleted by someone else.
-    seen = {u.key for u in obs.units if not u.deleting}
-    vanished = sorted(
-        {k for k in obs.launched if k not in seen} | {u.key for u in obs.units if u.deleting}
-    )
-    vanished = [k for k in vanished if k.attempt == walk.attempt and k.kind is not Kind.HOOK]
+    vanished = view.vanished(walk.obs.launched)
     if vanished:
         return _crash(
             walk,
             f"{len(vanished)} pod(s) of this run were deleted outside runstate (first: "
             f"{_describe(vanished[0])}); its progress cannot be trusted",
         )
-
-    state = walk.state
-    if state is not None and state.type is StateType.PAUSED:
-        until = parse_time(state.pause_timeout)
-        if until is not None and now >= until:
-            in_flight = tuple(u.key for u in obs.units if not u.finished)
-            _finish(walk, "Failed", f"Paused longer than {spec.pause_timeout_seconds}s", "timeout")
-            return walk.decision(delete=in_flight)
-        # Paused: running pods finish, no new one starts, no verdict until resumed.
-        hold_for = _seconds(until - now) if until is not None else None
-        return _run(walk, rb, inv, dag.order, dag.deps, hold=True, hold_for=hold_for)
-    return _run(walk, rb, inv, dag.order, dag.deps)
+    return None
 
 
 def _describe(key: WorkKey) -> str:
@@ -531,11 +513,11 @@ def _describe(key: WorkKey) -> str:
 
 def _crash(walk: _Walk, message: str) -> Decision:
     """An infrastructure fault: the run is Crashed and what still runs of it is stopped."""
-    _finish(walk, "Crashed", message, "infrastructure")
+    _finish(walk, StateName.CRASHED, message, reason="infrastructure")
     return walk.decision(delete=tuple(u.key for u in walk.obs.units if not u.finished))
 
 
-def _pause(walk: _Walk, timeout: int | None, name: str) -> None:
+def _pause(walk: _Walk, timeout: int | None, name: StateName) -> None:
     until = walk.obs.now + timedelta(seconds=timeout) if timeout else None
     message = "Paused: running pods finish, no new ones start"
     if until is not None:
@@ -549,12 +531,12 @@ def _cancel(walk: _Walk, deleted: bool = False) -> Decision:
     assert walk.state is not None
     why = "Run deleted" if deleted else "Cancel requested"
     if walk.state.type is not StateType.CANCELLING:
-        walk.move("Cancelling", f"{why}: stopping {len(in_flight)} pod(s)")
+        walk.move(StateName.CANCELLING, f"{why}: stopping {len(in_flight)} pod(s)")
     if in_flight:
         return walk.decision(delete=in_flight, requeue_after=2.0)
     _finish(
         walk,
-        "Cancelled",
+        StateName.CANCELLED,
         "Cancelled: the Run was deleted" if deleted else "Cancelled by spec.cancel",
     )
     return walk.decision()
@@ -564,286 +546,108 @@ def _run(
     walk: _Walk,
     rb: RunbookSpec,
     inv: ResolvedInventory,
-    order: Sequence[str],
-    deps: Mapping[str, frozenset[str]],
+    *,
+    dag: Dag,
+    view: AttemptView,
     hold: bool = False,
     hold_for: float | None = None,
 ) -> Decision:
-    """Walk the stages of the current attempt. `hold` (a paused run): count and report, but
-    start nothing and reach no verdict; look again after `hold_for` seconds."""
-    obs = walk.obs
-    ops = {op.name: op for op in rb.operations}
-    # One pass over the run's units (100,000s in a 10,000-host run): this attempt's units, the
-    # latest try of each operation × host and of each host's probe, and the pods in flight.
-    units: dict[WorkKey, Observed] = {}
-    latest: dict[tuple[str, str], Observed] = {}
-    probes: dict[str, Observed] = {}
-    in_flight = 0  # `parallel` is per run: pods still running from an earlier attempt count
-    for u in obs.units:
-        key = u.key
-        if u.phase is not Phase.SUCCEEDED and u.phase is not Phase.FAILED:
-            in_flight += 1
-        if key.attempt != walk.attempt:
-            continue
-        units[key] = u
-        if key.kind is Kind.RUN:
-            seen = latest.get((key.operation, key.host))
-            if seen is None or key.try_ > seen.key.try_:
-                latest[(key.operation, key.host)] = u
-        elif key.kind is Kind.CONNECT:
-            probe = probes.get(key.host)
-            if probe is None or key.try_ > probe.key.try_:
-                probes[key.host] = u
-    budget = max(0, rb.config.parallel - in_flight)
-    create: list[Intent] = []
-    warnings: Counter[Stage] = Counter()
-    warnings[Stage.Setup] += len(inv.limited)  # pyinfra: a host skipped is worth a warning
-    failed: dict[str, FailedHost] = {}
-    hosts = inv.names
+    """Walk the stages of the current attempt: each stage's planner over the attempt's view,
+    then the verdict. `hold` (a paused run): count and report, but start nothing and reach no
+    verdict; look again after `hold_for` seconds."""
+    obs, order, hosts = walk.obs, dag.order, inv.names
+    by_name = {op.name: op for op in rb.operations}
+    ops = [by_name[name] for name in order]
+    # `parallel` is per run: pods still running from an earlier attempt count.
+    budget = 0 if hold else max(0, rb.config.parallel - view.in_flight)
+    starter = Starter(rb, inv, existing=view.units, budget=budget)
 
-    def want(
-        key: WorkKey, command: str, op: Operation | None = None, timeout: int | None = None
-    ) -> None:
-        # The intent is built only when it will start: a 10,000-host run has thousands of
-        # units waiting for a slot at every decision.
-        nonlocal budget
-        if hold or budget <= 0 or key in units:
-            return
-        if op is None:
-            create.append(_intent(key, command, rb, inv, timeout=timeout))
-        else:
-            create.append(_intent(key, command, rb, inv, op.env, op.image, op.timeout_seconds))
-        budget -= 1
-
-    def fail(host: str, stage: Stage, unit: Observed, operation: str | None = None) -> None:
-        if host not in failed:
-            reason = unit.reason or (f"ExitCode{unit.exit_code}" if unit.exit_code else "Error")
-            failed[host] = FailedHost(
-                host=host,
-                stage=stage,
-                operation=operation,
-                reason=reason,
-                message=trim_message(unit.message),
-            )
-
-    def active(host: str) -> bool:
-        return host not in failed
-
-    # Run-level timeout: fails the run ("timed out"), it never crashes it.
-    timeout = rb.config.timeout_seconds
-    started = parse_time(walk.attempt_start) or obs.now
-    deadline = started + timedelta(seconds=timeout) if timeout and not hold else None
-    timed_out = deadline is not None and obs.now >= deadline
-
-    # ---- Connect: the probe once per host (again, while its retries last); hosts whose
-    # probe fails are failed hosts.
     walk.reach(Stage.Connect)
-    connect_waiting = False
-    connect = rb.connect
-    if connect is not None:
-        for host in hosts:
-            unit = probes.get(host)
-            if unit is not None and unit.finished and unit.phase is Phase.SUCCEEDED:
-                continue
-            if unit is not None and unit.finished and unit.key.try_ >= connect.retries:
-                fail(host, Stage.Connect, unit)
-                continue
-            connect_waiting = True
-            if unit is None or unit.finished:
-                try_ = 0 if unit is None else unit.key.try_ + 1
-                key = WorkKey(Kind.CONNECT, "", host, walk.attempt, try_)
-                want(key, connect.run, timeout=connect.timeout_seconds)
-
-    # ---- Prepare: each operation's check on each targeted active host.
-    change: dict[str, dict[str, bool]] = {name: {} for name in order}
-    prepare_waiting = False
-    if not connect_waiting:
+    connect = plan_connect(view, hosts, rb.connect, starter)
+    prepare = PreparePlan.skipped(order, connect.failed)
+    if not connect.waiting:
         walk.reach(Stage.Prepare)
-        for name in order:
-            op = ops[name]
-            for host in inv.targets[name]:
-                if not active(host):
-                    continue
-                if op.check is None:
-                    change[name][host] = True
-                    continue
-                key = WorkKey(Kind.CHECK, name, host, walk.attempt)
-                unit = units.get(key)
-                if unit is None or not unit.finished:
-                    prepare_waiting = True
-                    want(key, op.check, op)
-                    continue
-                verdict = classify_check(unit)
-                if verdict is CheckResult.ERROR:
-                    fail(host, Stage.Prepare, unit, name)
-                else:
-                    change[name][host] = verdict is CheckResult.CHANGE
-
-    # ---- Execute: operations in DAG order, side by side when their dependencies are done.
-    results: dict[str, dict[str, Any]] = {}
-    counts = {name: Counter[str]() for name in order}
-    finished_ops: set[str] = set()
-    started_ops: set[str] = set()
-    executing = not connect_waiting and not prepare_waiting and not obs.spec.dry_run
-    stop: str | None = None
+        prepare = plan_prepare(view, ops, inv.targets, failed=connect.failed, starter=starter)
+    ready = not connect.waiting and not prepare.waiting
+    executing = ready and not obs.spec.dry_run
+    execute = ExecutePlan(failed=prepare.failed)
     if executing:
         walk.reach(Stage.Execute)
-        stop = fail_percent_stop(len(hosts), len(hosts) - len(failed), rb.config.fail_percent)
-        # One pass in topological order is enough: an operation that finishes here is seen as
-        # finished by its dependents later in the same pass.
-        for name in order:
-            if not deps[name] <= finished_ops:
-                continue
-            if _execute_op(
-                walk,
-                rb,
-                inv,
-                ops[name],
-                latest,
-                change[name],
-                failed,
-                results,
-                counts[name],
-                warnings,
-                want,
-                stop,
-                started_ops,
-            ):
-                finished_ops.add(name)
-                # pyinfra checks FAIL_PERCENT after each operation.
-                stop = stop or fail_percent_stop(
-                    len(hosts), len(hosts) - len(failed), rb.config.fail_percent
-                )
-
-    # ---- Counts for status (also while waiting), and the plan of a dry run.
-    if executing:
-        # A host that failed before an operation reached it will not be changed by it: it
-        # counts as a change only where the operation ran (as when its Connect failed).
-        for name in order:
-            for host in [h for h, v in change[name].items() if v and h in failed]:
-                if (name, host) not in latest:
-                    del change[name][host]
-    for name in order:
-        c = counts[name]
-        c["changed"] = sum(1 for v in change[name].values() if v)
-        c["noChange"] = sum(1 for v in change[name].values() if not v)
-        for host, needed in change[name].items():
-            if not needed:
-                results.setdefault(f"{name}|{host}", {"result": RunResult.NO_CHANGE.value})
-    op_counts = tuple(
-        OperationCounts(
-            name=name,
-            hosts=len(inv.targets[name]),
-            changed=counts[name]["changed"],
-            no_change=counts[name]["noChange"],
-            success=counts[name]["success"],
-            error=counts[name]["error"],
-            ignored=counts[name]["ignored"],
-            partial=counts[name]["partial"],
+        execute = plan_execute(
+            view,
+            ops,
+            deps=dag.deps,
+            targets=inv.targets,
+            change=prepare.change,
+            failed=prepare.failed,
+            hosts=len(hosts),
+            fail_percent=rb.config.fail_percent,
+            starter=starter,
         )
-        for name in order
-    )
-    # A retried probe or operation is a warning of its stage, once per retry.
-    warnings[Stage.Connect] += sum(1 for k in units if k.kind is Kind.CONNECT and k.try_ > 0)
-    warnings[Stage.Execute] += sum(1 for k in units if k.kind is Kind.RUN and k.try_ > 0)
-    slow = rb.config.slow_start_seconds
-    for u in units.values():
-        stage = STAGE_OF_KIND.get(u.key.kind)
-        if stage is not None and u.start_delay is not None and u.start_delay > slow:
-            warnings[stage] += 1
-    plan = None
-    if obs.spec.dry_run and not connect_waiting and not prepare_waiting:
-        plan = tuple(_plan(name, change[name]) for name in order)
+    counted = tally(view, order, change=prepare.change, execute=execute, executing=executing)
+    plan = counted.planned(order) if obs.spec.dry_run and ready else None
 
-    # ---- A stage behind the committed one means finished work vanished (pods deleted by
-    # someone else): the run's progress cannot be reconstructed, which is a crash.
+    # A stage behind the committed one means finished work vanished (pods deleted by someone
+    # else): the run's progress cannot be reconstructed, which is a crash.
     if walk.regressed():
-        lost = walk.stage.value
-        walk.stage = walk.committed or walk.stage
-        _finish(
-            walk,
-            "Crashed",
-            f"Progress lost: the run had reached {walk.stage.value} but its pods only "
-            f"show {lost} (pods deleted outside runstate?)",
-            "infrastructure",
-        )
-        return Decision(
-            progress=walk.progress(),
-            transitions=tuple(walk.transitions),
-            failure_reason=walk.failure_reason,
-        )
+        return _progress_lost(walk)
 
-    # ---- Decide: still working, or Disconnect and the verdict.
-    all_done = executing and len(finished_ops) == len(order)
-    stopped_dry = obs.spec.dry_run and plan is not None
-    still_running = in_flight > 0 or bool(create)
-    delete: tuple[WorkKey, ...] = ()
-    requeue: float | None = None
-    if hold:
-        requeue = hold_for
-    elif timed_out and not walk_final(walk):
-        delete = tuple(k for k, u in units.items() if not u.finished)
-        requeue = _fail(walk, rb, f"Run timed out after {timeout}s", "timeout")
-        create = []
-    elif stopped_dry:
-        changes = sum(1 for m in change.values() for v in m.values() if v)
-        _finish(
-            walk,
-            "Completed",
-            f"Dry run: {changes} change(s) planned on {len(hosts) - len(failed)} host(s)",
-        )
-    elif executing and not still_running and (all_done or stop is not None):
-        # A verdict only once none of the run's pods runs any more (a check of a host that
-        # already failed may still be running): the next attempt must not overlap this one.
-        if stop is not None:
-            reason = "no_hosts" if stop.startswith("No hosts") else "fail_percent"
-            requeue = _fail(walk, rb, stop, reason)
-        else:
-            outcomes = [StateType.FAILED if h in failed else StateType.COMPLETED for h in hosts]
-            changed = sum(1 for m in change.values() for v in m.values() if v)
-            final = aggregate(outcomes, rb.config.fail_percent, changed)
-            if final.type is StateType.COMPLETED:
-                _finish(walk, "Completed", final.message)
-            else:
-                requeue = _fail(walk, rb, final.message, "hosts_failed")
-    elif deadline is not None:
-        requeue = max(0.0, (deadline - obs.now).total_seconds())
-
-    done_hosts = (
-        sum(
-            1
-            for h in hosts
-            if active(h)
-            and all(
-                not change[n].get(h) or f"{n}|{h}" in results
-                for n in order
-                if h in inv.target_sets[n]
-            )
-        )
-        if executing
-        else 0
+    verdict = plan_verdict(
+        hosts,
+        execute,
+        operations=len(order),
+        changed=counted.changed,
+        executing=executing,
+        dry_run_ready=plan is not None,
+        busy=view.in_flight > 0 or bool(starter.created),
+        hold=hold,
+        clock=_clock(walk, rb, hold=hold, hold_for=hold_for),
+        fail_percent=rb.config.fail_percent,
     )
-    summary = Summary(
-        hosts=HostCounts(
-            total=len(hosts),
-            active=len(hosts) - len(failed),
-            failed=len(failed),
-            limited=len(inv.limited),
-        ),
-        hosts_ok=done_hosts,
-        stage_warnings=StageWarnings(**{s.value: warnings[s] for s in Stage}),
-        operations=op_counts,
-        failed_hosts=tuple(sorted(failed.values(), key=lambda f: f.host))[:MAX_FAILED_HOSTS],
-        results=results,
-        plan=plan,
+    create, requeue = _apply(walk, rb, verdict, starter.created)
+    summary = summarize(
+        view, inv, order, tally=counted, execute=execute, executing=executing, plan=plan
     )
-    idle = walk_final(walk) or (walk.state is not None and walk.state.type is StateType.SCHEDULED)
+    idle = walk.final() or (walk.state is not None and walk.state.type is StateType.SCHEDULED)
     return walk.decision(
-        create=tuple(create) if not idle else (),
-        delete=delete,
+        create=create if not idle else (),
+        delete=view.in_flight_keys() if verdict.stop_pods else (),
         summary=summary,
         requeue_after=requeue,
     )
+
+
+def _clock(walk: _Walk, rb: RunbookSpec, *, hold: bool, hold_for: float | None) -> Clock:
+    """The attempt's run-level timeout (it fails the run, "timed out"; it never crashes it)."""
+    timeout = rb.config.timeout_seconds
+    started = parse_time(walk.attempt_start) or walk.obs.now
+    deadline = started + timedelta(seconds=timeout) if timeout and not hold else None
+    return Clock(now=walk.obs.now, deadline=deadline, timeout=timeout, hold_for=hold_for)
+
+
+def _apply(
+    walk: _Walk, rb: RunbookSpec, verdict: VerdictPlan, create: tuple[Intent, ...]
+) -> tuple[tuple[Intent, ...], float | None]:
+    """Turn the verdict into state: the pods still to create, and when to look again."""
+    if verdict.ruling is Ruling.FAIL:
+        requeue = _fail(walk, rb, verdict.message, verdict.reason or "hosts_failed")
+        return (() if verdict.stop_pods else create), requeue
+    if verdict.ruling is Ruling.COMPLETE:
+        _finish(walk, StateName.COMPLETED, verdict.message)
+    return create, verdict.requeue_after
+
+
+def _progress_lost(walk: _Walk) -> Decision:
+    lost = walk.stage.value
+    walk.stage = walk.committed or walk.stage
+    _finish(
+        walk,
+        StateName.CRASHED,
+        f"Progress lost: the run had reached {walk.stage.value} but its pods only "
+        f"show {lost} (pods deleted outside runstate?)",
+        reason="infrastructure",
+    )
+    return walk.decision()
 
 
 def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | None:
@@ -851,13 +655,13 @@ def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | No
     Returns the delay before the next attempt, if any."""
     retries = rb.retries
     if walk.attempt > retries.limit:
-        _finish(walk, "Failed", message, reason)
+        _finish(walk, StateName.FAILED, message, reason=reason)
         return None
     delay = retries.delay_seconds * retries.backoff_factor ** (walk.attempt - 1)
     at = walk.obs.now + timedelta(seconds=delay)
     walk.reach(Stage.Disconnect)  # the failed attempt's Disconnect; the next starts at Setup
     walk.move(
-        "AwaitingRetry",
+        StateName.AWAITING_RETRY,
         f"Attempt {walk.attempt} failed: {message} Retrying at {rfc3339(at)} "
         f"({walk.attempt}/{retries.limit} retries)",
         scheduled_time=rfc3339(at),
@@ -867,14 +671,11 @@ def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | No
     return delay
 
 
-def walk_final(walk: _Walk) -> bool:
-    return walk.state is not None and is_final(walk.state.type)
-
-
 def _finish(
     walk: _Walk,
-    name: str,
+    name: StateName,
     message: str,
+    *,
     reason: str | None = None,
     stage: Stage = Stage.Disconnect,
 ) -> None:
@@ -884,97 +685,20 @@ def _finish(
         walk.reach(stage)
     walk.move(name, message)
     walk.end_time = walk.state.timestamp if walk.state else None
-    if name != "Completed":
+    if name != StateName.COMPLETED:
         walk.failure_reason = reason
 
 
-def _plan(name: str, change: Mapping[str, bool]) -> PlannedOperation:
-    yes = [h for h, v in change.items() if v]
-    no = [h for h, v in change.items() if not v]
-    return PlannedOperation(
-        name=name,
-        change=yes[:MAX_PLAN_HOSTS],
-        no_change=no[:MAX_PLAN_HOSTS],
-        truncated=len(yes) > MAX_PLAN_HOSTS or len(no) > MAX_PLAN_HOSTS,
-    )
-
-
-def _execute_op(
-    walk: _Walk,
-    rb: RunbookSpec,
-    inv: ResolvedInventory,
-    op: Any,
-    latest_tries: Mapping[tuple[str, str], Observed],
-    change: Mapping[str, bool],
-    failed: dict[str, FailedHost],
-    results: dict[str, dict[str, Any]],
-    counts: Counter[str],
-    warnings: Counter[Stage],
-    want: Any,
-    stop: str | None,
-    started_ops: set[str],
-) -> bool:
-    """Advance one ready operation over its hosts; True when it has finished on all of them."""
-    finished = True
-    pending_hosts: list[str] = []
-    for host in inv.targets[op.name]:
-        if not change.get(host):
-            continue  # no change needed, or the host failed before Prepare finished with it
-        latest = latest_tries.get((op.name, host))
-        if latest is None:
-            if host in failed:
-                continue  # the host left the active set before this op reached it
-            pending_hosts.append(host)
-            finished = False
-            continue
-        started_ops.add(op.name)
-        if not latest.finished:
-            finished = False
-            continue
-        if latest.phase is Phase.SUCCEEDED:
-            outcome = RunResult.SUCCESS
-        elif latest.key.try_ < op.retries and host not in failed:
-            # Per op × host retries: the next try is a new unit (and a new pod).
-            pending_hosts.append(host)
-            finished = False
-            continue
-        elif op.ignore_errors:
-            outcome = RunResult.IGNORED
-            warnings[Stage.Execute] += 1
-        elif latest.timed_out:
-            outcome = RunResult.PARTIAL
-        else:
-            outcome = RunResult.ERROR
-        if outcome in (RunResult.ERROR, RunResult.PARTIAL):
-            reason_unit = latest
-            if host not in failed:
-                failed[host] = FailedHost(
-                    host=host,
-                    stage=Stage.Execute,
-                    operation=op.name,
-                    reason=reason_unit.reason or f"ExitCode{reason_unit.exit_code}",
-                    message=trim_message(reason_unit.message),
-                )
-        counts[outcome.value] += 1
-        results[f"{op.name}|{host}"] = {
-            "result": outcome.value,
-            "exitCode": latest.exit_code,
-            "reason": latest.reason,
-            "try": latest.key.try_,
-            "message": trim_message(latest.message) if outcome not in (RunResult.SUCCESS,) else "",
-        }
-
-    # Once FAIL_PERCENT is exceeded, no new operation starts; started ones finish their hosts.
-    if stop is not None and op.name not in started_ops:
-        return True
-    for host in pending_hosts:
-        if host in failed:
-            continue
-        latest = latest_tries.get((op.name, host))
-        try_ = 0 if latest is None else latest.key.try_ + 1
-        key = WorkKey(Kind.RUN, op.name, host, walk.attempt, try_)
-        want(key, op.run, op)
-    return finished and not [h for h in pending_hosts if h not in failed]
-
-
-__all__ = ["SpecError", "decide", "reject", "validate_runbook"]
+__all__ = [
+    "DELETE_HOOK_GRACE_SECONDS",
+    "QUEUED_RECHECK_SECONDS",
+    "Decision",
+    "Observation",
+    "Progress",
+    "SpecError",
+    "Stalled",
+    "Summary",
+    "decide",
+    "reject",
+    "validate_runbook",
+]

@@ -5,7 +5,10 @@ final state, each hook for that state runs once: one pod per run, or one per sel
 the hook operation sets `hosts`. Hooks never change the run's state: a hook that fails is a
 Disconnect stage warning. Like the rest of the engine this is level-based: which hooks ran, and
 how, is read from the hook pods; a hook pod that was started (recorded as launched) and is gone
-is `Lost`, never started again.
+is `Lost`, never started again. `is_failure` is the one rule of which hook outcomes are
+failures, for status and the controller as well.
+
+It must not do I/O or know about Kubernetes: it sees units of work and returns intents.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 from runstate.api.v1alpha1 import (
     EnvVar,
+    HookOutcome,
     HookResult,
     Host,
     Operation,
@@ -26,6 +30,18 @@ from runstate.domain.errors import SpecError
 from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey, trim_message
 
 MAX_HOOKS_IN_STATUS = 50
+
+#: Hook outcomes that are failures: each is a Disconnect stage warning.
+FAILED_OUTCOMES: frozenset[HookOutcome] = frozenset({HookOutcome.FAILED, HookOutcome.LOST})
+#: Hook outcomes of hooks that are not over yet.
+OPEN_OUTCOMES: frozenset[HookOutcome] = frozenset({HookOutcome.PENDING, HookOutcome.RUNNING})
+
+
+def is_failure(result: object) -> bool:
+    """Is this hook outcome (a `HookOutcome`, or the string of one read from a status) a
+    failure? The one rule; status and the controller ask it too."""
+    return result in FAILED_OUTCOMES
+
 
 # Which list of `spec.hooks` a final state type runs (Crashed counts as a failure, as in Prefect).
 TRIGGERS: Mapping[StateType, str] = {
@@ -78,14 +94,6 @@ def validate_hooks(spec: RunbookSpec) -> None:
                 )
 
 
-FAILED_OUTCOMES = frozenset({"Failed", "Lost"})
-
-
-def failed_outcome(result: str) -> bool:
-    """A hook that failed or was lost: a Disconnect stage warning."""
-    return result in FAILED_OUTCOMES
-
-
 @dataclass(frozen=True)
 class HookPlan:
     create: tuple[Intent, ...]
@@ -105,6 +113,7 @@ def plan_hooks(
     spec: RunbookSpec,
     state: RunState,
     attempt: int,
+    *,
     hosts: Sequence[Host],
     units: Mapping[WorkKey, Observed],
     launched: frozenset[WorkKey],
@@ -119,7 +128,7 @@ def plan_hooks(
     ops = {op.name: op for op in spec.hook_operations}
     env = (
         EnvVar(name="RUNSTATE_STATE", value=state.type.value),
-        EnvVar(name="RUNSTATE_STATE_NAME", value=state.name),
+        EnvVar(name="RUNSTATE_STATE_NAME", value=str(state.name)),
         EnvVar(name="RUNSTATE_STATE_MESSAGE", value=state.message[:1024]),
     )
     create: list[Intent] = []
@@ -140,24 +149,12 @@ def plan_hooks(
                 latest = unit
             next_try = 0 if latest is None else latest.key.try_ + 1
             next_key = WorkKey(Kind.HOOK, name, host_name, attempt, next_try)
-            message = ""
-            if latest is None:
-                result = "Pending"
-            elif not latest.finished:
-                result = "Running"
-            elif latest.phase is Phase.SUCCEEDED:
-                result = "Succeeded"
-            elif next_try <= op.retries:
-                result = "Pending"  # failed with retries left: the next try starts
-            else:
-                result = "Failed"
-                message = trim_message(
-                    latest.message or latest.reason or f"exit {latest.exit_code}"
-                )
-            if result == "Pending":
+            result, message = _outcome(latest, op.retries)
+            if result is HookOutcome.PENDING:
                 if next_key in launched:
                     # Started once, and its pod is gone: running it again could notify twice.
-                    result, message = "Lost", "the hook's pod was deleted before it finished"
+                    result = HookOutcome.LOST
+                    message = "the hook's pod was deleted before it finished"
                 elif budget > 0:
                     create.append(intent(next_key, op, host, env))
                     budget -= 1
@@ -165,8 +162,22 @@ def plan_hooks(
                 name=name, on=trigger, host=host_name or None, result=result, message=message
             )
             results.append(item)
-            if result in ("Failed", "Lost"):
+            if is_failure(result):
                 failed.append(item)
-            elif result in ("Pending", "Running"):
+            elif result in OPEN_OUTCOMES:
                 settled = False
     return HookPlan(tuple(create), tuple(results[:MAX_HOOKS_IN_STATUS]), tuple(failed), settled)
+
+
+def _outcome(latest: Observed | None, retries: int) -> tuple[HookOutcome, str]:
+    """What the latest try of a hook says, and the message of a failed one."""
+    if latest is None:
+        return HookOutcome.PENDING, ""
+    if not latest.finished:
+        return HookOutcome.RUNNING, ""
+    if latest.phase is Phase.SUCCEEDED:
+        return HookOutcome.SUCCEEDED, ""
+    if latest.key.try_ + 1 <= retries:
+        return HookOutcome.PENDING, ""  # failed with retries left: the next try starts
+    message = latest.message or latest.reason or f"exit {latest.exit_code}"
+    return HookOutcome.FAILED, trim_message(message)

@@ -2,7 +2,8 @@
 
 One readable table, `ALLOWED`, of state type → types it may move to, plus the rules every
 proposal must pass. `check()` raises `TransitionRefused` with the rule's name; the engine only
-proposes transitions and never bypasses this module.
+proposes transitions and never bypasses this module. It must not create states (`states`
+does) nor do I/O.
 """
 
 from __future__ import annotations

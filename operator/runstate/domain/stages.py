@@ -1,4 +1,9 @@
-"""pyinfra's forward-only stages: Setup → Connect → Prepare → Execute → Disconnect."""
+"""pyinfra's forward-only stages: Setup → Connect → Prepare → Execute → Disconnect.
+
+Owns their order and the rule that they never go backwards within one attempt. What happens in
+each stage is its planner's (`runstate.domain.planners`); this module must not know about units,
+states or I/O.
+"""
 
 from __future__ import annotations
 

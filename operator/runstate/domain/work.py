@@ -3,7 +3,9 @@
 A unit is identified by a `WorkKey` (kind, operation, host, run attempt, try). The operator turns
 each unit into exactly one pod with a deterministic name, so the set of observed units *is* the
 run's progress: a restarted operator reads it back and continues, and never starts a key twice.
-This module also classifies what a finished unit means (pyinfra's check exit codes, timeouts).
+This module also classifies what a finished unit means (pyinfra's check exit codes, timeouts,
+`RunResult`) and is the one home of how a failed unit becomes a failed host (`failed_host`).
+It must not do I/O or know about Kubernetes: it sees units of work, not pods.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstate.api.v1alpha1 import EnvVar
+from runstate.api.v1alpha1 import EnvVar, FailedHost, Stage
 
 
 class Kind(enum.StrEnum):
@@ -133,9 +135,38 @@ def classify_check(obs: Observed) -> CheckResult:
     return CheckResult.CHANGE if 1 <= obs.exit_code <= 125 else CheckResult.ERROR
 
 
+#: What the store keeps of one operation × host ("operation|host"): result, exitCode, reason,
+#: try, message.
+UnitResult = Mapping[str, str | int | None]
+
+
 class RunResult(enum.StrEnum):
     SUCCESS = "success"
     ERROR = "error"
     IGNORED = "ignored"  # an error under ignoreErrors: the host stays active
     PARTIAL = "partial"  # timed out or interrupted: the op ran only in part
     NO_CHANGE = "no_change"  # not run: the check said the host is already in state
+
+    @property
+    def failed(self) -> bool:
+        """The host failed this operation (it leaves the active set)."""
+        return self in (RunResult.ERROR, RunResult.PARTIAL)
+
+
+def failure_reason(unit: Observed) -> str:
+    """Why a unit failed, for `status.failedHosts[].reason`: the pod's reason, else its exit
+    code, else "Error" (never "ExitCodeNone" for a unit that has no exit code)."""
+    if unit.reason:
+        return unit.reason
+    return f"ExitCode{unit.exit_code}" if unit.exit_code else "Error"
+
+
+def failed_host(unit: Observed, stage: Stage, operation: str | None = None) -> FailedHost:
+    """The failed host `unit` makes of its host, at `stage` (and `operation`, past Connect)."""
+    return FailedHost(
+        host=unit.key.host,
+        stage=stage,
+        operation=operation,
+        reason=failure_reason(unit),
+        message=trim_message(unit.message),
+    )

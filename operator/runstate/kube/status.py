@@ -22,6 +22,7 @@ from runstate.api.v1alpha1 import (
     StateType,
 )
 from runstate.domain.engine import Decision
+from runstate.domain.hooks import is_failure as hook_failed
 from runstate.domain.states import is_final, rfc3339, seconds_between
 from runstate.domain.triggers import TriggerPlan
 
@@ -68,7 +69,7 @@ def run_status(
     summary = decision.summary
     stalled = decision.stalled
     if stalled is None and state.type in (StateType.FAILED, StateType.CRASHED):
-        reason, message = state.name, state.message
+        reason, message = str(state.name), state.message
         stalled_flag = True
     elif stalled is not None:
         reason, message, stalled_flag = stalled.reason, stalled.message, True
@@ -80,10 +81,10 @@ def run_status(
     elif not decision.settled:
         reconciling = (not stalled_flag, "Hooks", "state hooks running")
     else:
-        reconciling = (False, state.name, "")
+        reconciling = (False, str(state.name), "")
     conditions = _conditions(
         [
-            ("Ready", state.type is StateType.COMPLETED, state.name, state.message),
+            ("Ready", state.type is StateType.COMPLETED, str(state.name), state.message),
             ("Reconciling", *reconciling),
             ("Stalled", stalled_flag, reason, message),
         ],
@@ -137,7 +138,7 @@ def run_status(
 
 
 def _failed_hooks(items: Sequence[Mapping[str, Any]]) -> int:
-    return sum(1 for h in items if h.get("result") in ("Failed", "Lost"))
+    return sum(1 for h in items if hook_failed(h.get("result")))
 
 
 def _hooks(
@@ -145,7 +146,9 @@ def _hooks(
 ) -> None:
     """`status.hooks`, and each failed hook as a Disconnect warning. Idempotent: the warnings
     the previous status counted for hooks are taken out before this decision's are added."""
-    out["hooks"] = [h.model_dump(by_alias=True, exclude_none=True) for h in decision.hooks or ()]
+    out["hooks"] = [
+        h.model_dump(by_alias=True, exclude_none=True, mode="json") for h in decision.hooks or ()
+    ]
     warnings = dict(out.get("stageWarnings") or {})
     base = int(warnings.get("Disconnect") or 0)
     if not summary_given:
