@@ -57,11 +57,11 @@ def _zone(trigger: Trigger) -> ZoneInfo:
 def _never(schedule: str, after: datetime | None = None) -> SpecError:
     when = f" after {rfc3339(after)}" if after is not None else ""
     return SpecError(
-        "spec.trigger.schedule", f"{schedule!r} never fires{when} (a day that no month has?)"
+        "spec.trigger.schedule", f"{schedule!r} never fires{when} (a day no month has?)"
     )
 
 
-def _step(times: croniter, schedule: str, since: datetime, prev: bool = False) -> datetime:
+def _step(times: croniter, schedule: str, since: datetime | None, prev: bool = False) -> datetime:
     """The next (or previous) time of `times`; a schedule with none is a `SpecError`."""
     try:
         moment: datetime = times.get_prev(datetime) if prev else times.get_next(datetime)
@@ -90,7 +90,7 @@ def validate(trigger: Trigger) -> None:
         times = croniter(schedule, _NEVER_FROM.replace(tzinfo=zone))
     except (CroniterError, ValueError) as exc:
         raise SpecError("spec.trigger.schedule", f"{schedule!r}: {exc}") from None
-    _step(times, schedule, _NEVER_FROM.replace(tzinfo=zone))
+    _step(times, schedule, None)
 
 
 def _name(runbook: str, suffix: str) -> str:
