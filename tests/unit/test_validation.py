@@ -506,6 +506,34 @@ HOSTILE: list[tuple[str, dict[str, Any], dict[str, Any] | None, str]] = [
         "spec.pauseTimeoutSeconds",
     ),
     (
+        "a node selector label key with a space",
+        {
+            "inventory": {"nodeSelector": {"matchLabels": {"node role": "edge"}}},
+            "operations": OPS,
+        },
+        None,
+        "spec.inventory.nodeSelector.matchLabels",
+    ),
+    (
+        "a node selector label value that is no label value",
+        {
+            "inventory": {
+                "nodeSelector": {
+                    "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a b"]}]
+                }
+            },
+            "operations": OPS,
+        },
+        None,
+        "spec.inventory.nodeSelector.matchExpressions[0].values[0]",
+    ),
+    (
+        "an empty check",
+        rb_with(("operations", 1, "check"), ""),
+        None,
+        "spec.operations[1].check",
+    ),
+    (
         "a limit naming an unknown host",
         base_runbook(),
         {**base_run(), "limit": ["web7"]},

@@ -49,6 +49,12 @@ QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+
 MAX_SECONDS = 315_360_000
 # Scheduled times are between these years: a time plus any bounded duration stays a datetime.
 MIN_YEAR, MAX_YEAR = 1970, 9000
+# Label keys (`[prefix/]name`) and values, as a label selector of the Node LIST must have them.
+LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?" + LABEL_NAME + "$"
+)
+LABEL_VALUE = r"^(" + LABEL_NAME + r")?$"
 # The prefix of the env var each Run parameter becomes.
 PARAM_ENV_PREFIX = "RUNSTATE_PARAM_"
 # The schema's side of the year bound of `scheduledTime` (format date-time checks the rest).
@@ -130,10 +136,28 @@ class SelectorOperator(enum.StrEnum):
     DoesNotExist = "DoesNotExist"
 
 
+def _check_label_key(key: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if re.match(LABEL_KEY, key) is None or len(name) > 63 or len(prefix) > 253:
+        raise ValueError(
+            f"{key!r} is not a label key ([prefix/]name: a DNS subdomain, then at most 63 "
+            "alphanumerics, '-', '_' or '.')"
+        )
+
+
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
+
+
 class SelectorRequirement(_Model):
-    key: Annotated[str, Field(min_length=1, max_length=316)]
+    key: Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)]
     operator: SelectorOperator
-    values: list[str] = Field(default_factory=list)
+    values: list[LabelValue] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _label_key(cls, key: str) -> str:
+        _check_label_key(key)
+        return key
 
     @model_validator(mode="after")
     def _values_fit(self) -> SelectorRequirement:
@@ -148,8 +172,15 @@ class SelectorRequirement(_Model):
 class NodeSelector(_Model):
     """A Kubernetes label selector over Nodes (both parts must match)."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: dict[str, LabelValue] = Field(default_factory=dict)
     match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+
+    @field_validator("match_labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            _check_label_key(key)
+        return labels
 
 
 class Inventory(_Model):
@@ -289,7 +320,7 @@ class Connect(_Model):
 class Operation(_Model):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
     run: Annotated[str, Field(min_length=1, description="Shell command (sh -c) run per host")]
-    check: str | None = Field(
+    check: Annotated[str, Field(min_length=1)] | None = Field(
         default=None,
         description="Prepare stage: exit 0 = already in the desired state, 1-125 = change needed",
     )
