@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from runstate.api.crds import schema_of
 from runstate.api.v1alpha1 import (
     MAX_SECONDS,
+    Host,
     Retries,
     RunbookSpec,
     RunSpec,
@@ -25,10 +26,18 @@ from runstate.api.v1alpha1 import (
     param_env_name,
 )
 from runstate.domain import history, triggers
+from runstate.domain.dag import build_dag
 from runstate.domain.engine import Observation, Progress, decide
 from runstate.domain.errors import SpecError
+from runstate.domain.inventory import resolve_inventory
 from runstate.domain.states import make_state, rfc3339
-from runstate.domain.validation import describe, retry_delay, validate_run, validate_runbook
+from runstate.domain.validation import (
+    describe,
+    retry_delay,
+    setup,
+    validate_run,
+    validate_runbook,
+)
 from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import pods
 from tests.unit.sim import T0, simulate
@@ -248,11 +257,21 @@ def answer(runbook: dict[str, Any], run: dict[str, Any] | None = None) -> str:
         spec = RunSpec.model_validate(run if run is not None else base_run())
     except ValidationError as exc:
         return describe("spec", exc).split(": ", 1)[0]
-    try:
-        validate_run(spec, rb)
-    except SpecError as exc:
-        return exc.field
-    return "accepted"
+    fields = []
+    for check in (lambda: validate_run(spec, rb), lambda: setup(spec, rb, NODES)):
+        try:
+            check()
+        except SpecError as exc:
+            fields.append(exc.field)
+        else:
+            fields.append("accepted")
+    # The Runbook's status and a Run's Setup give the same answer.
+    assert fields[0] == fields[1], fields
+    return fields[0]
+
+
+# The Nodes a `nodeSelector` inventory matched when a run started.
+NODES = (Host(name="node-7"),)
 
 
 def rb_with(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
@@ -631,6 +650,15 @@ def test_a_never_firing_schedule_is_answered_quickly_by_plan_too() -> None:
     assert exc.value.field == "spec.trigger.schedule"
     assert "never fires" in exc.value.message
     assert time.monotonic() - started < 2.0
+
+
+def test_setup_gives_the_inventory_and_dag_the_engine_resolves() -> None:
+    rb = RunbookSpec.model_validate(rb_with(("operations", 1, "hosts"), {"names": ["web2"]}))
+    spec = RunSpec.model_validate({**base_run(), "limit": ["web2"]})
+    inv, dag = setup(spec, rb)
+    assert inv == resolve_inventory(rb, ["web2"])
+    assert dag == build_dag(rb.operations)
+    assert inv.limited == ("web1",) and inv.targets["b"] == ("web2",)
 
 
 def test_parameters_env_rule_is_the_pods_rule() -> None:

@@ -7,6 +7,8 @@ schedule) is judged here and raised as a `SpecError`:
 
 - `validate_runbook(spec)`: what the Runbook's status and every Run's Setup stage judge;
 - `validate_run(spec, runbook)`: a Run's own spec on top of its Runbook's (limit, parameters);
+- `setup(spec, runbook, nodes)`: `validate_run` that also returns what the Setup stage needs
+  (the resolved inventory and the DAG), each computed once;
 - `describe(prefix, exc)`: a pydantic `ValidationError` as one message naming the field as a
   user finds it in the manifest (`spec.operations[2].timeoutSeconds: ...`);
 - `retry_delay(retries, attempt)`: the wait before the next attempt, clamped so that no
@@ -26,15 +28,16 @@ from runstate.api.v1alpha1 import (
     MAX_SECONDS,
     PARAM_ENV_PREFIX,
     EnvVar,
+    Host,
     Retries,
     RunbookSpec,
     RunSpec,
     param_env_name,
 )
 from runstate.domain import hooks, triggers
-from runstate.domain.dag import build_dag
+from runstate.domain.dag import Dag, build_dag
 from runstate.domain.errors import SpecError
-from runstate.domain.inventory import resolve_inventory
+from runstate.domain.inventory import ResolvedInventory, resolve_inventory
 
 # Env var names the operator sets on every pod (RUNSTATE_HOST, RUNSTATE_PARAM_<NAME>, ...): a
 # user's env of the same name would silently replace the operator's value.
@@ -85,14 +88,9 @@ def _env(env: Sequence[EnvVar], where: str) -> None:
         seen[var.name] = i
 
 
-def validate_runbook(spec: RunbookSpec) -> None:
-    """Raise `SpecError` for the first thing in `spec` the operator cannot act on: the static
-    inventory (no hosts, duplicates, unknown groups or host names in `operations[].hosts`), the
-    DAG (duplicates, unknown `dependsOn`, cycles), hooks, env names, the trigger (zone,
-    schedule that never fires). A `nodeSelector` inventory is resolved when a run starts."""
-    if spec.inventory.node_selector is None:
-        resolve_inventory(spec, None)
-    build_dag(spec.operations)
+def _rest(spec: RunbookSpec) -> Dag:
+    """Every check of `validate_runbook` but the inventory's; the DAG it built."""
+    dag = build_dag(spec.operations)
     hooks.validate_hooks(spec)
     _env(spec.defaults.env, "spec.defaults.env")
     for i, op in enumerate(spec.operations):
@@ -100,12 +98,20 @@ def validate_runbook(spec: RunbookSpec) -> None:
     for i, op in enumerate(spec.hook_operations):
         _env(op.env, f"spec.hookOperations[{i}].env")
     triggers.validate(spec.trigger)
+    return dag
 
 
-def validate_run(spec: RunSpec, runbook: RunbookSpec | None) -> None:
-    """Raise `SpecError` for a Run that cannot start: its parameters (two that become one env
-    var), and with its Runbook (None: not there yet, nothing more to judge) everything
-    `validate_runbook` judges plus `limit` against a static inventory."""
+def validate_runbook(spec: RunbookSpec) -> None:
+    """Raise `SpecError` for the first thing in `spec` the operator cannot act on: the static
+    inventory (no hosts, duplicates, unknown groups or host names in `operations[].hosts`), the
+    DAG (duplicates, unknown `dependsOn`, cycles), hooks, env names, the trigger (zone,
+    schedule that never fires). A `nodeSelector` inventory is resolved when a run starts."""
+    if spec.inventory.node_selector is None:
+        resolve_inventory(spec, None)
+    _rest(spec)
+
+
+def _parameters(spec: RunSpec) -> None:
     seen: dict[str, str] = {}
     for key in spec.parameters:
         env = param_env_name(key)
@@ -114,17 +120,35 @@ def validate_run(spec: RunSpec, runbook: RunbookSpec | None) -> None:
                 "spec.parameters", f"{seen[env]!r} and {key!r} both become the env var {env}"
             )
         seen[env] = key
+
+
+def validate_run(spec: RunSpec, runbook: RunbookSpec | None) -> None:
+    """Raise `SpecError` for a Run that cannot start: its parameters (two that become one env
+    var), and with its Runbook (None: not there yet, nothing more to judge) everything
+    `validate_runbook` judges plus `limit` against a static inventory."""
+    _parameters(spec)
     if runbook is None:
         return
-    validate_runbook(runbook)
-    if runbook.inventory.node_selector is None and spec.limit is not None:
-        resolve_inventory(runbook, spec.limit)
+    if runbook.inventory.node_selector is None:
+        resolve_inventory(runbook, spec.limit)  # what resolve_inventory(runbook, None) checks, too
+    _rest(runbook)
+
+
+def setup(
+    spec: RunSpec, runbook: RunbookSpec, nodes: Sequence[Host] | None = None
+) -> tuple[ResolvedInventory, Dag]:
+    """The Setup stage of a run: every check of `validate_run`, then the run's inventory
+    (`nodes`: a `nodeSelector` inventory's Nodes) and its DAG, each resolved once."""
+    _parameters(spec)
+    inventory = resolve_inventory(runbook, spec.limit, nodes)
+    return inventory, _rest(runbook)
 
 
 __all__ = [
     "RESERVED_ENV_PREFIX",
     "describe",
     "retry_delay",
+    "setup",
     "validate_run",
     "validate_runbook",
 ]
