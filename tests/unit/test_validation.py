@@ -677,6 +677,24 @@ def test_describe_names_list_items_as_a_manifest_does() -> None:
     )
 
 
+def test_describe_says_what_a_pattern_wanted_not_the_regex() -> None:
+    with pytest.raises(ValidationError) as exc:
+        RunbookSpec.model_validate(rb_with(("operations", 1, "image"), "Nginx:1"))
+    assert describe("spec", exc.value) == (
+        "spec.operations[1].image: 'Nginx:1' is not an image reference "
+        "([registry[:port]/]path[:tag][@digest], path in lower case)"
+    )
+
+
+def test_a_long_unknown_limit_is_cut_short() -> None:
+    rb = RunbookSpec.model_validate(base_runbook())
+    spec = RunSpec.model_validate({**base_run(), "limit": [f"h{i:03}" for i in range(500)]})
+    with pytest.raises(SpecError) as exc:
+        validate_run(spec, rb)
+    assert exc.value.field == "spec.limit"
+    assert exc.value.message.endswith("h009 … (500 in all)")
+
+
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 

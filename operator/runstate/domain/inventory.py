@@ -108,7 +108,8 @@ def resolve_inventory(
     else:
         unknown = sorted(set(limit) - seen)
         if unknown:
-            raise SpecError("spec.limit", f"unknown host(s): {', '.join(unknown)}")
+            more = f" … ({len(unknown)} in all)" if len(unknown) > 10 else ""
+            raise SpecError("spec.limit", f"unknown host(s): {', '.join(unknown[:10])}{more}")
         wanted = set(limit)
         kept = tuple(h for h in every if h.name in wanted)
         limited = tuple(h.name for h in every if h.name not in wanted)

@@ -25,8 +25,16 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from runstate.api.v1alpha1 import (
+    DNS_LABEL,
+    DNS_SUBDOMAIN,
+    ENV_NAME,
+    IMAGE,
+    LABEL_KEY,
+    LABEL_VALUE,
     MAX_SECONDS,
     PARAM_ENV_PREFIX,
+    SCHEDULED_YEAR,
+    TIME_ZONE,
     EnvVar,
     Host,
     Retries,
@@ -44,6 +52,20 @@ from runstate.domain.inventory import ResolvedInventory, resolve_inventory
 RESERVED_ENV_PREFIX = "RUNSTATE_"
 
 
+# What a value that misses a pattern of the API should have been (pydantic would quote the
+# regular expression).
+_PATTERNS = {
+    DNS_LABEL: "a DNS label (lower case alphanumerics and '-', at most 63)",
+    DNS_SUBDOMAIN: "a DNS subdomain (lower case alphanumerics, '-' and '.')",
+    ENV_NAME: "an env var name ([-._a-zA-Z][-._a-zA-Z0-9]*)",
+    IMAGE: "an image reference ([registry[:port]/]path[:tag][@digest], path in lower case)",
+    LABEL_KEY: "a label key ([prefix/]name)",
+    LABEL_VALUE: "a label value (alphanumerics, '-', '_' and '.', at most 63)",
+    TIME_ZONE: "an IANA time zone name (e.g. Europe/Berlin)",
+    SCHEDULED_YEAR: "a time in the years 1970 to 8999",
+}
+
+
 def describe(prefix: str, exc: ValidationError) -> str:
     """The first error of `exc` as `prefix.path[2].field: message`."""
     first = exc.errors()[0]
@@ -51,6 +73,9 @@ def describe(prefix: str, exc: ValidationError) -> str:
     for part in first["loc"]:
         where += f"[{part}]" if isinstance(part, int) else f".{part}"
     message = str(first["msg"]).removeprefix("Value error, ")
+    wanted = _PATTERNS.get(str((first.get("ctx") or {}).get("pattern")))
+    if first["type"] == "string_pattern_mismatch" and wanted is not None:
+        message = f"{str(first['input'])[:100]!r} is not {wanted}"
     return f"{where}: {message}"
 
 
