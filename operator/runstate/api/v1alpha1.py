@@ -262,7 +262,7 @@ def _check_resources(resources: dict[str, Any] | None) -> None:
     for key, amounts in resources.items():
         if key not in _RESOURCE_KEYS:
             raise ValueError(f"unknown key {key!r} (limits, requests or claims)")
-        if key == "claims":
+        if key == "claims" or amounts is None:
             continue
         if not isinstance(amounts, dict):
             raise ValueError(f"{key} must map resource names to quantities")
