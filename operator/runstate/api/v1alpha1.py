@@ -10,6 +10,8 @@ clients or anything with I/O.
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -31,6 +33,47 @@ FINALIZER = f"{GROUP}/cleanup"
 
 # Operation names become label values and parts of pod names: keep them DNS-label shaped.
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A service account name (a DNS subdomain, RFC 1123).
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A container env var name as the API server accepts it (IsEnvVarName).
+ENV_NAME = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+# An image reference (the distribution reference grammar, without IPv6 registry hosts):
+# [registry[:port]/]path[/path...][:tag][@digest].
+_DOMAIN = r"[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?(\.[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
+_PATH = r"[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*"
+IMAGE = (
+    rf"^({_DOMAIN}(:[0-9]+)?/)?{_PATH}(/{_PATH})*"
+    r"(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?"
+    r"(@[A-Za-z][A-Za-z0-9]*([-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?$"
+)
+# An IANA time zone name (`Europe/Berlin`, `Etc/GMT+5`, `America/Port-au-Prince`).
+TIME_ZONE = r"^[A-Za-z][-A-Za-z0-9_+]*(/[-A-Za-z0-9_+]+)*$"
+# A resource.Quantity (`500m`, `1.5Gi`, `2`, `1e3`); negative ones are no resource amount.
+QUANTITY = r"^([0-9]+(\.[0-9]*)?|\.[0-9]+)([KMGTPE]i|[numkMGTPE]|[eE][-+]?[0-9]+)?$"
+
+# Every duration of a spec, in seconds, is at most 10 years: far beyond any sensible wait, and
+# far below what `datetime` arithmetic (year 9999) and a pod's activeDeadlineSeconds hold.
+MAX_SECONDS = 315_360_000
+# Scheduled times are between these years: a time plus any bounded duration stays a datetime.
+MIN_YEAR, MAX_YEAR = 1970, 9000
+# Label keys (`[prefix/]name`) and values, as a label selector of the Node LIST must have them.
+LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?" + LABEL_NAME + "$"
+)
+LABEL_VALUE = r"^(" + LABEL_NAME + r")?$"
+# The prefix of the env var each Run parameter becomes.
+PARAM_ENV_PREFIX = "RUNSTATE_PARAM_"
+# The schema's side of the year bound of `scheduledTime` (format date-time checks the rest).
+SCHEDULED_YEAR = r"^(19[7-9][0-9]|[2-8][0-9]{3})-"
+
+Seconds = Annotated[int, Field(ge=0, le=MAX_SECONDS)]
+PositiveSeconds = Annotated[int, Field(ge=1, le=MAX_SECONDS)]
+
+
+def param_env_name(name: str) -> str:
+    """The env var a Run parameter becomes: non-alphanumerics become `_`, upper-cased."""
+    return PARAM_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 class _Model(BaseModel):
@@ -132,10 +175,28 @@ class SelectorOperator(enum.StrEnum):
     DoesNotExist = "DoesNotExist"
 
 
+def _check_label_key(key: str) -> None:
+    prefix, _, name = key.rpartition("/")
+    if re.match(LABEL_KEY, key) is None or len(name) > 63 or len(prefix) > 253:
+        raise ValueError(
+            f"{key!r} is not a label key ([prefix/]name: a DNS subdomain, then at most 63 "
+            "alphanumerics, '-', '_' or '.')"
+        )
+
+
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
+
+
 class SelectorRequirement(_Model):
-    key: Annotated[str, Field(min_length=1, max_length=316)]
+    key: Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)]
     operator: SelectorOperator
-    values: list[str] = Field(default_factory=list)
+    values: list[LabelValue] = Field(default_factory=list)
+
+    @field_validator("key")
+    @classmethod
+    def _label_key(cls, key: str) -> str:
+        _check_label_key(key)
+        return key
 
     @model_validator(mode="after")
     def _values_fit(self) -> SelectorRequirement:
@@ -150,8 +211,15 @@ class SelectorRequirement(_Model):
 class NodeSelector(_Model):
     """A Kubernetes label selector over Nodes (both parts must match)."""
 
-    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_labels: dict[str, LabelValue] = Field(default_factory=dict)
     match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+
+    @field_validator("match_labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        for key in labels:
+            _check_label_key(key)
+        return labels
 
 
 class Inventory(_Model):
@@ -173,21 +241,102 @@ class Inventory(_Model):
         return self
 
 
+# valueFrom: each source and the fields it needs (as the API server would demand them).
+_VALUE_SOURCES: dict[str, tuple[str, ...]] = {
+    "secretKeyRef": ("key",),
+    "configMapKeyRef": ("key",),
+    "fieldRef": ("fieldPath",),
+    "resourceFieldRef": ("resource",),
+}
+
+
 class EnvVar(_Model):
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=ENV_NAME)]
     value: str | None = None
     value_from: dict[str, Any] | None = Field(
-        default=None, description="Passed to the pod as is (secretKeyRef, configMapKeyRef, ...)"
+        default=None,
+        description="Passed to the pod as is: exactly one of secretKeyRef, configMapKeyRef, "
+        "fieldRef, resourceFieldRef",
     )
+
+    @model_validator(mode="after")
+    def _value_from_shape(self) -> EnvVar:
+        source = self.value_from
+        if source is None:
+            return self
+        if self.value:
+            raise ValueError(f"env {self.name!r}: value and valueFrom are alternatives")
+        kinds = sorted(source)
+        if len(kinds) != 1 or kinds[0] not in _VALUE_SOURCES:
+            raise ValueError(
+                f"env {self.name!r}: valueFrom needs exactly one of "
+                f"{', '.join(_VALUE_SOURCES)}; got {', '.join(kinds) or 'none'}"
+            )
+        ref = source[kinds[0]]
+        if not isinstance(ref, dict):
+            raise ValueError(f"env {self.name!r}: valueFrom.{kinds[0]} must be an object")
+        for needed in _VALUE_SOURCES[kinds[0]]:
+            if not isinstance(ref.get(needed), str) or not ref[needed]:
+                raise ValueError(f"env {self.name!r}: valueFrom.{kinds[0]}.{needed} is required")
+        return self
+
+
+def _unique_env(env: Sequence[EnvVar]) -> None:
+    seen: dict[str, int] = {}
+    for i, var in enumerate(env):
+        if var.name in seen:
+            raise ValueError(
+                f"duplicate env name {var.name!r} (env[{seen[var.name]}] and env[{i}])"
+            )
+        seen[var.name] = i
+
+
+_RESOURCE_KEYS = ("limits", "requests", "claims")
+
+
+def _check_resources(resources: dict[str, Any] | None) -> None:
+    """Container resources as the API server would take them: limits/requests of quantities."""
+    if resources is None:
+        return
+    for key, amounts in resources.items():
+        if key not in _RESOURCE_KEYS:
+            raise ValueError(f"unknown key {key!r} (limits, requests or claims)")
+        if key == "claims" or amounts is None:
+            continue
+        if not isinstance(amounts, dict):
+            raise ValueError(f"{key} must map resource names to quantities")
+        for name, amount in amounts.items():
+            ok = (
+                isinstance(amount, int | float)
+                and not isinstance(amount, bool)
+                and 0 <= amount < 1e18
+            ) or (isinstance(amount, str) and re.match(QUANTITY, amount) is not None)
+            if not ok:
+                raise ValueError(f"{key}.{name}: {amount!r} is not a quantity (e.g. 500m, 1Gi)")
 
 
 class Defaults(_Model):
-    image: str = Field(default="alpine:3.20", min_length=1)
+    image: str = Field(default="alpine:3.20", min_length=1, max_length=512, pattern=IMAGE)
     env: list[EnvVar] = Field(default_factory=list)
-    service_account_name: str | None = None
+    service_account_name: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)] | None
+    ) = None
     resources: dict[str, Any] | None = Field(
-        default=None, description="Container resources (requests/limits), passed to pods as is"
+        default=None,
+        description="Container resources (requests/limits of quantities), passed to pods as is",
     )
+
+    @field_validator("env")
+    @classmethod
+    def _env_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
+        _unique_env(env)
+        return env
+
+    @field_validator("resources")
+    @classmethod
+    def _quantities(cls, resources: dict[str, Any] | None) -> dict[str, Any] | None:
+        _check_resources(resources)
+        return resources
 
 
 class HostSelector(_Model):
@@ -199,7 +348,7 @@ class Connect(_Model):
     """The Connect-stage probe: runs once per host; a host whose probe fails is a failed host."""
 
     run: Annotated[str, Field(min_length=1)]
-    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    timeout_seconds: PositiveSeconds | None = None
     retries: Annotated[int, Field(ge=0, le=10)] = Field(
         default=0,
         description="Probe again this many times before the host counts as failed; a probe "
@@ -210,7 +359,7 @@ class Connect(_Model):
 class Operation(_Model):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
     run: Annotated[str, Field(min_length=1, description="Shell command (sh -c) run per host")]
-    check: str | None = Field(
+    check: Annotated[str, Field(min_length=1)] | None = Field(
         default=None,
         description="Prepare stage: exit 0 = already in the desired state, 1-125 = change needed",
     )
@@ -218,23 +367,29 @@ class Operation(_Model):
         default=None, description="Operations that must finish first (default: the previous one)"
     )
     hosts: HostSelector | None = Field(default=None, description="Targeted hosts (default: all)")
-    image: str | None = None
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)] | None = None
     env: list[EnvVar] = Field(default_factory=list)
-    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
+    timeout_seconds: PositiveSeconds | None = None
     retries: Annotated[int, Field(ge=0, le=10)] = 0
     ignore_errors: bool = False
+
+    @field_validator("env")
+    @classmethod
+    def _env_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
+        _unique_env(env)
+        return env
 
 
 class PodRetention(_Model):
     """What becomes of a run's pods once it has ended (Disconnect). Hook pods stay until the
     Run is deleted: they are the record of what the hooks did."""
 
-    succeeded_seconds: Annotated[int, Field(ge=0)] = Field(
+    succeeded_seconds: Seconds = Field(
         default=0,
         description="Pods whose command did its job (a passed probe, a check that answered, a "
         "successful operation) are deleted this long after the run ended; 0: at once",
     )
-    failed_seconds: Annotated[int, Field(ge=0)] = Field(
+    failed_seconds: Seconds = Field(
         default=86400,
         description="Failed pods (an error, a timeout, a failed probe or check, an evicted or "
         "stopped pod) are kept this long after the run ended, for `kubectl logs`",
@@ -250,8 +405,8 @@ class RunConfig(_Model):
         description="Stop when more than this percent of hosts failed (pyinfra FAIL_PERCENT); "
         "failures within it still complete the run",
     )
-    timeout_seconds: Annotated[int, Field(ge=1)] | None = None
-    slow_start_seconds: Annotated[int, Field(ge=1)] = Field(
+    timeout_seconds: PositiveSeconds | None = None
+    slow_start_seconds: PositiveSeconds = Field(
         default=60,
         description="A pod that takes longer than this from creation to start (image pull, "
         "scheduling, a missing ConfigMap) is a warning of its stage",
@@ -273,7 +428,8 @@ class Retries(_Model):
         default=30, description="Wait before the first retry"
     )
     backoff_factor: Annotated[float, Field(ge=1, le=10)] = Field(
-        default=2.0, description="Each further wait is this many times longer"
+        default=2.0,
+        description="Each further wait is this many times longer (a wait is at most 10 years)",
     )
 
 
@@ -298,10 +454,13 @@ class Trigger(_Model):
     )
     schedule: str | None = Field(
         default=None,
+        max_length=256,
         description="Cron (5 fields, or 6 with seconds last) in timeZone; starts a Run per time",
     )
-    time_zone: str = Field(default="UTC", description="IANA time zone of schedule")
-    starting_deadline_seconds: Annotated[int, Field(ge=1)] = Field(
+    time_zone: str = Field(
+        default="UTC", max_length=64, pattern=TIME_ZONE, description="IANA time zone of schedule"
+    )
+    starting_deadline_seconds: PositiveSeconds = Field(
         default=300,
         description="After downtime only the latest missed time starts a Run, and only if it "
         "is at most this old; the others are skipped and counted",
@@ -333,7 +492,7 @@ class History(_Model):
         default=20,
         description="Keep this many finished Runs, the newest; null keeps them all",
     )
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = Field(
+    ttl_seconds_after_finished: Seconds | None = Field(
         default=None,
         description="Delete a finished Run this long after it ended; null: never by age",
     )
@@ -346,7 +505,7 @@ class RunbookSpec(_Model):
     operations: list[Operation] = Field(min_length=1, max_length=200)
     config: RunConfig = Field(default_factory=RunConfig)
     retries: Retries = Field(default_factory=Retries)
-    late_after_seconds: Annotated[int, Field(ge=0)] = Field(
+    late_after_seconds: Seconds = Field(
         default=15, description="A scheduled run not started this long after its time is Late"
     )
     trigger: Trigger = Field(default_factory=Trigger)
@@ -384,13 +543,14 @@ class RunSpec(_Model):
     dry_run: bool = Field(default=False, description="Stop after Prepare; report status.plan")
     scheduled_time: str | None = Field(
         default=None,
-        description="Start at this RFC 3339 time (Scheduled until then)",
-        json_schema_extra={"format": "date-time"},
+        description=f"Start at this RFC 3339 time (Scheduled until then), years {MIN_YEAR} "
+        f"to {MAX_YEAR - 1}",
+        json_schema_extra={"format": "date-time", "pattern": SCHEDULED_YEAR},
     )
     paused: bool = Field(
         default=False, description="true: no new pods start (Paused); false again: resume"
     )
-    pause_timeout_seconds: Annotated[int, Field(ge=1)] | None = Field(
+    pause_timeout_seconds: PositiveSeconds | None = Field(
         default=None, description="A pause longer than this fails the run"
     )
     cancel: bool = Field(default=False, description="true: stop the run (Cancelling → Cancelled)")
@@ -405,6 +565,21 @@ class RunSpec(_Model):
                 raise ValueError(f"not an RFC 3339 time: {value!r}") from None
             if moment.tzinfo is None:
                 raise ValueError(f"needs a time zone (e.g. Z): {value!r}")
+            if not MIN_YEAR <= moment.year < MAX_YEAR:
+                raise ValueError(f"must be in the years {MIN_YEAR} to {MAX_YEAR - 1}: {value!r}")
+        return value
+
+    @field_validator("parameters")
+    @classmethod
+    def _distinct_env(cls, value: dict[str, str]) -> dict[str, str]:
+        seen: dict[str, str] = {}
+        for key in value:
+            env = param_env_name(key)
+            if env in seen:
+                raise ValueError(
+                    f"parameters {seen[env]!r} and {key!r} both become the env var {env}"
+                )
+            seen[env] = key
         return value
 
     @model_validator(mode="after")

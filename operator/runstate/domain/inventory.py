@@ -37,14 +37,21 @@ class ResolvedInventory:
 
 
 def _targets(
-    i: int, op: Operation, hosts: Sequence[Host], groups: set[str] | None
+    i: int,
+    op: Operation,
+    hosts: Sequence[Host],
+    groups: set[str] | None,
+    names: set[str] | None = None,
 ) -> tuple[str, ...]:
-    """`groups` None: the groups are not known in advance (Nodes), so none is unknown."""
+    """`groups` / `names` None: not known in advance (Nodes), so none is unknown."""
     if op.hosts is None or (not op.hosts.groups and not op.hosts.names):
         return tuple(h.name for h in hosts)
     for g in op.hosts.groups:
         if groups is not None and g not in groups:
             raise SpecError(f"spec.operations[{i}].hosts.groups", f"unknown group {g!r}")
+    for n in op.hosts.names:
+        if names is not None and n not in names:
+            raise SpecError(f"spec.operations[{i}].hosts.names", f"unknown host {n!r}")
     wanted_groups = set(op.hosts.groups)
     wanted_names = set(op.hosts.names)
     return tuple(h.name for h in hosts if h.name in wanted_names or wanted_groups & set(h.groups))
@@ -87,8 +94,12 @@ def resolve_inventory(
             raise SpecError(f"spec.inventory.hosts[{i}].name", f"duplicate host {host.name!r}")
         seen.add(host.name)
     groups = {g for h in every for g in h.groups} if selector is None else None
-    # Operations name groups of the whole inventory: a limit must not turn a valid group invalid.
-    targets_all = {op.name: _targets(i, op, every, groups) for i, op in enumerate(spec.operations)}
+    names = seen if selector is None else None
+    # Operations name groups and hosts of the whole inventory: a limit must not turn a valid
+    # group or host invalid.
+    targets_all = {
+        op.name: _targets(i, op, every, groups, names) for i, op in enumerate(spec.operations)
+    }
 
     kept: tuple[Host, ...]
     limited: tuple[str, ...]
@@ -97,7 +108,8 @@ def resolve_inventory(
     else:
         unknown = sorted(set(limit) - seen)
         if unknown:
-            raise SpecError("spec.limit", f"unknown host(s): {', '.join(unknown)}")
+            more = f" … ({len(unknown)} in all)" if len(unknown) > 10 else ""
+            raise SpecError("spec.limit", f"unknown host(s): {', '.join(unknown[:10])}{more}")
         wanted = set(limit)
         kept = tuple(h for h in every if h.name in wanted)
         limited = tuple(h.name for h in every if h.name not in wanted)

@@ -13,13 +13,17 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from runstate.api.v1alpha1 import Trigger
 from runstate.domain.errors import SpecError
 from runstate.domain.states import rfc3339
 
 MAX_SCAN = 10_000  # cron times looked at after downtime before giving up counting exactly
+# A schedule of 5 or 6 fields that fires once fires again within 8 years (29 February, 2096 →
+# 2104): looking from this time for a first one tells a schedule that never fires. croniter's
+# own search for a next time gives up after a bounded number of years, in milliseconds.
+_NEVER_FROM = datetime(2000, 1, 1)
 
 
 @dataclass(frozen=True)
@@ -43,17 +47,50 @@ class TriggerPlan:
 def _zone(trigger: Trigger) -> ZoneInfo:
     try:
         return ZoneInfo(trigger.time_zone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a directory of the database (`America`), a name too long for a file name.
         raise SpecError(
             "spec.trigger.timeZone", f"unknown time zone {trigger.time_zone!r}"
         ) from None
 
 
+def _never(schedule: str, after: datetime | None = None) -> SpecError:
+    when = f" after {rfc3339(after)}" if after is not None else ""
+    return SpecError(
+        "spec.trigger.schedule", f"{schedule!r} never fires{when} (a day no month has?)"
+    )
+
+
+def _step(times: croniter, schedule: str, since: datetime | None, prev: bool = False) -> datetime:
+    """The next (or previous) time of `times`; a schedule with none is a `SpecError`."""
+    try:
+        moment: datetime = times.get_prev(datetime) if prev else times.get_next(datetime)
+    except (CroniterError, ValueError, OverflowError):
+        raise _never(schedule, since) from None
+    return moment
+
+
 def validate(trigger: Trigger) -> None:
-    """Raise `SpecError` naming the field for a schedule or time zone that cannot work."""
-    _zone(trigger)
-    if trigger.schedule is not None and not croniter.is_valid(trigger.schedule):
-        raise SpecError("spec.trigger.schedule", f"not a cron expression: {trigger.schedule!r}")
+    """Raise `SpecError` naming the field for a schedule or time zone that cannot work:
+    an unknown zone, no cron expression, more than 6 fields, or a schedule that never fires
+    (`0 0 30 2 *`). Quick: croniter's search for a next time is bounded."""
+    zone = _zone(trigger)
+    schedule = trigger.schedule
+    if schedule is None:
+        return
+    fields = schedule.split()
+    if not schedule.startswith("@") and len(fields) not in (5, 6):
+        raise SpecError(
+            "spec.trigger.schedule",
+            f"{schedule!r}: a cron expression has 5 fields, or 6 with seconds last",
+        )
+    if not croniter.is_valid(schedule):
+        raise SpecError("spec.trigger.schedule", f"not a cron expression: {schedule!r}")
+    try:
+        times = croniter(schedule, _NEVER_FROM.replace(tzinfo=zone))
+    except (CroniterError, ValueError) as exc:
+        raise SpecError("spec.trigger.schedule", f"{schedule!r}: {exc}") from None
+    _step(times, schedule, None)
 
 
 def _name(runbook: str, suffix: str) -> str:
@@ -82,16 +119,18 @@ def plan(
         return TriggerPlan(tuple(start), triggered)
 
     zone = _zone(trigger)
+    schedule = trigger.schedule
     since = (last_schedule or created).astimezone(zone)
-    times = croniter(trigger.schedule, since)
+    times = croniter(schedule, since)
     due: list[datetime] = []
-    upcoming: datetime = times.get_next(datetime)
+    upcoming: datetime = _step(times, schedule, since)
     while upcoming <= now and len(due) < MAX_SCAN:
         due.append(upcoming)
-        upcoming = times.get_next(datetime)
+        upcoming = _step(times, schedule, since)
     if upcoming <= now:  # more than MAX_SCAN missed: jump to the last one before now
-        due.append(croniter(trigger.schedule, now.astimezone(zone)).get_prev(datetime))
-        upcoming = croniter(trigger.schedule, now.astimezone(zone)).get_next(datetime)
+        here = now.astimezone(zone)
+        due.append(_step(croniter(schedule, here), schedule, here, prev=True))
+        upcoming = _step(croniter(schedule, here), schedule, here)
     missed = max(0, len(due) - 1)
     last = due[-1] if due else last_schedule
     if due:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from runstate.api import v1alpha1
 from runstate.api.v1alpha1 import API_VERSION, GROUP
 from runstate.domain.states import seconds_between
 from runstate.domain.work import INFRASTRUCTURE_REASONS, Intent, Kind, Observed, Phase, WorkKey
@@ -63,7 +64,9 @@ def pod_name(run_name: str, run_uid: str, key: WorkKey) -> str:
 
 
 def param_env_name(name: str) -> str:
-    return "RUNSTATE_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+    """RUNSTATE_PARAM_<NAME>; the rule lives with the API, whose RunSpec rejects two
+    parameters that would become the same variable."""
+    return v1alpha1.param_env_name(name)
 
 
 def build_pod(
