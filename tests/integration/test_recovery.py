@@ -521,7 +521,10 @@ def test_three_sigkills_five_seconds_apart_lose_no_result(
         st = final[name]
         assert st["state"]["type"] == "COMPLETED", (name, st["state"])
         assert st["hostsSummary"] == "3/3", (name, st)
-        got = [(o["name"], o["hosts"], o["changed"], o["success"], o["error"]) for o in st["operations"]]
+        got = [
+            (o["name"], o["hosts"], o["changed"], o["success"], o["error"])
+            for o in st["operations"]
+        ]
         assert got == [(n, 3, 3, 3, 0) for n in ("one", "two", "three")], (name, got)
     by_run = watch.assert_each_pod_created_once()
     assert {n: len(by_run.get(n, [])) for n in names} == {n: 9 for n in names}

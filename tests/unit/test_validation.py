@@ -208,12 +208,6 @@ def test_the_schema_bounds_scheduled_time_and_pause_timeout() -> None:
     assert not re.search(pattern, "1969-12-31T23:59:59Z")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="engine._fail computes delay × backoff^attempt itself; it must call "
-    "validation.retry_delay (wired on merge, engine.py is being split)",
-)
 def test_the_last_retry_at_the_largest_backoff_never_overflows() -> None:
     rb = RunbookSpec.model_validate(
         {

@@ -33,7 +33,7 @@ from runstate.controller.metered import Metered
 from runstate.controller.plan import RunInput, Timing, plan_run
 from runstate.controller.slots import Slots
 from runstate.controller.view import ObjectKey, RunView
-from runstate.domain import engine
+from runstate.domain import engine, validation
 from runstate.domain.concurrency import needs_slot
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.hooks import is_failure
@@ -59,10 +59,8 @@ async def decide(obs: Observation) -> Decision:
 
 
 def validation_problem(prefix: str, exc: ValidationError) -> str:
-    """The first problem of a spec, naming its field: `spec.operations.0.run: ...`."""
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"])
-    return f"{prefix}.{where}: {first['msg']}" if where else f"{prefix}: {first['msg']}"
+    """The first problem of a spec, naming its field: `spec.operations[0].run: ...`."""
+    return validation.describe(prefix, exc)
 
 
 class InvalidRunbook(Exception):

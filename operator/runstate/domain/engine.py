@@ -38,9 +38,9 @@ from runstate.api.v1alpha1 import (
     StateName,
     StateType,
 )
-from runstate.domain import hooks, policy, retention, stages
+from runstate.domain import hooks, policy, retention, stages, validation
 from runstate.domain.attempt import AttemptView
-from runstate.domain.dag import Dag, build_dag
+from runstate.domain.dag import Dag
 from runstate.domain.errors import SpecError
 from runstate.domain.intents import Starter, build_intent
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
@@ -216,11 +216,8 @@ class _Walk:
 
 
 def validate_runbook(spec: RunbookSpec) -> None:
-    """Raise `SpecError` for what only the operator can judge (inventory, groups, DAG, hooks)."""
-    if spec.inventory.node_selector is None:
-        resolve_inventory(spec, None)  # Nodes are only known when a run starts
-    build_dag(spec.operations)
-    hooks.validate_hooks(spec)
+    """Raise `SpecError` for what only the operator can judge (see `validation`)."""
+    validation.validate_runbook(spec)
 
 
 def reject(obs: Observation, problem: str) -> Decision:
@@ -360,8 +357,7 @@ def _decide(obs: Observation) -> Decision:
     # ---- Setup: validate, resolve the inventory and the DAG.
     walk.reach(Stage.Setup)
     try:
-        inv = resolve_inventory(rb, obs.spec.limit, obs.nodes)
-        dag = build_dag(rb.operations)
+        inv, dag = validation.setup(obs.spec, rb, obs.nodes)
     except SpecError as exc:
         return _reject(walk, str(exc))
     queued = _queue(walk, rb)
@@ -657,7 +653,7 @@ def _fail(walk: _Walk, rb: RunbookSpec, message: str, reason: str) -> float | No
     if walk.attempt > retries.limit:
         _finish(walk, StateName.FAILED, message, reason=reason)
         return None
-    delay = retries.delay_seconds * retries.backoff_factor ** (walk.attempt - 1)
+    delay = validation.retry_delay(retries, walk.attempt)
     at = walk.obs.now + timedelta(seconds=delay)
     walk.reach(Stage.Disconnect)  # the failed attempt's Disconnect; the next starts at Setup
     walk.move(
