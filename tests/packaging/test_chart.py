@@ -262,8 +262,8 @@ def assert_peered_env(manifests: list[Manifest], name: str) -> None:
     assert env["RUNSTATE_STANDALONE"] == "false"
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
     settings = Settings.from_env(plain)
-    assert (settings.peering, settings.standalone) == (name, False)
-    assert settings.peering_priority == random_peering_priority()
+    assert (settings.peering.name, settings.peering.standalone) == (name, False)
+    assert settings.peering.priority == random_peering_priority()
 
 
 def test_replicas_peer_cluster_wide(render: Render) -> None:
