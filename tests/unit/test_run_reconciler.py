@@ -243,3 +243,13 @@ async def test_a_coalesced_status_is_written_when_its_wait_is_over() -> None:
     await asyncio.sleep(wait)
     await op.runs.reconcile(("default", name))
     assert run_status(kube, name)["state"]["name"] == "Suspended"
+
+
+async def test_a_run_with_neither_runbook_nor_ref_says_so_once() -> None:
+    kube, store = FakeKube(), InMemoryStateStore()
+    kube.apply("runs", {"metadata": {"name": "empty"}, "spec": {}})
+    await Operator(kube, store).runs.reconcile(("default", "empty"))
+    state = run_status(kube, "empty")["state"]
+    assert state["message"] == (
+        "Setup failed: spec: exactly one of runbookRef and runbook must be set"
+    )

@@ -585,7 +585,7 @@ class RunSpec(_Model):
     @model_validator(mode="after")
     def _one_runbook(self) -> RunSpec:
         if (self.runbook_ref is None) == (self.runbook is None):
-            raise ValueError("spec: exactly one of runbookRef and runbook must be set")
+            raise ValueError("exactly one of runbookRef and runbook must be set")
         return self
 
 
@@ -714,30 +714,3 @@ class RunbookStatus(_Model):
     missed_schedules: int | None = Field(
         default=None, description="Schedule times skipped after downtime (total)"
     )
-
-
-# --------------------------------------------------------------------------------------------
-# Whole objects (what the operator parses from a watch event)
-
-
-class ObjectMeta(_Model):
-    name: str
-    namespace: str = "default"
-    uid: str = ""
-    generation: int = 0
-    resource_version: str = ""
-    labels: dict[str, str] = Field(default_factory=dict)
-    deletion_timestamp: str | None = None
-    creation_timestamp: str | None = None
-
-
-class Runbook(_Model):
-    metadata: ObjectMeta
-    spec: RunbookSpec
-    status: RunbookStatus = Field(default_factory=RunbookStatus)
-
-
-class Run(_Model):
-    metadata: ObjectMeta
-    spec: RunSpec
-    status: RunStatus = Field(default_factory=RunStatus)

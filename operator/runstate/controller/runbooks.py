@@ -26,9 +26,8 @@ from runstate.controller.effects import (
     PostEvent,
     WriteRunbookStatus,
 )
-from runstate.controller.runs import validation_problem
 from runstate.controller.view import ObjectKey, RunbookView, RunView
-from runstate.domain import engine, history, triggers
+from runstate.domain import engine, history, triggers, validation
 from runstate.kube import runs, status
 
 
@@ -57,7 +56,7 @@ def _validate(
             now=now,
         )
     except ValidationError as exc:
-        return None, validation_problem("spec", exc), None
+        return None, validation.describe("spec", exc), None
     except engine.SpecError as exc:
         return None, str(exc), None
     return spec, None, plan
