@@ -26,10 +26,12 @@ help:
 
 # ---- setup -------------------------------------------------------------------------------
 
-$(VENV)/.installed: pyproject.toml
+# One venv for development: the operator (with its test tools) and the state-store library
+# (stores/, its own distribution runstate-stores), both editable.
+$(VENV)/.installed: pyproject.toml stores/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e ./stores -e '.[test]'
 	touch $@
 
 deps: $(VENV)/.installed
@@ -71,7 +73,7 @@ lint: deps
 	$(BIN)/lint-imports --no-cache
 
 typecheck: deps
-	$(BIN)/mypy -p runstate
+	$(BIN)/mypy -p runstate -p runstate_stores
 
 crds: deps
 	$(BIN)/runstate crds

@@ -61,7 +61,7 @@ import redis
 from redis.asyncio import Redis
 
 from runstate.devcluster.redis import RedisServer
-from runstate.stores import (
+from runstate_stores import (
     HISTORY_CAP,
     AsyncStateStore,
     HistoryEntry,
@@ -69,7 +69,7 @@ from runstate.stores import (
     RedisStateStore,
     StateRecord,
 )
-from runstate.stores.redis import MAX_BATCH
+from runstate_stores.redis import MAX_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("RUNSTATE_CACHE", Path.home() / ".cache/runstate"))
@@ -191,8 +191,8 @@ def walk_runs_sync(store: Any, uids: list[str], concurrency: int) -> None:
 def commit_script() -> str:
     """The store's commit script (its module moved in the store refactor of issue 5)."""
     for module, name in (
-        ("runstate.stores._redis_calls", "COMMIT_LUA"),
-        ("runstate.stores.redis", "_COMMIT_LUA"),
+        ("runstate_stores._redis_calls", "COMMIT_LUA"),
+        ("runstate_stores.redis", "_COMMIT_LUA"),
     ):
         with contextlib.suppress(ImportError):
             script = getattr(importlib.import_module(module), name, None)
@@ -692,7 +692,7 @@ CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
     ("asyncio event loop, tasks, futures", lambda f, n: "/asyncio/" in f),
     (
         "runstate store code (checks, JSON, Call objects, batching)",
-        lambda f, n: "runstate/stores" in f,
+        lambda f, n: "runstate_stores/" in f,
     ),
     ("bench harness (building records, timestamps)", lambda f, n: f.endswith("bench/store.py")),
 ]

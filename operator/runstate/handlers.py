@@ -28,7 +28,7 @@ from runstate.controller.reconciler import ObjectKey, Reconciler
 from runstate.domain.work import Observed
 from runstate.kube.client import KubeClient
 from runstate.settings import Settings
-from runstate.stores import StoreUnavailable, store_from_url
+from runstate_stores import StoreUnavailable, store_from_url
 
 log = logging.getLogger("runstate")
 registry = kopf.OperatorRegistry()

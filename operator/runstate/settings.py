@@ -11,7 +11,7 @@ import os
 import secrets
 from dataclasses import dataclass
 
-from runstate.stores import redact_url
+from runstate_stores import redact_url
 
 
 def _masked(url: str | None) -> str:

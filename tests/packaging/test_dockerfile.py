@@ -136,6 +136,7 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
             else:
                 shutil.copy2(REPO / src, target / src if destination.endswith("/") else target)
     out = tmp_path / "wheels"
+    # The two distributions of the image, as the build stage makes them (`./stores .`).
     proc = subprocess.run(
         [
             sys.executable,
@@ -146,6 +147,7 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
             "--quiet",
             "-w",
             str(out),
+            str(context / "stores"),
             str(context),
         ],
         capture_output=True,
@@ -153,15 +155,20 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    (wheel,) = out.glob("runstate-*.whl")
+    (wheel,) = out.glob("runstate-[0-9]*.whl")
+    (stores_wheel,) = out.glob("runstate_stores-*.whl")
     with zipfile.ZipFile(wheel) as whl:
         names = set(whl.namelist())
         entry_points = whl.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    for folder, package in (
-        ("operator/runstate/stores", "runstate/stores"),
-        ("operator/runstate/api", "runstate/api"),
+        requires = whl.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    with zipfile.ZipFile(stores_wheel) as whl:
+        stores_names = set(whl.namelist())
+    for folder, package, contents in (
+        ("stores/runstate_stores", "runstate_stores", stores_names),
+        ("operator/runstate/api", "runstate/api", names),
     ):
         modules = {f"{package}/{p.name}" for p in (REPO / folder).glob("*.py")}
         assert modules, folder
-        assert modules <= names, modules - names
+        assert modules <= contents, modules - contents
+    assert re.search(r"^Requires-Dist: runstate-stores==0\.1\.0$", requires, re.M)
     assert re.search(r"^runstate = runstate\.cli:main$", entry_points, re.M)

@@ -42,7 +42,7 @@ from runstate.domain.work import Kind, Observed, Phase, WorkKey
 from runstate.kube import events, pods, runs, status
 from runstate.kube.client import Conflict, Gone, KubeClient
 from runstate.kube.nodes import hosts_from_nodes
-from runstate.stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
+from runstate_stores.base import AsyncStateStore, HistoryEntry, StateRecord, VersionConflict
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Hot run state: pluggable stores (in-memory, Redis).
 
-Owns the public face of `runstate.stores`: the contract from `base` (records, errors, the
+Owns the public face of `runstate_stores`: the contract from `base` (records, errors, the
 `StateStore` and `AsyncStateStore` protocols), the two implementations, and `store_from_url`,
 which picks one from the operator's configuration, and `redact_url`, the store URL fit for a
 log line. It must not know about Kubernetes or kopf,
@@ -45,7 +45,7 @@ def store_from_url(url: str | None) -> InMemoryStateStore | RedisStateStore:
 
     Redis URLs: redis://, rediss://, unix:// (one server), redis+sentinel://,
     rediss+sentinel:// (Sentinel), redis+cluster://, rediss+cluster:// (Cluster); the syntax
-    is in docs/stores.md. Raises `ValueError` naming the scheme or the faulty part, never the
+    is in stores/README.md. Raises `ValueError` naming the scheme or the faulty part, never the
     URL.
     """
     if not url:

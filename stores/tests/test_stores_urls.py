@@ -7,8 +7,8 @@ import traceback
 
 import pytest
 
-from runstate.stores import RedisStateStore, redact_url, store_from_url
-from runstate.stores._urls import RedisTarget, parse_redis_url
+from runstate_stores import RedisStateStore, redact_url, store_from_url
+from runstate_stores._urls import RedisTarget, parse_redis_url
 
 PASSWORD = "hunter2"
 

@@ -15,16 +15,16 @@ import pytest
 import redis
 import redis.asyncio
 from redis.crc import key_slot
+from store_topologies import SingleRedis, free_port
 
-from runstate.stores import (
+from runstate_stores import (
     HistoryEntry,
     StateRecord,
     StoreUnavailable,
     VersionConflict,
     store_from_url,
 )
-from runstate.stores.redis import RedisStateStore
-from tests.stores.topologies import SingleRedis, free_port
+from runstate_stores.redis import RedisStateStore
 
 PASSWORD = "s3cret"
 

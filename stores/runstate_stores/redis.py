@@ -279,7 +279,7 @@ class RedisStateStore:
     # Retries: redis-py resends the whole pipeline after a connection error, as it resends a
     # single command. A commit that had landed before the connection dropped then meets its
     # own write: the version fence turns the replay into VersionConflict(expected, expected +
-    # 1), never a second write, exactly as for a single command (tests/stores prove both).
+    # 1), never a second write, exactly as for a single command (stores/tests prove both).
     # The caller handles it as any conflict: re-read, and find its own record. (On a cluster,
     # replies lost when a node's connection breaks mid-read come back per command as
     # connection errors, which become StoreUnavailable for those callers only.)

@@ -13,15 +13,15 @@ import uuid
 from typing import Any
 
 import pytest
+from store_helpers import TEST_HISTORY_CAP, Advance, Store
 
-from runstate.stores import (
+from runstate_stores import (
     AsyncStateStore,
     HistoryEntry,
     StateRecord,
     StateStore,
     VersionConflict,
 )
-from tests.stores.conftest import TEST_HISTORY_CAP, Advance, Store
 
 
 def new_uid() -> str:

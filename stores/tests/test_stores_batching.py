@@ -31,23 +31,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from store_helpers import need
+from store_topologies import (
+    ClusterTopology,
+    RedisProcess,
+    SentinelTopology,
+    SingleRedis,
+)
 
-from runstate.stores import (
+from runstate_stores import (
     HistoryEntry,
     RedisStateStore,
     StateRecord,
     StoreUnavailable,
     VersionConflict,
 )
-from runstate.stores._redis_calls import COMMIT_LUA
-from runstate.stores.redis import CommitBatching
-from tests.stores.conftest import need
-from tests.stores.topologies import (
-    ClusterTopology,
-    RedisProcess,
-    SentinelTopology,
-    SingleRedis,
-)
+from runstate_stores._redis_calls import COMMIT_LUA
+from runstate_stores.redis import CommitBatching
 
 BOUND = 30.0  # seconds: no caller may wait longer than this, whatever happens to Redis
 

@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
+from store_helpers import start_sentinel
+from store_topologies import SERVICE, ClusterTopology, SentinelTopology, free_port
 
-from runstate.stores import (
+from runstate_stores import (
     HistoryEntry,
     RedisStateStore,
     StateRecord,
@@ -22,8 +24,6 @@ from runstate.stores import (
     VersionConflict,
     store_from_url,
 )
-from tests.stores.conftest import start_sentinel
-from tests.stores.topologies import SERVICE, ClusterTopology, SentinelTopology, free_port
 
 PASSWORD = "s3cret-Pw"
 FAILOVER_DEADLINE = 60.0  # seconds; Sentinel needs ~1 s to see the master down, then elects

@@ -2,7 +2,7 @@
 
 Owns the rules both stores must apply identically (what a valid run uid, state string, slot
 request is; how context and results are encoded), so the in-memory and Redis stores cannot
-drift apart. Private to `runstate.stores`; it must not do I/O.
+drift apart. Private to `runstate_stores`; it must not do I/O.
 """
 
 from __future__ import annotations

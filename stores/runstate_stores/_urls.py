@@ -1,6 +1,6 @@
 """Parsing the Redis URLs a user puts in a Secret: one server, Sentinel, Cluster.
 
-Owns the URL syntax of the three topologies (documented in docs/stores.md):
+Owns the URL syntax of the three topologies (documented in stores/README.md):
 
     redis://[[user]:password@]host[:port][/db][?option=value...]     one server (redis-py's own
     rediss://...                                                      syntax and options); TLS

@@ -5,14 +5,14 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from store_helpers import FakeClock
 
-from runstate.stores import (
+from runstate_stores import (
     InMemoryStateStore,
     RedisStateStore,
     StateRecord,
     store_from_url,
 )
-from tests.stores.conftest import FakeClock
 
 
 def running() -> StateRecord:

@@ -4,20 +4,22 @@ and flavour.
 The contract suite runs every test against every store kind (memory, one redis-server,
 Sentinel, Cluster) in both flavours: `async` calls the `AsyncStateStore` methods, `sync` calls
 the blocking `StateStore` methods, each in a worker thread, so that concurrent tests really
-run concurrently. The Redis processes come from `topologies` and live for the session. With
+run concurrently. The Redis processes come from `store_topologies` and live for the session. With
 CI=true a missing binary fails the run; it must never silently skip there.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 import redis.asyncio
+from store_helpers import TEST_HISTORY_CAP, Advance, FakeClock, Store, need, start_sentinel
+from store_topologies import ClusterTopology, SentinelTopology, SingleRedis
 
-from runstate.stores import (
+from runstate_stores import (
     HISTORY_CAP,
     AsyncStateStore,
     HistoryEntry,
@@ -26,22 +28,6 @@ from runstate.stores import (
     StateRecord,
     StateStore,
 )
-from tests.availability import unavailable
-from tests.stores.topologies import ClusterTopology, SentinelTopology, SingleRedis, find_binary
-
-#: History cap the contract tests run with (small, so capping is cheap to exercise).
-TEST_HISTORY_CAP = 5
-
-Advance = Callable[[float], Awaitable[None]]
-Store = InMemoryStateStore | RedisStateStore
-
-
-def need(binary: str, package: str) -> str:
-    """The path of `binary`, or the availability verdict (fail under CI, skip elsewhere)."""
-    found = find_binary(binary)
-    if found is None:
-        unavailable(f"{binary} is not installed (apt-get install {package})")
-    return found
 
 
 @pytest.fixture(scope="session")
@@ -58,20 +44,6 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SingleRed
 @pytest.fixture(scope="session")
 def redis_url(redis_server: SingleRedis) -> str:
     return redis_server.url
-
-
-def start_sentinel(tmp: pytest.TempPathFactory) -> SentinelTopology:
-    topology = SentinelTopology(
-        need("redis-server", "redis-server"),
-        need("redis-sentinel", "redis-sentinel"),
-        tmp.mktemp("sentinel"),
-    )
-    try:
-        topology.start()
-    except BaseException:
-        topology.stop()
-        raise
-    return topology
 
 
 @pytest.fixture(scope="session")
@@ -107,19 +79,6 @@ async def raw_redis(redis_url: str) -> AsyncIterator[redis.asyncio.Redis]:
         yield client
     finally:
         await client.aclose()
-
-
-class FakeClock:
-    """A monotonic clock that only moves when told to."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture
