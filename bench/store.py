@@ -1,6 +1,6 @@
 """State-store transitions per second: RedisStateStore against two baselines, in one run.
 
-On one fresh local redis-server (runstate.devcluster), for each concurrency level C and in every
+On one fresh local redis-server (runstate_dev), for each concurrency level C and in every
 round, interleaved, on the same server and key space (RUNS runs or keys, N = 3 × RUNS writes):
   set              `redis-benchmark -t set -P 1 -c C -n N -r RUNS`: one SET per round trip on C
                    connections, from Redis's own C client: what server + loopback can do
@@ -60,7 +60,7 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from runstate.devcluster.redis import RedisServer
+from runstate_dev.redis import RedisServer
 from runstate_stores import (
     HISTORY_CAP,
     AsyncStateStore,

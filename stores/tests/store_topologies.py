@@ -4,7 +4,7 @@ Owns starting and stopping local `redis-server` / `redis-sentinel` processes: lo
 free ports, no persistence, one temporary directory per process, and the Linux parent-death
 signal so a killed test run leaves nothing behind. It must not skip or fail tests itself (the
 fixtures decide that with `tests.availability.unavailable`) and must not depend on the dev
-cluster code in `runstate.devcluster`.
+cluster code in `runstate_dev`.
 """
 
 from __future__ import annotations

@@ -114,6 +114,9 @@ def test_copied_files_exist_and_are_in_the_context() -> None:
     for src in sources:
         assert (REPO / src).exists(), f"COPY {src}: not in the repository"
         assert not ignored(src), f"COPY {src}: excluded by .dockerignore"
+    # The dev tools are a developer tool: neither copied nor in the build context.
+    assert not any(Path(src).parts[0] == "devtools" for src in sources), sources
+    assert ignored("devtools/runstate_dev/kubelet")
 
 
 @pytest.mark.parametrize("pattern", [".git", ".venv", "**/__pycache__", ".pytest_cache"])
@@ -171,4 +174,6 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
         assert modules, folder
         assert modules <= contents, modules - contents
     assert re.search(r"^Requires-Dist: runstate-stores==0\.1\.0$", requires, re.M)
+    # The dev tools (control plane, process kubelet) are a developer tool, not the operator's.
+    assert not any(n.startswith(("runstate/devcluster/", "runstate_dev/")) for n in names)
     assert re.search(r"^runstate = runstate\.cli:main$", entry_points, re.M)

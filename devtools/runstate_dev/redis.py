@@ -16,8 +16,8 @@ import subprocess
 from pathlib import Path
 from types import TracebackType
 
-from runstate.devcluster import build
-from runstate.devcluster._proc import (
+from runstate_dev import build
+from runstate_dev._proc import (
     ComponentError,
     ProcessRecord,
     free_port,

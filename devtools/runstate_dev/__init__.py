@@ -4,5 +4,5 @@
 Debian's source, ``cluster.ControlPlane`` runs etcd + apiserver +
 controller-manager + the process kubelet (``kubelet``) in a state dir,
 ``redis.RedisServer`` a throwaway Redis, and ``cli.main`` is the command line
-(``python -m runstate.devcluster``, mounted as ``runstate dev``).
+(``python -m runstate_dev``, mounted as ``runstate dev``).
 """

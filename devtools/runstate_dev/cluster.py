@@ -37,8 +37,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from runstate.devcluster import build
-from runstate.devcluster._proc import (
+from runstate_dev import build
+from runstate_dev._proc import (
     ComponentError,
     ProcessRecord,
     free_port,
@@ -439,7 +439,7 @@ class ControlPlane:
             [
                 sys.executable,
                 "-m",
-                "runstate.devcluster",
+                "runstate_dev",
                 "kubelet",
                 "--kubeconfig",
                 str(self.state_dir / "kubelet.kubeconfig"),

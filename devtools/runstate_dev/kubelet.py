@@ -75,7 +75,7 @@ from typing import Any
 import aiohttp
 from kubernetes_asyncio import client, config
 
-log = logging.getLogger("runstate.devcluster.kubelet")
+log = logging.getLogger("runstate_dev.kubelet")
 
 Pod = dict[str, Any]
 
@@ -1260,7 +1260,7 @@ async def run_kubelet(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="runstate-devcluster kubelet", description="Run pods as local processes."
+        prog="python -m runstate_dev kubelet", description="Run pods as local processes."
     )
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

@@ -1,4 +1,4 @@
-"""Command line of the dev cluster: ``python -m runstate.devcluster`` / ``runstate dev``.
+"""Command line of the dev cluster: ``python -m runstate_dev`` / ``runstate dev``.
 
 This module owns the user-facing verbs: ``build`` (cache the control-plane
 binaries), ``up`` (start a detached cluster, optionally with Redis, and write
@@ -15,10 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-from runstate.devcluster import build
-from runstate.devcluster._proc import ComponentError, stop_all
-from runstate.devcluster.cluster import ControlPlane
-from runstate.devcluster.redis import RedisServer
+from runstate_dev import build
+from runstate_dev._proc import ComponentError, stop_all
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.redis import RedisServer
 
 __all__ = ["main"]
 
@@ -59,7 +59,7 @@ def _up(state_dir: Path, want_redis: bool) -> int:
     path = _write_env(state_dir, text)
     print(
         f"[devcluster] {verb}: {plane.server} in {time.monotonic() - started:.1f}s; "
-        f'eval "$(python -m runstate.devcluster env --dir {shlex.quote(str(state_dir))})" '
+        f'eval "$(python -m runstate_dev env --dir {shlex.quote(str(state_dir))})" '
         f"or source {path}",
         file=sys.stderr,
     )
@@ -112,13 +112,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         )
         if verb == "up":
             sub.add_argument("--redis", action="store_true", help="also start redis-server")
-    from runstate.devcluster import kubelet
+    from runstate_dev import kubelet
 
     kubelet.add_arguments(verbs.add_parser("kubelet", help="run the process kubelet"))
     return parser
 
 
-def main(argv: list[str] | None = None, *, prog: str = "python -m runstate.devcluster") -> int:
+def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev") -> int:
     args = _parser(prog).parse_args(argv)
     try:
         if args.verb == "build":
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate.devcl
             print(build.ensure_binaries())
             return 0
         if args.verb == "kubelet":
-            from runstate.devcluster import kubelet
+            from runstate_dev import kubelet
 
             return kubelet.run_from_args(args)
         state_dir = (args.dir or default_dir()).absolute()
