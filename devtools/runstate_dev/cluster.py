@@ -43,7 +43,6 @@ from runstate_dev._proc import (
     ProcessRecord,
     free_port,
     http_ok,
-    log_tail,
     read_records,
     spawn,
     stop_all,
@@ -670,12 +669,3 @@ class ControlPlane:
         tmp.write_text(json.dumps(info, indent=2))
         tmp.chmod(0o600)
         tmp.replace(self.state_dir / "cluster.json")
-
-    def log_tails(self, lines: int = 30) -> str:
-        """Last lines of every component log, for error reports from tests."""
-        parts = []
-        for name in _COMPONENTS:
-            path = self.state_dir / f"{name}.log"
-            if path.exists():
-                parts.append(f"--- {path} ---\n{log_tail(path, lines)}")
-        return "\n".join(parts)
