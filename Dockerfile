@@ -1,13 +1,16 @@
 # runstate operator image: `docker build -t ghcr.io/runstate/runstate:0.1.0 .`
 # (for kind, see kind-config.yaml). Needs BuildKit (the default builder) for RUN --mount.
 
-# Build stage: a wheel of runstate plus wheels of all its dependencies.
+# Build stage: wheels of runstate and runstate-stores plus wheels of all their dependencies.
 FROM python:3.11-slim AS build
 WORKDIR /src
-# The layout pyproject.toml maps: the runstate package from operator/runstate.
+# The layout pyproject.toml maps: the runstate package from operator/runstate; the state-store
+# library is its own distribution in stores/ (runstate-stores, package runstate_stores). The dev
+# tools (devtools/) are not part of the image.
 COPY pyproject.toml README.md ./
+COPY stores ./stores
 COPY operator ./operator
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+RUN pip wheel --no-cache-dir --wheel-dir /wheels ./stores .
 
 # Final stage: the wheels installed offline into a venv; the wheels themselves are only
 # bind-mounted, so they add no layer.

@@ -26,10 +26,13 @@ help:
 
 # ---- setup -------------------------------------------------------------------------------
 
-$(VENV)/.installed: pyproject.toml
+# One venv for development, all editable: the operator (with its test tools), the state-store
+# library (stores/, distribution runstate-stores) and the dev tools (devtools/, runstate-dev:
+# control plane, process kubelet; not part of the operator's wheel or image).
+$(VENV)/.installed: pyproject.toml stores/pyproject.toml devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e ./stores -e ./devtools -e '.[test]'
 	touch $@
 
 deps: $(VENV)/.installed
@@ -37,12 +40,12 @@ deps: $(VENV)/.installed
 # Debian packages (etcd-server, redis-server, the Go toolchain for the first build) and the
 # kube-apiserver / kube-controller-manager v1.20.2 build (about 8 minutes the first time).
 system-deps: deps
-	$(BIN)/python -m runstate.devcluster build
+	$(BIN)/python -m runstate_dev build
 
 # ---- the demo ----------------------------------------------------------------------------
 
 cluster: system-deps
-	$(BIN)/python -m runstate.devcluster up --dir $(DEV_DIR) --redis
+	$(BIN)/python -m runstate_dev up --dir $(DEV_DIR) --redis
 
 # The operator runs in the background (log: $(DEV_DIR)/operator.log) until `make down`.
 operator: cluster
@@ -61,7 +64,7 @@ demo: operator
 
 down:
 	-@if [ -f $(DEV_DIR)/operator.pid ]; then kill $$(cat $(DEV_DIR)/operator.pid) 2>/dev/null; rm -f $(DEV_DIR)/operator.pid; fi
-	-@[ -x $(BIN)/python ] && $(BIN)/python -m runstate.devcluster down --dir $(DEV_DIR)
+	-@[ -x $(BIN)/python ] && $(BIN)/python -m runstate_dev down --dir $(DEV_DIR)
 
 # ---- checks ------------------------------------------------------------------------------
 
@@ -71,7 +74,7 @@ lint: deps
 	$(BIN)/lint-imports --no-cache
 
 typecheck: deps
-	$(BIN)/mypy -p runstate
+	$(BIN)/mypy -p runstate -p runstate_stores -p runstate_dev
 
 crds: deps
 	$(BIN)/runstate crds

@@ -1,6 +1,6 @@
 """Fan-out of one run (500 hosts × 2 operations, parallel 50) against two baselines, in one run.
 
-On one fresh local control plane (runstate.devcluster) and one Redis, three measurements of the
+On one fresh local control plane (runstate_dev) and one Redis, three measurements of the
 same number of pods, N = hosts × operations, each with at most `parallel` pods in flight:
   raw       a client loop that creates a pod and patches its status to Succeeded (the kubelet's
             own final-status payload), with no kubelet: what the API server can take
@@ -40,9 +40,9 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from throughput import free_port, kubectl, metric_sum  # bench/ is sys.path[0] when run
 
-from runstate.devcluster.cluster import ControlPlane
-from runstate.devcluster.kubelet import terminal_status
-from runstate.devcluster.redis import RedisServer
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.kubelet import terminal_status
+from runstate_dev.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 SETPRIV = "/usr/bin/setpriv"  # util-linux: parent-death signal, so a killed bench leaves nothing
@@ -416,7 +416,7 @@ async def bench(
             [
                 sys.executable,
                 "-m",
-                "runstate.devcluster",
+                "runstate_dev",
                 "kubelet",
                 "--kubeconfig",
                 kubeconfig,

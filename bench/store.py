@@ -1,6 +1,6 @@
 """State-store transitions per second: RedisStateStore against two baselines, in one run.
 
-On one fresh local redis-server (runstate.devcluster), for each concurrency level C and in every
+On one fresh local redis-server (runstate_dev), for each concurrency level C and in every
 round, interleaved, on the same server and key space (RUNS runs or keys, N = 3 × RUNS writes):
   set              `redis-benchmark -t set -P 1 -c C -n N -r RUNS`: one SET per round trip on C
                    connections, from Redis's own C client: what server + loopback can do
@@ -60,8 +60,8 @@ from typing import Any
 import redis
 from redis.asyncio import Redis
 
-from runstate.devcluster.redis import RedisServer
-from runstate.stores import (
+from runstate_dev.redis import RedisServer
+from runstate_stores import (
     HISTORY_CAP,
     AsyncStateStore,
     HistoryEntry,
@@ -69,7 +69,7 @@ from runstate.stores import (
     RedisStateStore,
     StateRecord,
 )
-from runstate.stores.redis import MAX_BATCH
+from runstate_stores.redis import MAX_BATCH
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path(os.environ.get("RUNSTATE_CACHE", Path.home() / ".cache/runstate"))
@@ -191,8 +191,8 @@ def walk_runs_sync(store: Any, uids: list[str], concurrency: int) -> None:
 def commit_script() -> str:
     """The store's commit script (its module moved in the store refactor of issue 5)."""
     for module, name in (
-        ("runstate.stores._redis_calls", "COMMIT_LUA"),
-        ("runstate.stores.redis", "_COMMIT_LUA"),
+        ("runstate_stores._redis_calls", "COMMIT_LUA"),
+        ("runstate_stores.redis", "_COMMIT_LUA"),
     ):
         with contextlib.suppress(ImportError):
             script = getattr(importlib.import_module(module), name, None)
@@ -692,7 +692,7 @@ CATEGORIES: list[tuple[str, Callable[[str, str], bool]]] = [
     ("asyncio event loop, tasks, futures", lambda f, n: "/asyncio/" in f),
     (
         "runstate store code (checks, JSON, Call objects, batching)",
-        lambda f, n: "runstate/stores" in f,
+        lambda f, n: "runstate_stores/" in f,
     ),
     ("bench harness (building records, timestamps)", lambda f, n: f.endswith("bench/store.py")),
 ]

@@ -1,6 +1,6 @@
 """Throughput of trivial runs (1 host, 1 operation) against two baselines, in one run.
 
-On one fresh local control plane (runstate.devcluster) and one Redis:
+On one fresh local control plane (runstate_dev) and one Redis:
   raw       a client loop of status merge-patches on existing objects (the API server's limit)
   bare      a bare kopf operator completing each object with one status patch (bench/bare_kopf.py)
   runstate  the runstate operator completing N Runs (pod created, run by the process kubelet,
@@ -31,8 +31,8 @@ from typing import Any
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 
-from runstate.devcluster.cluster import ControlPlane
-from runstate.devcluster.redis import RedisServer
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_CRD = {

@@ -1,7 +1,7 @@
 """Session fixtures for integration tests: a real control plane, a real Redis, the operator.
 
 Nothing here is mocked: kube-apiserver + etcd + kube-controller-manager and the process kubelet
-come from `runstate.devcluster`, Redis is Debian's redis-server, and the operator runs as its
+come from `runstate_dev`, Redis is Debian's redis-server, and the operator runs as its
 own process (`python -m runstate operator`), exactly as a user would run it. With `CI=true` a
 component that cannot start fails the test run; elsewhere the integration tests are skipped
 with the reason.
@@ -26,7 +26,7 @@ import pytest
 from tests.availability import unavailable
 
 if TYPE_CHECKING:
-    from runstate.devcluster.redis import RedisServer
+    from runstate_dev.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
 KUBECTL = os.environ.get("RUNSTATE_KUBECTL", "/usr/bin/kubectl")
@@ -123,7 +123,7 @@ class Cluster:
 @pytest.fixture(scope="session")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     try:
-        from runstate.devcluster.cluster import ControlPlane
+        from runstate_dev.cluster import ControlPlane
 
         # die_with_parent: an aborted test session must not leave a control plane running.
         plane = ControlPlane(tmp_path_factory.mktemp("cluster"), die_with_parent=True).start()
@@ -145,7 +145,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     """The session's redis-server. Disruptive tests may stop and start it again: `start()`
     after `stop()` reuses the same port and data directory, so `redis_url` stays valid."""
     try:
-        from runstate.devcluster.redis import RedisServer
+        from runstate_dev.redis import RedisServer
 
         server = RedisServer(tmp_path_factory.mktemp("redis"), die_with_parent=True).start()
     except Exception as exc:

@@ -3,7 +3,7 @@
 runstate operator [--namespace NS ...] [--standalone | --peering NAME --priority N]
                   [--metrics-port N]
 runstate crds [--out DIR ...] [--check]
-runstate dev {build,up,down,env,kubelet} ...
+runstate dev {build,up,down,env,kubelet} ...   (the dev tools, runstate_dev, if installed)
 """
 
 from __future__ import annotations
@@ -97,12 +97,30 @@ def _operator(args: argparse.Namespace) -> int:
     return 0
 
 
+DEV_TOOLS_MISSING = (
+    "runstate dev: the dev tools are not installed: make deps "
+    "(they are the runstate-dev distribution in devtools/, not part of the operator)"
+)
+
+
+def _dev(argv: list[str]) -> int:
+    """`runstate dev ...`: everything after `dev` goes to the dev tools' own command line
+    (`python -m runstate_dev`), which owns its verbs; imported only here, because the dev
+    tools are a separate distribution that the operator's wheel and image do not contain."""
+    try:
+        from runstate_dev.cli import main as dev_main
+    except ModuleNotFoundError as exc:
+        if exc.name != "runstate_dev":
+            raise
+        print(DEV_TOOLS_MISSING, file=sys.stderr)
+        return 1
+    return dev_main(argv, prog="runstate dev")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["dev"]:
-        from runstate.devcluster.cli import main as dev_main
-
-        return dev_main(argv[1:], prog="runstate dev")
+        return _dev(argv[1:])
     parser = argparse.ArgumentParser(prog="runstate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     op = sub.add_parser("operator", help="run the operator")
@@ -126,7 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     crds = sub.add_parser("crds", help="write the CRDs generated from the API models")
     crds.add_argument("--out", action="append", help=f"folder (default: {DEFAULT_CRD_DIRS})")
     crds.add_argument("--check", action="store_true", help="fail when the files drifted")
-    sub.add_parser("dev", help="the local control plane: runstate dev {build,up,down,env}")
+    sub.add_parser(
+        "dev",
+        help="developer tools (installed by `make deps`): runstate dev {build,up,down,env} ...",
+    )
     args = parser.parse_args(argv)
     if args.command == "crds":
         return _crds(args)

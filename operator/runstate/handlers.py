@@ -22,7 +22,7 @@ from runstate.controller import runtime
 from runstate.controller.dispatch import run_key, runbook_key
 from runstate.kube.client import KubeClient
 from runstate.settings import Settings
-from runstate.stores import StoreUnavailable, store_from_url
+from runstate_stores import StoreUnavailable, store_from_url
 
 log = logging.getLogger("runstate")
 registry = kopf.OperatorRegistry()

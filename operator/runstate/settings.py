@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from runstate.stores import redact_url
+from runstate_stores import redact_url
 
 # RUNSTATE_PEERING_PRIORITY=random draws from 1..2**31-1: a tie between two replicas (both
 # would stand by forever, kopf's rule) is then a one-in-two-billion event, and the value still

@@ -1,7 +1,7 @@
 """Fixtures starting real dev clusters (etcd + kube-apiserver + controller-manager).
 
 Without the cached control-plane binaries the cluster tests skip locally (build
-them with ``python -m runstate.devcluster build``); with ``CI=true`` a missing
+them with ``python -m runstate_dev build``); with ``CI=true`` a missing
 component is built or installed, and anything still missing fails the tests.
 """
 
@@ -15,8 +15,8 @@ import pytest_asyncio
 from devcluster_helpers import api_client_for, start_plane
 from kubernetes_asyncio import client
 
-from runstate.devcluster import build
-from runstate.devcluster.cluster import ControlPlane
+from runstate_dev import build
+from runstate_dev.cluster import ControlPlane
 from tests.availability import unavailable
 
 

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 import pytest
 from kubernetes_asyncio import client, config
 
-from runstate.devcluster import build
-from runstate.devcluster.cluster import ControlPlane
+from runstate_dev import build
+from runstate_dev.cluster import ControlPlane
 from tests.availability import IN_CI, unavailable
 
 T = TypeVar("T")
@@ -25,7 +25,7 @@ def require_binaries() -> Path:
     if not IN_CI:
         unavailable(
             f"kube-apiserver v{build.KUBE_VERSION} not cached in {build.kube_bin_dir()}: "
-            "run `python -m runstate.devcluster build` (takes several minutes)"
+            "run `python -m runstate_dev build` (takes several minutes)"
         )
     return build.ensure_binaries()
 

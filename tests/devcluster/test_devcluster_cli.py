@@ -1,4 +1,4 @@
-"""``python -m runstate.devcluster up/env/down``: a detached cluster that outlives ``up``."""
+"""``python -m runstate_dev up/env/down``: a detached cluster that outlives ``up``."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from devcluster_helpers import require_binaries
 
-from runstate.devcluster._proc import read_records
+from runstate_dev._proc import read_records
 
 
 def devcluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runstate.devcluster", *args],
+        [sys.executable, "-m", "runstate_dev", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -8,7 +8,7 @@ import subprocess
 from devcluster_helpers import wait_for, wait_gone
 from kubernetes_asyncio import client
 
-from runstate.devcluster.cluster import ControlPlane
+from runstate_dev.cluster import ControlPlane
 
 
 def test_kubectl_lists_namespaces(control_plane: ControlPlane, kubectl: str) -> None:

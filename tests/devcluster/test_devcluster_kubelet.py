@@ -19,8 +19,8 @@ from devcluster_helpers import (
 )
 from kubernetes_asyncio import client
 
-from runstate.devcluster.cluster import ControlPlane
-from runstate.devcluster.kubelet import DEADLINE_MESSAGE
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.kubelet import DEADLINE_MESSAGE
 
 # Like a real kubelet, the process kubelet expands $(VAR) in command and args,
 # where "$$" stands for "$": the shell's own "$$" is written "$$$$".

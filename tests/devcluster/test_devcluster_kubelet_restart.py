@@ -26,8 +26,9 @@ from devcluster_helpers import (
 )
 from kubernetes_asyncio import client
 
-from runstate.devcluster.cluster import ControlPlane
-from runstate.devcluster.kubelet import LOST_REASON, ProcessKubelet, _Expired
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.kubelet import LOST_REASON, ProcessKubelet
+from runstate_dev.kubelet.informer import _Expired
 
 NODE = "runstate-local"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio
 
-from runstate.devcluster.redis import RedisServer
+from runstate_dev.redis import RedisServer
 
 
 @pytest.fixture

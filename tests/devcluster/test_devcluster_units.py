@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from runstate.devcluster import build
-from runstate.devcluster._proc import (
+from runstate_dev import build
+from runstate_dev._proc import (
     ComponentError,
     free_port,
     log_tail,
@@ -19,7 +19,7 @@ from runstate.devcluster._proc import (
     stop_all,
     wait_until,
 )
-from runstate.devcluster.kubelet import (
+from runstate_dev.kubelet import (
     ConfigError,
     expand,
     field_value,
@@ -239,7 +239,7 @@ def test_wait_until_reports_log_tail_of_dead_component(tmp_path: Path) -> None:
 def test_die_with_parent(tmp_path: Path) -> None:
     # The component gets SIGTERM when the process that spawned it dies.
     script = (
-        "import sys, pathlib; from runstate.devcluster._proc import spawn; "
+        "import sys, pathlib; from runstate_dev._proc import spawn; "
         "p, r = spawn('orphan', ['sleep', '60'], state_dir=pathlib.Path(sys.argv[1]), "
         "die_with_parent=True); print(r.pid)"
     )

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 import redis
 
-from runstate.devcluster.redis import RedisServer
+from runstate_dev.redis import RedisServer
 from tests.conftest import KUBECTL, Cluster, Operator, free_port, wait_for
 from tests.integration.test_runs import final_status, run, runbook
 

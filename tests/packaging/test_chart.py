@@ -216,7 +216,7 @@ def test_redis_url_goes_through_a_secret(render: Render) -> None:
     ],
 )
 def test_schema_accepts_every_store_url_scheme(render: Render, url: str) -> None:
-    # The schemes runstate.stores.store_from_url understands (docs/stores.md).
+    # The schemes runstate_stores.store_from_url understands (stores/README.md).
     assert list(one(render({"redis": {"url": url}}), "Secret")["stringData"].values()) == [url]
 
 

@@ -114,6 +114,9 @@ def test_copied_files_exist_and_are_in_the_context() -> None:
     for src in sources:
         assert (REPO / src).exists(), f"COPY {src}: not in the repository"
         assert not ignored(src), f"COPY {src}: excluded by .dockerignore"
+    # The dev tools are a developer tool: neither copied nor in the build context.
+    assert not any(Path(src).parts[0] == "devtools" for src in sources), sources
+    assert ignored("devtools/runstate_dev/kubelet")
 
 
 @pytest.mark.parametrize("pattern", [".git", ".venv", "**/__pycache__", ".pytest_cache"])
@@ -136,6 +139,7 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
             else:
                 shutil.copy2(REPO / src, target / src if destination.endswith("/") else target)
     out = tmp_path / "wheels"
+    # The two distributions of the image, as the build stage makes them (`./stores .`).
     proc = subprocess.run(
         [
             sys.executable,
@@ -146,6 +150,7 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
             "--quiet",
             "-w",
             str(out),
+            str(context / "stores"),
             str(context),
         ],
         capture_output=True,
@@ -153,15 +158,22 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    (wheel,) = out.glob("runstate-*.whl")
+    (wheel,) = out.glob("runstate-[0-9]*.whl")
+    (stores_wheel,) = out.glob("runstate_stores-*.whl")
     with zipfile.ZipFile(wheel) as whl:
         names = set(whl.namelist())
         entry_points = whl.read(next(n for n in names if n.endswith("entry_points.txt"))).decode()
-    for folder, package in (
-        ("operator/runstate/stores", "runstate/stores"),
-        ("operator/runstate/api", "runstate/api"),
+        requires = whl.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    with zipfile.ZipFile(stores_wheel) as whl:
+        stores_names = set(whl.namelist())
+    for folder, package, contents in (
+        ("stores/runstate_stores", "runstate_stores", stores_names),
+        ("operator/runstate/api", "runstate/api", names),
     ):
         modules = {f"{package}/{p.name}" for p in (REPO / folder).glob("*.py")}
         assert modules, folder
-        assert modules <= names, modules - names
+        assert modules <= contents, modules - contents
+    assert re.search(r"^Requires-Dist: runstate-stores==0\.1\.0$", requires, re.M)
+    # The dev tools (control plane, process kubelet) are a developer tool, not the operator's.
+    assert not any(n.startswith(("runstate/devcluster/", "runstate_dev/")) for n in names)
     assert re.search(r"^runstate = runstate\.cli:main$", entry_points, re.M)

@@ -23,7 +23,7 @@ from runstate.controller.view import ObjectKey
 from runstate.domain.states import is_final
 from runstate.kube.pods import ANNOTATION_OPERATION, LABEL_KIND
 from runstate.settings import ReconcileSettings
-from runstate.stores import InMemoryStateStore
+from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeCache, FakeKube
 
 

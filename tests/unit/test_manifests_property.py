@@ -21,7 +21,7 @@ from prometheus_client import generate_latest
 
 from runstate import metrics
 from runstate.api.crds import render_crd_files
-from runstate.stores import InMemoryStateStore
+from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeKube
 from tests.unit.operator_harness import Kubelet, Operator, run_status
 
@@ -144,7 +144,12 @@ async def test_every_accepted_run_gets_a_status_and_lets_go_when_deleted(
     name = "hostile-run"
     kube.apply(
         "runs",
-        {"apiVersion": "runstate.dev/v1alpha1", "kind": "Run", "metadata": {"name": name}, "spec": spec},
+        {
+            "apiVersion": "runstate.dev/v1alpha1",
+            "kind": "Run",
+            "metadata": {"name": name},
+            "spec": spec,
+        },
     )
     op = Operator(kube, store)
     kubelet = Kubelet(kube)

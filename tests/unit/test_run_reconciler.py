@@ -15,7 +15,7 @@ import pytest
 from runstate.api.v1alpha1 import FINALIZER
 from runstate.controller.effects import Commit
 from runstate.kube.api import Refused
-from runstate.stores import InMemoryStateStore
+from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeCache, FakeKube
 from tests.unit.operator_harness import Crash, CrashAt, Kubelet, Operator, drive, run_status
 

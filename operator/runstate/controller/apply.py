@@ -54,7 +54,7 @@ from runstate.domain.work import Observed, Phase
 from runstate.kube import events
 from runstate.kube.api import Conflict, Gone, KubeApi, Plural, Refused
 from runstate.kube.status import status_differs
-from runstate.stores.base import VersionConflict
+from runstate_stores.base import VersionConflict
 
 log = logging.getLogger(__name__)
 

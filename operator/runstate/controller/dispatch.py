@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from runstate import metrics
 from runstate.controller.queue import WorkQueue
 from runstate.controller.view import ObjectKey
-from runstate.stores.base import StoreUnavailable
+from runstate_stores.base import StoreUnavailable
 
 log = logging.getLogger("runstate")
 

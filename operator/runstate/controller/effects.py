@@ -16,7 +16,7 @@ from typing import Any
 
 from runstate.controller.hotstate import Payload
 from runstate.domain.work import WorkKey
-from runstate.stores.base import HistoryEntry, StateRecord
+from runstate_stores.base import HistoryEntry, StateRecord
 
 
 class Metric(enum.StrEnum):

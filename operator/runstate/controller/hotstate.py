@@ -32,7 +32,7 @@ from runstate.api.v1alpha1 import (
 from runstate.domain.engine import Progress, Summary
 from runstate.domain.states import is_final, label
 from runstate.domain.work import Kind, WorkKey
-from runstate.stores.base import HistoryEntry, StateRecord
+from runstate_stores.base import HistoryEntry, StateRecord
 
 LAUNCHED = "@launched|"  # + kind|attempt|try|operation|host: a unit the operator started
 FAILED = "@failed|"  # + host: a host that failed (its FailedHost)

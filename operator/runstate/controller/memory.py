@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from runstate.api.v1alpha1 import HistoryItem, RunSpec
 from runstate.controller.hotstate import HotState
 from runstate.domain.work import Observed, WorkKey
-from runstate.stores.base import StateRecord
+from runstate_stores.base import StateRecord
 
 OWN_VERSIONS_KEPT = 64
 EXPECTATION_TIMEOUT = 60.0  # a created pod not seen in the cache by then is looked at again

@@ -11,7 +11,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from runstate import metrics
-from runstate.stores.base import AsyncStateStore, VersionConflict
+from runstate_stores.base import AsyncStateStore, VersionConflict
 
 T = TypeVar("T")
 

@@ -43,7 +43,7 @@ from runstate.kube.api import KubeApi
 from runstate.kube.nodes import hosts_from_nodes
 from runstate.kube.status import HISTORY_IN_STATUS
 from runstate.settings import ReconcileSettings
-from runstate.stores.base import StateRecord
+from runstate_stores.base import StateRecord
 
 # A decision is linear in the run's units: about 0.7 s for a 10,000-host run at 100,000 units.
 # Above this many it runs in a thread, so the event loop (other runs, probes, kopf) keeps going

@@ -29,7 +29,7 @@ from runstate.controller.runs import RunReconciler
 from runstate.controller.slots import Slots
 from runstate.kube.api import KubeApi
 from runstate.settings import Settings
-from runstate.stores.base import AsyncStateStore, StoreUnavailable
+from runstate_stores.base import AsyncStateStore, StoreUnavailable
 
 log = logging.getLogger("runstate")
 

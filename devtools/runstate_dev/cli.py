@@ -1,0 +1,142 @@
+"""Command line of the dev cluster: ``python -m runstate_dev`` / ``runstate dev``.
+
+This module owns the user-facing verbs: ``build`` (cache the control-plane
+binaries), ``up`` (start a detached cluster, optionally with Redis, and write
+``DIR/env``), ``down``, ``env`` and ``kubelet`` (the process kubelet itself,
+as started by ``up``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from runstate_dev import build
+from runstate_dev._proc import ComponentError, stop_all
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.redis import RedisServer
+
+__all__ = ["main"]
+
+
+def default_dir() -> Path:
+    return build.cache_root() / "cluster"
+
+
+def env_text(plane: ControlPlane, redis: RedisServer | None) -> str:
+    lines = [f"export KUBECONFIG={shlex.quote(str(plane.kubeconfig))}"]
+    if redis is not None:
+        lines.append(f"export RUNSTATE_REDIS_URL={shlex.quote(redis.url)}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_env(state_dir: Path, text: str) -> Path:
+    path = state_dir / "env"
+    tmp = state_dir / ".env.tmp"
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
+def _up(state_dir: Path, want_redis: bool) -> int:
+    started = time.monotonic()
+    plane = ControlPlane.attach(state_dir)
+    if plane is None:
+        ControlPlane.stop_dir(state_dir)  # remnants of a cluster that half died
+        plane = ControlPlane(state_dir).start()
+        verb = "started"
+    else:
+        verb = "already running"
+    redis = RedisServer.attach(state_dir)
+    if want_redis and redis is None:
+        RedisServer.stop_dir(state_dir)
+        redis = RedisServer(state_dir).start()
+    text = env_text(plane, redis)
+    path = _write_env(state_dir, text)
+    print(
+        f"[devcluster] {verb}: {plane.server} in {time.monotonic() - started:.1f}s; "
+        f'eval "$(python -m runstate_dev env --dir {shlex.quote(str(state_dir))})" '
+        f"or source {path}",
+        file=sys.stderr,
+    )
+    sys.stdout.write(text)
+    return 0
+
+
+def _down(state_dir: Path) -> int:
+    stopped = stop_all(state_dir)
+    for name in ("env", "cluster.json", "redis.json"):
+        with contextlib.suppress(FileNotFoundError):
+            (state_dir / name).unlink()
+    print(
+        f"[devcluster] stopped {', '.join(stopped) if stopped else 'nothing'} in {state_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _env(state_dir: Path) -> int:
+    path = state_dir / "env"
+    if not path.exists() or ControlPlane.attach(state_dir) is None:
+        print(
+            f"[devcluster] no running dev cluster in {state_dir}; start one with `up`",
+            file=sys.stderr,
+        )
+        return 1
+    sys.stdout.write(path.read_text())
+    return 0
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="A local Kubernetes v1.20 control plane whose pods are processes."
+    )
+    verbs = parser.add_subparsers(dest="verb", required=True)
+    verbs.add_parser(
+        "build",
+        help="install the Debian packages a dev cluster needs (etcd, openssl, redis) and "
+        "build and cache kube-apiserver/kube-controller-manager",
+    )
+    for verb, help_text in (
+        ("up", "start (or find) the dev cluster, print its env"),
+        ("down", "stop the dev cluster"),
+        ("env", "print the env file of the running dev cluster"),
+    ):
+        sub = verbs.add_parser(verb, help=help_text)
+        sub.add_argument(
+            "--dir", type=Path, default=None, help=f"state dir (default {default_dir()})"
+        )
+        if verb == "up":
+            sub.add_argument("--redis", action="store_true", help="also start redis-server")
+    from runstate_dev import kubelet
+
+    kubelet.add_arguments(verbs.add_parser("kubelet", help="run the process kubelet"))
+    return parser
+
+
+def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev") -> int:
+    args = _parser(prog).parse_args(argv)
+    try:
+        if args.verb == "build":
+            # Everything a dev cluster, its Redis and the test suites need, installed up front,
+            # so that no test depends on another having installed a package first.
+            build.ensure_packages({**build.CLUSTER_PACKAGES, **build.REDIS_PACKAGES})
+            print(build.ensure_binaries())
+            return 0
+        if args.verb == "kubelet":
+            from runstate_dev import kubelet
+
+            return kubelet.run_from_args(args)
+        state_dir = (args.dir or default_dir()).absolute()
+        if args.verb == "up":
+            return _up(state_dir, args.redis)
+        if args.verb == "down":
+            return _down(state_dir)
+        return _env(state_dir)
+    except (ComponentError, build.BuildError) as exc:
+        print(f"[devcluster] error: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,99 @@
+"""The `kubelet` verb: the process kubelet as a process of its own.
+
+Owns its arguments (`add_arguments`, shared with `python -m runstate_dev kubelet`), logging
+setup, the API client from a kubeconfig, and the process's lifetime: run until SIGTERM or
+SIGINT, then kill the pods' processes and return. Must not hold any pod logic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from kubernetes_asyncio import client, config
+
+from .node import ProcessKubelet
+from .pod import log
+
+
+async def run_kubelet(
+    kubeconfig: str,
+    node_name: str,
+    *,
+    pod_log_dir: Path | None = None,
+    ready_file: Path | None = None,
+) -> None:
+    """Run the process kubelet until SIGTERM/SIGINT, then kill its pods and return."""
+    configuration = client.Configuration()
+    await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    configuration.connection_pool_maxsize = 200
+    if pod_log_dir is not None:
+        await asyncio.to_thread(pod_log_dir.mkdir, parents=True, exist_ok=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with client.ApiClient(configuration) as api_client:
+        kubelet = ProcessKubelet(
+            api_client, node_name, pod_log_dir=pod_log_dir, ready_file=ready_file
+        )
+        log.info("process kubelet for node %s watching pods", node_name)
+        watcher = asyncio.create_task(kubelet.run(), name="pod watch")
+        stopper = asyncio.create_task(stop.wait(), name="stop signal")
+        done, _ = await asyncio.wait({watcher, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        watcher.cancel()
+        stopper.cancel()
+        log.info("process kubelet stopping: killing pod processes")
+        await kubelet.shutdown()
+        if watcher in done and not watcher.cancelled():
+            failure = watcher.exception()
+            if failure is not None:
+                raise failure
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m runstate_dev kubelet", description="Run pods as local processes."
+    )
+    add_arguments(parser)
+    return run_from_args(parser.parse_args(argv))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument(
+        "--node", default="runstate-local", help="node name unbound pods are bound to"
+    )
+    parser.add_argument(
+        "--pod-log-dir",
+        type=Path,
+        default=None,
+        help="keep each pod's output as <dir>/<ns>_<name>_<uid>.log",
+    )
+    parser.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        help="file written once the first pod list is handled",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
+    asyncio.run(
+        run_kubelet(
+            args.kubeconfig, args.node, pod_log_dir=args.pod_log_dir, ready_file=args.ready_file
+        )
+    )
+    return 0

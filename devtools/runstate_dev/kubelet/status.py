@@ -1,0 +1,113 @@
+"""The pod status documents the kubelet writes: Pending (waiting), Running, Succeeded/Failed.
+
+Owns their shape, as the real kubelet fills them: phase, host and pod IPs, startTime, the four
+conditions and the one container's `containerStatuses` (each write carries the whole status,
+since a merge patch replaces lists whole). Pure: must not write anything, decide a phase or a
+reason (the callers do), or look at processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .pod import HOST_IP, Pod, now
+
+
+def _condition(kind: str, status: bool, when: str, reason: str | None = None) -> dict[str, Any]:
+    cond: dict[str, Any] = {
+        "type": kind,
+        "status": "True" if status else "False",
+        "lastProbeTime": None,
+        "lastTransitionTime": when,
+    }
+    if reason:
+        cond["reason"] = reason
+    return cond
+
+
+def _container_status(
+    pod: Pod, state: dict[str, Any], *, running: bool, container_id: str | None = None
+) -> list[dict[str, Any]]:
+    """`containerStatuses` for the pod's one container, in the given state."""
+    container = pod["spec"]["containers"][0]
+    entry: dict[str, Any] = {
+        "name": container["name"],
+        "image": container.get("image", ""),
+        "imageID": "",
+        "ready": running,
+        "started": running,
+        "restartCount": 0,
+        "state": state,
+    }
+    if container_id is not None:
+        entry["containerID"] = container_id
+    return [entry]
+
+
+def _base_status(pod: Pod, phase: str, start_time: str) -> dict[str, Any]:
+    return {
+        "phase": phase,
+        "hostIP": HOST_IP,
+        "podIP": HOST_IP,
+        "podIPs": [{"ip": HOST_IP}],
+        "startTime": start_time,
+        "qosClass": "BestEffort",
+    }
+
+
+def running_status(pod: Pod, start_time: str, started_at: str, pid: int) -> dict[str, Any]:
+    status = _base_status(pod, "Running", start_time)
+    status["conditions"] = [
+        _condition("Initialized", True, start_time),
+        _condition("Ready", True, started_at),
+        _condition("ContainersReady", True, started_at),
+        _condition("PodScheduled", True, start_time),
+    ]
+    status["containerStatuses"] = _container_status(
+        pod,
+        {"running": {"startedAt": started_at}},
+        running=True,
+        container_id=f"process://{pid}",
+    )
+    return status
+
+
+def terminal_status(
+    pod: Pod,
+    *,
+    start_time: str,
+    terminated: dict[str, Any],
+    phase: str,
+    container_id: str = "",
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict[str, Any]:
+    when = terminated.get("finishedAt") or now()
+    status = _base_status(pod, phase, start_time)
+    status["conditions"] = [
+        _condition("Initialized", True, start_time, "PodCompleted"),
+        _condition("Ready", False, when, "PodCompleted"),
+        _condition("ContainersReady", False, when, "PodCompleted"),
+        _condition("PodScheduled", True, start_time),
+    ]
+    status["containerStatuses"] = _container_status(
+        pod, {"terminated": terminated}, running=False, container_id=container_id
+    )
+    # Merge patch: null removes a reason/message left by an earlier write.
+    status["reason"] = reason
+    status["message"] = message
+    return status
+
+
+def waiting_status(pod: Pod, start_time: str, reason: str, message: str) -> dict[str, Any]:
+    status = _base_status(pod, "Pending", start_time)
+    status["conditions"] = [
+        _condition("Initialized", True, start_time),
+        _condition("Ready", False, start_time, "ContainersNotReady"),
+        _condition("ContainersReady", False, start_time, "ContainersNotReady"),
+        _condition("PodScheduled", True, start_time),
+    ]
+    status["containerStatuses"] = _container_status(
+        pod, {"waiting": {"reason": reason, "message": message}}, running=False
+    )
+    return status

@@ -1,0 +1,350 @@
+"""One pod's life on the node: the pod worker, from its environment to its final status.
+
+Owns the lifecycle of one pod this kubelet runs: wait for its env (CreateContainerConfigError
+while a reference is missing), start its process, write Running (unless it exits within
+`FAST_EXIT_SECONDS`, as a status manager batches updates), enforce activeDeadlineSeconds and
+the ephemeral-storage limit, stop it for a `StopReason` (graceful or at once), write the final
+Succeeded/Failed status, and finish a graceful delete. Only the first container runs, once
+(restartPolicy OnFailure and Always are treated as Never).
+
+Must not watch pods or decide which pods to run (`node`), and must never block the watch loop:
+`observe` and `request_stop` only record and schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import process, termination
+from .api import ApiCallError, with_retries
+from .env import ConfigError, container_env, expand
+from .pod import Pod, log, now, pod_ref
+from .status import running_status, terminal_status, waiting_status
+from .stop import DEFAULT_GRACE_SECONDS, StopReason, pod_failure
+from .storage import EVICTED_STORAGE_MESSAGE, pod_storage_limit, watch_storage
+
+if TYPE_CHECKING:
+    from .node import ProcessKubelet
+
+FAST_EXIT_SECONDS = 0.05
+_CONFIG_RETRY_SECONDS = 2.0
+
+
+class PodWorker:
+    """Runs one pod's process from start to its final status (and final delete)."""
+
+    def __init__(self, kubelet: ProcessKubelet, pod: Pod) -> None:
+        self.kubelet = kubelet
+        self.pod = pod
+        self.uid: str = pod["metadata"]["uid"]
+        self.ref = pod_ref(pod)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stop_reason: StopReason | None = None
+        self._stop_requested = asyncio.Event()
+        self._start_time = now()
+        self._eviction_message = ""
+        self._deleted = False
+
+    def _abandoned(self) -> bool:
+        """Stopped with no grace and no status (the pod is gone, or the kubelet stops)."""
+        return self._stop_reason is not None and self._stop_reason.abandons_pod
+
+    # --- called from the watch loop: must never block --------------------------------
+
+    def observe(self, pod: Pod) -> None:
+        self.pod = pod
+        meta = pod["metadata"]
+        if meta.get("deletionTimestamp"):
+            grace = meta.get("deletionGracePeriodSeconds")
+            if grace is None:
+                grace = pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+            self.request_stop(StopReason.DELETED, int(grace))
+
+    def request_stop(self, reason: StopReason, grace: int) -> None:
+        if self._abandoned():
+            return
+        if reason.abandons_pod:
+            # The pod object is gone (or the kubelet stops): no grace, no status.
+            self._stop_reason = reason
+            self._stop_requested.set()
+            if self._proc is not None:
+                process.signal_group(self._proc.pid, signal.SIGKILL)
+            return
+        if self._stop_reason is not None:
+            return  # already terminating; the first reason decides the status
+        self._stop_reason = reason
+        self._stop_requested.set()
+        if self._proc is not None and self._proc.returncode is None:
+            self.kubelet.spawn(self._kill_gracefully(self._proc, grace), f"kill {self.ref}")
+
+    async def _kill_gracefully(self, proc: asyncio.subprocess.Process, grace: int) -> None:
+        log.info(
+            "%s: stopping (%s): SIGTERM to process group %d, grace %ds",
+            self.ref,
+            self._stop_reason,
+            proc.pid,
+            grace,
+        )
+        process.signal_group(proc.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(proc.wait(), timeout=max(grace, 0))
+        except TimeoutError:
+            log.info("%s: grace period over, SIGKILL", self.ref)
+            process.signal_group(proc.pid, signal.SIGKILL)
+
+    def _evict(self, proc: asyncio.subprocess.Process, used: int, limit_text: str) -> None:
+        if proc.returncode is not None or self._stop_reason is not None:
+            return  # already over or terminating: that decides the status
+        log.info(
+            "%s: ephemeral storage %d bytes exceeds the limit %s: evicting, SIGKILL to "
+            "process group %d",
+            self.ref,
+            used,
+            limit_text,
+            proc.pid,
+        )
+        # The kubelet evicts for a storage limit with grace period 0.
+        self._stop_reason = StopReason.EVICTED
+        self._eviction_message = EVICTED_STORAGE_MESSAGE.format(limit_text)
+        self._stop_requested.set()
+        process.signal_group(proc.pid, signal.SIGKILL)
+
+    # --- the worker task ------------------------------------------------------------
+
+    async def run(self) -> None:
+        try:
+            await self._run()
+        except asyncio.CancelledError:
+            if self._proc is not None:
+                process.signal_group(self._proc.pid, signal.SIGKILL)
+            raise
+        except Exception:
+            log.exception("%s: worker failed", self.ref)
+        finally:
+            self.kubelet.worker_finished(self)
+
+    async def _run(self) -> None:
+        spec = self.pod["spec"]
+        container = spec["containers"][0]
+        deadline = spec.get("activeDeadlineSeconds")
+        grace = int(spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS))
+        timer: asyncio.Task[None] | None = None
+        if deadline is not None:
+            timer = self.kubelet.spawn(
+                self._deadline(int(deadline), grace), f"deadline of {self.ref}"
+            )
+        try:
+            await self._run_container(container)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    async def _deadline(self, seconds: int, grace: int) -> None:
+        await asyncio.sleep(seconds)
+        log.info("%s: activeDeadlineSeconds=%d exceeded", self.ref, seconds)
+        self.request_stop(StopReason.DEADLINE, grace)
+
+    async def _run_container(self, container: dict[str, Any]) -> None:
+        env = await self._env_when_ready(container)
+        if env is None:
+            await self._finish_unstarted()
+            return
+        argv = [
+            expand(str(a), env)
+            for a in [*(container.get("command") or []), *(container.get("args") or [])]
+        ]
+        if not argv:
+            await self._finish_unstarted(
+                f"container {container['name']!r} has no command: the runstate process "
+                "kubelet runs command + args as a local process and cannot run an image"
+            )
+            return
+        base = await process.make_scratch(self.pod["metadata"]["name"])
+        try:
+            await self._run_process(container, argv, env, base)
+        finally:
+            await process.remove_scratch(base)
+
+    def _output_path(self, base: Path) -> Path:
+        """The pod's output log: in the kubelet's pod log dir when it keeps one."""
+        meta = self.pod["metadata"]
+        log_dir = self.kubelet.pod_log_dir
+        if log_dir is None:
+            return base / "output.log"
+        return log_dir / f"{meta['namespace']}_{meta['name']}_{self.uid}.log"
+
+    def _storage_limit(self) -> tuple[int, str] | None:
+        try:
+            return pod_storage_limit(self.pod)
+        except ValueError as exc:  # the API server validates quantities: not expected
+            log.warning("%s: ephemeral-storage limit not enforced: %s", self.ref, exc)
+            return None
+
+    async def _run_process(
+        self, container: dict[str, Any], argv: list[str], env: dict[str, str], base: Path
+    ) -> None:
+        workdir, output = base / "work", self._output_path(base)
+        storage_limit = self._storage_limit()
+        fd = await asyncio.to_thread(process.open_output, workdir, output)
+        try:
+            proc = await process.start(argv, env, workdir, fd)
+        except OSError as exc:
+            # What the real kubelet reports when the runtime cannot exec the command.
+            await self._finish_unstarted(
+                f"failed to start container {container['name']!r}: {argv[0]}: {exc.strerror}"
+            )
+            return
+        finally:
+            os.close(fd)
+        self._proc = proc
+        started_at = now()
+        log.info("%s: started pid %d: %s", self.ref, proc.pid, argv)
+        self._stop_if_requested_while_starting(proc)
+        returncode = await self._supervise(proc, started_at, storage_limit, (workdir, output))
+        finished_at = now()
+        # The container is over: whatever it left running in its group goes too.
+        process.signal_group(proc.pid, signal.SIGKILL)
+        code = termination.exit_code(returncode)
+        log.info("%s: pid %d exited with code %d", self.ref, proc.pid, code)
+        if self._abandoned():
+            return
+        terminated = await termination.exited(
+            container,
+            code=code,
+            started_at=started_at,
+            finished_at=finished_at,
+            pid=proc.pid,
+            output=output,
+        )
+        await self._write_final_status(terminated, succeeded=code == 0, pid=proc.pid)
+        await self._delete_if_deleting()
+
+    def _stop_if_requested_while_starting(self, proc: asyncio.subprocess.Process) -> None:
+        if self._abandoned():
+            process.signal_group(proc.pid, signal.SIGKILL)
+        elif self._stop_reason is not None:
+            # Deleted (or past its deadline) while starting: stop it right away.
+            reason, self._stop_reason = self._stop_reason, None
+            self.request_stop(reason, 0)
+
+    async def _supervise(
+        self,
+        proc: asyncio.subprocess.Process,
+        started_at: str,
+        storage_limit: tuple[int, str] | None,
+        paths: tuple[Path, ...],
+    ) -> int:
+        """Until the process exits: Running status (unless it exits at once), and the
+        storage monitor when the pod has a limit. Returns the process's return code."""
+        monitor: asyncio.Task[None] | None = None
+        if storage_limit is not None and self._stop_reason is None:
+            limit_bytes, limit_text = storage_limit
+            monitor = self.kubelet.spawn(
+                watch_storage(
+                    limit_bytes,
+                    paths,
+                    over=lambda: proc.returncode is not None or self._stop_reason is not None,
+                    evict=lambda used: self._evict(proc, used, limit_text),
+                ),
+                f"ephemeral storage of {self.ref}",
+            )
+        try:
+            waiter = asyncio.ensure_future(proc.wait())
+            done, _ = await asyncio.wait({waiter}, timeout=FAST_EXIT_SECONDS)
+            if not done and not self._abandoned():
+                await self._write_status(
+                    running_status(self.pod, self._start_time, started_at, proc.pid)
+                )
+            return await waiter
+        finally:
+            if monitor is not None:
+                monitor.cancel()
+
+    async def _write_final_status(
+        self, terminated: dict[str, Any], *, succeeded: bool, pid: int
+    ) -> None:
+        # Stopped by the kubelet itself: the pod fails with the kubelet's reason, whatever
+        # the exit code says.
+        stopped_by = pod_failure(self._stop_reason, self._eviction_message)
+        pod_reason, pod_message = stopped_by or (None, None)
+        await self._write_status(
+            terminal_status(
+                self.pod,
+                start_time=self._start_time,
+                terminated=terminated,
+                phase="Succeeded" if succeeded and stopped_by is None else "Failed",
+                container_id=f"process://{pid}",
+                reason=pod_reason,
+                message=pod_message,
+            )
+        )
+
+    async def _finish_unstarted(self, start_error: str | None = None) -> None:
+        """Final status of a pod whose process never ran (start error, or stopped first)."""
+        if self._abandoned():
+            return
+        if start_error is not None:
+            log.warning("%s: %s", self.ref, start_error)
+        stopped_by = pod_failure(self._stop_reason, self._eviction_message)
+        pod_reason, pod_message = stopped_by or (None, None)
+        await self._write_status(
+            terminal_status(
+                self.pod,
+                start_time=self._start_time,
+                terminated=termination.never_started(now(), start_error),
+                phase="Failed",
+                reason=pod_reason,
+                message=pod_message,
+            )
+        )
+        await self._delete_if_deleting()
+
+    async def _delete_if_deleting(self) -> None:
+        if self.pod["metadata"].get("deletionTimestamp") and self._stop_reason != StopReason.GONE:
+            await self.kubelet.delete_now(self.pod)
+            self._deleted = True
+
+    def delete_pending(self) -> bool:
+        """Deleted after the worker's own last look (e.g. while it wrote an eviction status)."""
+        return (
+            bool(self.pod["metadata"].get("deletionTimestamp"))
+            and not self._deleted
+            and not self._abandoned()
+        )
+
+    async def _write_status(self, status: dict[str, Any]) -> None:
+        if self._stop_reason == StopReason.GONE:
+            return
+        try:
+            written = await with_retries(
+                f"status of {self.ref}", lambda: self.kubelet.api.patch_status(self.pod, status)
+            )
+        except ApiCallError as exc:
+            log.error("%s: cannot write status %s: %s", self.ref, status.get("phase"), exc)
+            return
+        if not written:
+            log.info("%s: gone before its %s status was written", self.ref, status.get("phase"))
+
+    async def _env_when_ready(self, container: dict[str, Any]) -> dict[str, str] | None:
+        """The container's env; waits (CreateContainerConfigError) while a ref is missing."""
+        reported: str | None = None
+        while self._stop_reason is None:
+            try:
+                return await container_env(self.kubelet.api, lambda: self.pod, container)
+            except ConfigError as exc:
+                if str(exc) != reported:
+                    reported = str(exc)
+                    log.warning("%s: CreateContainerConfigError: %s", self.ref, exc)
+                    await self._write_status(
+                        waiting_status(
+                            self.pod, self._start_time, "CreateContainerConfigError", str(exc)
+                        )
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), _CONFIG_RETRY_SECONDS)
+        return None
