@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export RUNSTATE_CACHE := $(CACHE)
 
-.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout bench-store bench-decide \
+.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout bench-store bench-decide bench-compare \
         helm chart-lint image kind-up kind-load kind-install
 
 help:
@@ -92,6 +92,12 @@ bench-fanout: system-deps
 # PyStator 0.0.47 gets a venv of its own under $(CACHE)/bench-pystator (made by the script).
 bench-store: system-deps
 	$(BIN)/python bench/store.py
+
+# Before and after in one run: throughput and fan-out with a baseline revision's operator and
+# this tree's (BASELINE=<git rev>, default: the previous commit).
+BASELINE ?= HEAD~1
+bench-compare: system-deps
+	$(BIN)/python bench/compare.py $(BASELINE)
 
 bench-decide: deps
 	$(BIN)/python bench/decide.py

@@ -45,6 +45,12 @@ from runstate_dev.kubelet import terminal_status
 from runstate_dev.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def operator_path(path: str | None) -> dict[str, str]:
+    """The environment that makes `python -m runstate` import the operator from `path`
+    (bench/compare.py: a baseline extracted from git), ahead of the installed one."""
+    return {"PYTHONPATH": str(Path(path).resolve())} if path else {}
 SETPRIV = "/usr/bin/setpriv"  # util-linux: parent-death signal, so a killed bench leaves nothing
 NODE = "runstate-local"  # the dev control plane's Node
 WRITES = "runstate_api_writes_total"
@@ -447,6 +453,7 @@ async def bench(
             [sys.executable, "-m", "runstate", "operator", "--standalone", "--namespace", "rs"],
             {
                 **env,
+                **operator_path(args.operator_path),
                 "RUNSTATE_REDIS_URL": redis.url,
                 "RUNSTATE_METRICS_PORT": str(port),
                 "RUNSTATE_METRICS_HOST": "127.0.0.1",
@@ -630,6 +637,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--hosts", type=int, default=500)
     parser.add_argument("--parallel", type=int, default=50)
+    parser.add_argument(
+        "--operator-path",
+        default=None,
+        help="run the operator from this source folder (a baseline's operator/), not this tree",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="runstate-fanout-"))
     procs: Procs = []

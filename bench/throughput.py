@@ -35,6 +35,12 @@ from runstate_dev.cluster import ControlPlane
 from runstate_dev.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def operator_path(path: str | None) -> dict[str, str]:
+    """The environment that makes `python -m runstate` import the operator from `path`
+    (bench/compare.py: a baseline extracted from git), ahead of the installed one."""
+    return {"PYTHONPATH": str(Path(path).resolve())} if path else {}
 BENCH_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
@@ -128,6 +134,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--operator-path",
+        default=None,
+        help="run the operator from this source folder (a baseline's operator/), not this tree",
+    )
     args = parser.parse_args()
     n, conc = args.runs, args.concurrency
     work = Path(tempfile.mkdtemp(prefix="runstate-bench-"))
@@ -226,6 +237,7 @@ async def main() -> None:
                 [sys.executable, "-m", "runstate", "operator", "--standalone", "--namespace", "rs"],
                 {
                     **env,
+                    **operator_path(args.operator_path),
                     "RUNSTATE_REDIS_URL": redis.url,
                     "RUNSTATE_METRICS_PORT": str(port),
                     "RUNSTATE_METRICS_HOST": "127.0.0.1",

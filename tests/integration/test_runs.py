@@ -179,6 +179,21 @@ def test_three_hosts_two_operations_complete(
     assert set(reasons) <= names  # every Event names a state the run went through
 
 
+def test_the_operators_writes_say_who_made_them(kube_cluster: Cluster, operator: Operator) -> None:
+    """managedFields (and so audit logs) name runstate, not the client library."""
+    ns = kube_cluster.namespace()
+    kube_cluster.apply(runbook("who", ops=TWO_OPS[:1], hosts=1), ns)
+    kube_cluster.apply(run("who-1", "who"), ns)
+    final_status(kube_cluster, ns, "who-1")
+    managers = {
+        m["manager"] for m in kube_cluster.get("run", "who-1", ns)["metadata"]["managedFields"]
+    }
+    assert "runstate" in managers, managers
+    assert not any(m.startswith("OpenAPI-Generator") for m in managers), managers
+    (pod,) = kube_cluster.items("pods", ns)
+    assert {m["manager"] for m in pod["metadata"]["managedFields"]} >= {"runstate"}
+
+
 def test_failing_operation_fails_its_host_within_fail_percent(
     kube_cluster: Cluster, operator: Operator
 ) -> None:

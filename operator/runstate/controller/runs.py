@@ -36,7 +36,6 @@ from runstate.controller.view import ObjectKey, RunView
 from runstate.domain import engine, validation
 from runstate.domain.concurrency import needs_slot
 from runstate.domain.engine import Decision, Observation, Progress
-from runstate.domain.hooks import is_failure
 from runstate.domain.inventory import describe_selector
 from runstate.domain.states import is_final
 from runstate.kube.api import KubeApi
@@ -158,11 +157,7 @@ class RunReconciler:
         """What the store holds of the run besides its record, read once per process."""
         stored = await self.store("get_results", self.store.store.aget_results(run.uid))
         mem.hot = hotstate.decode_results(stored)
-        mem.announced.hook_failures = {
-            (str(h.get("name")), str(h.get("host") or ""))
-            for h in run.status.get("hooks") or []
-            if is_failure(h.get("result"))
-        }
+        mem.announced.hook_failures = run.failed_hooks
         if before is not None:
             mem.announced.stage_since = (before.stage.value, time.monotonic())
         return mem.hot

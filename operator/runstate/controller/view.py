@@ -17,6 +17,7 @@ from typing import Any
 
 from runstate.api.v1alpha1 import StateType
 from runstate.domain.concurrency import QueuedRun
+from runstate.domain.hooks import is_failure
 from runstate.domain.states import is_final, parse_time
 from runstate.kube.runs import LABEL_RUNBOOK
 
@@ -103,6 +104,15 @@ class RunView(ObjectView):
     @property
     def ended_at(self) -> datetime | None:
         return parse_time(self.status.get("endTime")) or parse_time(self.state.get("timestamp"))
+
+    @property
+    def failed_hooks(self) -> set[tuple[str, str]]:
+        """(hook, host) of the hooks the status shows as failed or lost."""
+        return {
+            (str(h.get("name")), str(h.get("host") or ""))
+            for h in self.status.get("hooks") or []
+            if is_failure(h.get("result"))
+        }
 
     def started_by(self, runbook: ObjectView) -> bool:
         """Created by that Runbook's triggers (labelled and owned by it), not by a user."""
