@@ -51,6 +51,8 @@ def operator_path(path: str | None) -> dict[str, str]:
     """The environment that makes `python -m runstate` import the operator from `path`
     (bench/compare.py: a baseline extracted from git), ahead of the installed one."""
     return {"PYTHONPATH": str(Path(path).resolve())} if path else {}
+
+
 SETPRIV = "/usr/bin/setpriv"  # util-linux: parent-death signal, so a killed bench leaves nothing
 NODE = "runstate-local"  # the dev control plane's Node
 WRITES = "runstate_api_writes_total"

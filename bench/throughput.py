@@ -41,6 +41,8 @@ def operator_path(path: str | None) -> dict[str, str]:
     """The environment that makes `python -m runstate` import the operator from `path`
     (bench/compare.py: a baseline extracted from git), ahead of the installed one."""
     return {"PYTHONPATH": str(Path(path).resolve())} if path else {}
+
+
 BENCH_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
     "kind": "CustomResourceDefinition",
