@@ -762,7 +762,9 @@ def test_bad_schedule_stalls_the_runbook(kube_cluster: Cluster, operator: Operat
     st = wait_for("Stalled", lambda: runbook_status(kube_cluster, ns, "oops").get("conditions"))
     stalled = {c["type"]: c for c in st}["Stalled"]
     assert stalled["status"] == "True"
-    assert stalled["message"] == "spec.trigger.schedule: not a cron expression: 'every tuesday'"
+    assert stalled["message"] == (
+        "spec.trigger.schedule: 'every tuesday': a cron expression has 5 fields, or 6 with seconds last"
+    )
     assert kube_cluster.items("runs", ns) == []
 
 

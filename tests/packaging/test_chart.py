@@ -295,7 +295,7 @@ def test_the_failover_time_is_a_value(render: Render) -> None:
     env = env_of(manifests)
     assert env["RUNSTATE_PEERING_LIFETIME"] == "15"
     plain = {k: v for k, v in env.items() if isinstance(v, str)}
-    assert Settings.from_env(plain).peering_lifetime == 15
+    assert Settings.from_env(plain).peering.lifetime == 15
 
 
 def test_replicas_peer_in_each_watched_namespace(render: Render) -> None:
