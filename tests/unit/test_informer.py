@@ -27,3 +27,41 @@ def test_a_pod_being_deleted_wakes_the_run() -> None:
     deleting = Observed(KEY, Phase.RUNNING, deleting=True)
     assert _matters(unit(Phase.RUNNING), deleting)
     assert not _matters(deleting, deleting)
+
+
+async def test_the_informer_follows_list_and_watch_of_the_api() -> None:
+    """Against FakeKube's list + watch: the run's units appear, finish and go, and each change
+    that matters puts the owning Run on the queue."""
+    import asyncio
+
+    from runstate.controller.informer import PodInformer
+    from runstate_stores import InMemoryStateStore
+    from tests.fakekube import FakeKube
+    from tests.unit.operator_harness import Operator
+    from tests.unit.test_run_reconciler import make_run
+
+    kube = FakeKube()
+    name = make_run(kube)
+    await Operator(kube, InMemoryStateStore()).runs.reconcile(("default", name))
+    uid = kube.get("runs", name)["metadata"]["uid"]  # type: ignore[index]
+    woken: list[tuple[str, str]] = []
+    informer = PodInformer(kube, woken.append)
+    task = asyncio.create_task(informer.run())
+    await asyncio.wait_for(informer.synced.wait(), 2)
+    first = {u.key for _, u in informer.units(uid)}
+    assert len(first) == 3 and all(not u.finished for _, u in informer.units(uid))
+    pod = kube.runnable()[0]
+    kube.finish_pod(pod)
+    for _ in range(50):
+        if woken:
+            break
+        await asyncio.sleep(0.01)
+    assert woken == [("default", name)]
+    assert sum(u.finished for _, u in informer.units(uid)) == 1
+    await kube.delete_pod("default", pod)
+    for _ in range(50):
+        if len(informer.units(uid)) == 2:
+            break
+        await asyncio.sleep(0.01)
+    assert len(informer.units(uid)) == 2 and len(woken) == 2
+    task.cancel()

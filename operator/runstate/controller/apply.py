@@ -318,7 +318,7 @@ class Applier:
                     break
                 version = str(current["metadata"]["resourceVersion"])
                 continue
-            mem.fence.wrote(version, (written.get("metadata") or {}).get("resourceVersion"))
+            mem.fence.wrote(version, ObjectView.fields(written)["resource_version"] or None)
             mem.status.written = dict(step.status)
             mem.status.last_write = time.monotonic()
             return
@@ -391,7 +391,7 @@ class Applier:
 
 def status_moved(current: Mapping[str, Any], baseline: Mapping[str, Any]) -> bool:
     """Whether the object's status is no longer the one a decision started from."""
-    return status_differs(current.get("status") or {}, baseline)
+    return status_differs(ObjectView.fields(current)["status"], baseline)
 
 
 __all__ = ["Applier", "Checkpoint", "Outcome", "Stop"]

@@ -28,6 +28,7 @@ from runstate.controller.effects import (
 )
 from runstate.controller.view import ObjectKey, RunbookView, RunView
 from runstate.domain import engine, history, triggers, validation
+from runstate.domain.states import parse_time
 from runstate.kube import runs, status
 
 
@@ -63,8 +64,6 @@ def _validate(
 
 
 def _created(view: RunbookView, now: datetime) -> datetime:
-    from runstate.domain.states import parse_time
-
     return parse_time(view.created) or now
 
 
@@ -109,7 +108,7 @@ def plan_runbook(i: RunbookInput) -> Effects:
     )
     if status.status_differs(v.status, wanted):
         steps.append(WriteRunbookStatus(wanted))
-        if problem is not None and v.status.get("observedGeneration") != v.generation:
+        if problem is not None and v.observed_generation != v.generation:
             steps.append(PostEvent(Event("InvalidSpec", problem, kind="Runbook")))
     delays = [d for d in (history_in,) if d is not None]
     if plan is not None and plan.wake_in is not None:

@@ -32,7 +32,7 @@ from runstate.controller.memory import Memories, RunMemory
 from runstate.controller.metered import Metered
 from runstate.controller.plan import RunInput, Timing, plan_run
 from runstate.controller.slots import Slots
-from runstate.controller.view import ObjectKey, RunView
+from runstate.controller.view import ObjectKey, RunbookView, RunView
 from runstate.domain import engine, validation
 from runstate.domain.concurrency import needs_slot
 from runstate.domain.engine import Decision, Observation, Progress
@@ -223,7 +223,7 @@ class RunReconciler:
             where = f"no Runbook {name!r} in namespace {run.namespace!r}"
             return None, f"spec.runbookRef.name: {where}"
         try:
-            return RunbookSpec.model_validate(body.get("spec") or {}), None
+            return RunbookSpec.model_validate(RunbookView.of(body).spec), None
         except ValidationError as exc:
             raise InvalidRunbook(validation_problem(f"Runbook {name!r} spec", exc)) from None
 

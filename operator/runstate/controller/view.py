@@ -144,6 +144,11 @@ class RunbookView(ObjectView):
         return cls(**cls.fields(body))
 
     @property
+    def observed_generation(self) -> int | None:
+        value = self.status.get("observedGeneration")
+        return int(value) if value is not None else None
+
+    @property
     def last_triggered_generation(self) -> int | None:
         value = self.status.get("lastTriggeredGeneration")
         return int(value) if value is not None else None
