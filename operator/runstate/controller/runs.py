@@ -129,7 +129,7 @@ class RunReconciler:
             if not added.completed:
                 return added.requeue_after
         decided = await self._decide(run, mem, before, hot)
-        effects = plan_run(self._input(run, mem, decided, before, record, hot))
+        effects = plan_run(self._input(run, mem, decided, before=before, record=record, hot=hot))
         outcome = await self.applier.apply(run, mem, effects)
         return self._after(key, mem, decided.decision, effects, outcome)
 
@@ -269,6 +269,7 @@ class RunReconciler:
         run: RunView,
         mem: RunMemory,
         decided: Decided,
+        *,
         before: Progress | None,
         record: StateRecord | None,
         hot: HotState,
