@@ -7,6 +7,7 @@ VENV      ?= .venv
 BIN       := $(VENV)/bin
 CACHE     ?= $(HOME)/.cache/runstate
 DEV_DIR   ?= $(CACHE)/cluster
+HOSTS_DIR ?= $(CACHE)/hosts
 IMAGE     ?= ghcr.io/runstate/runstate:0.1.0
 PYTEST_ARGS ?=
 
@@ -18,7 +19,7 @@ export RUNSTATE_CACHE := $(CACHE)
 help:
 	@echo "make demo   set up everything, run the operator on the examples, show a run complete"
 	@echo "make test   lint, type-check and run every test (unit, stores, cluster, integration)"
-	@echo "make down   stop the demo's operator, control plane and Redis"
+	@echo "make down   stop the demo's operator, control plane and Redis, and the SSH test hosts"
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
 	@echo "make bench-fanout  fan-out benchmark, one run of 500 hosts × 2 operations (results: docs/performance.md)"
 	@echo "make bench-store  state-store transitions/s: RedisStateStore vs redis-benchmark and PyStator (results: docs/performance.md)"
@@ -37,7 +38,8 @@ $(VENV)/.installed: pyproject.toml stores/pyproject.toml devtools/pyproject.toml
 
 deps: $(VENV)/.installed
 
-# Debian packages (etcd-server, redis-server, the Go toolchain for the first build) and the
+# Debian packages (etcd-server, redis-server, openssh-server for the SSH test hosts, the Go
+# toolchain for the first build) and the
 # kube-apiserver / kube-controller-manager v1.20.2 build (about 8 minutes the first time).
 system-deps: deps
 	$(BIN)/python -m runstate_dev build
@@ -65,6 +67,7 @@ demo: operator
 down:
 	-@if [ -f $(DEV_DIR)/operator.pid ]; then kill $$(cat $(DEV_DIR)/operator.pid) 2>/dev/null; rm -f $(DEV_DIR)/operator.pid; fi
 	-@[ -x $(BIN)/python ] && $(BIN)/python -m runstate_dev down --dir $(DEV_DIR)
+	-@[ -x $(BIN)/python ] && $(BIN)/python -m runstate_dev hosts down --dir $(HOSTS_DIR)
 
 # ---- checks ------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""``python -m runstate_dev {build,up,down,env,kubelet}``; see ``cli``."""
+"""``python -m runstate_dev {build,up,down,env,kubelet,hosts}``; see ``cli``."""
 
 from runstate_dev.cli import main
 

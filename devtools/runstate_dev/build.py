@@ -2,7 +2,8 @@
 
 This module owns the cache of Kubernetes control-plane binaries
 (``$RUNSTATE_CACHE/kube/v1.20.2/bin/{kube-apiserver,kube-controller-manager}``)
-and the Debian packages the dev cluster relies on (etcd, redis, openssl, kubectl).
+and the Debian packages the dev cluster relies on (etcd, redis, openssl, kubectl,
+openssh-server for the SSH test hosts).
 
 No prebuilt Kubernetes binary can be downloaded on the machines this project
 runs on; only Debian's and PyPI's package registries are reachable.  Debian
@@ -77,6 +78,15 @@ REDIS_PACKAGES: Mapping[str, str] = {
     # Sentinel and redis-cli (`--cluster create`): the store tests run both topologies.
     "redis-sentinel": "/usr/bin/redis-sentinel",
     "redis-tools": "/usr/bin/redis-cli",
+}
+
+# The real SSH test hosts (runstate_dev.hosts): Debian's sshd, run from the machine's own root
+# (each host's filesystem is an overlay of it); ssh-keygen and the ssh client come with
+# openssh-client, a dependency of openssh-server. unshare/nsenter/mount are util-linux and
+# mount, essential in Debian.
+SSH_PACKAGES: Mapping[str, str] = {
+    "openssh-server": "/usr/sbin/sshd",
+    "openssh-client": "/usr/bin/ssh-keygen",
 }
 
 Log = Callable[[str], None]

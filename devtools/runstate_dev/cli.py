@@ -2,8 +2,8 @@
 
 This module owns the user-facing verbs: ``build`` (cache the control-plane
 binaries), ``up`` (start a detached cluster, optionally with Redis, and write
-``DIR/env``), ``down``, ``env`` and ``kubelet`` (the process kubelet itself,
-as started by ``up``).
+``DIR/env``), ``down``, ``env``, ``kubelet`` (the process kubelet itself,
+as started by ``up``) and ``hosts {up,down,list}`` (the real SSH test hosts).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pathlib import Path
 from runstate_dev import build
 from runstate_dev._proc import ComponentError, stop_all
 from runstate_dev.cluster import ControlPlane
+from runstate_dev.hosts import HostFleet
 from runstate_dev.redis import RedisServer
 
 __all__ = ["main"]
@@ -25,6 +26,10 @@ __all__ = ["main"]
 
 def default_dir() -> Path:
     return build.cache_root() / "cluster"
+
+
+def default_hosts_dir() -> Path:
+    return build.cache_root() / "hosts"
 
 
 def env_text(plane: ControlPlane, redis: RedisServer | None) -> str:
@@ -91,6 +96,81 @@ def _env(state_dir: Path) -> int:
     return 0
 
 
+def _hosts_table(fleet: HostFleet) -> str:
+    rows = [("NAME", "ADDRESS", "PORT", "STATE", "UPPER")]
+    rows += [
+        (
+            h.name,
+            h.address,
+            str(h.port),
+            "running" if fleet.running(h.index) else "stopped",
+            str(h.upper),
+        )
+        for h in fleet.hosts
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True))
+        + f"  {row[4]}\n"
+        for row in rows
+    )
+
+
+def _hosts_up(state_dir: Path, count: int, port: int | None) -> int:
+    started = time.monotonic()
+    fleet = HostFleet.attach(state_dir)
+    if fleet is not None and len(fleet.hosts) != count:
+        print(
+            f"[devhosts] a fleet of {len(fleet.hosts)} hosts is in {state_dir}; "
+            f"take it down first (hosts down --dir {shlex.quote(str(state_dir))})",
+            file=sys.stderr,
+        )
+        return 1
+    if fleet is None:
+        HostFleet.down_dir(state_dir)  # remnants of a fleet that half died
+        fleet = HostFleet(state_dir).up(count, port=port)
+        verb = f"started {count} hosts"
+    else:
+        stopped = [h for h in fleet.hosts if not fleet.running(h.index)]
+        for host in stopped:
+            fleet.start(host.index)
+        verb = f"restarted {len(stopped)} of {count} hosts" if stopped else "already running"
+    print(
+        f"[devhosts] {verb} in {time.monotonic() - started:.1f}s; "
+        f"ssh -F {shlex.quote(str(fleet.ssh_config))} host-0; description {fleet.description}",
+        file=sys.stderr,
+    )
+    sys.stdout.write(_hosts_table(fleet))
+    return 0
+
+
+def _hosts_down(state_dir: Path) -> int:
+    had = HostFleet.down_dir(state_dir)
+    print(
+        f"[devhosts] {'took the fleet down' if had else 'no fleet'} in {state_dir}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _hosts_list(state_dir: Path) -> int:
+    fleet = HostFleet.attach(state_dir)
+    if fleet is None:
+        print(f"[devhosts] no fleet in {state_dir}; start one with `hosts up`", file=sys.stderr)
+        return 1
+    sys.stdout.write(_hosts_table(fleet))
+    return 0
+
+
+def _hosts(args: argparse.Namespace) -> int:
+    state_dir = (args.dir or default_hosts_dir()).absolute()
+    if args.hosts_verb == "up":
+        return _hosts_up(state_dir, args.count, args.port)
+    if args.hosts_verb == "down":
+        return _hosts_down(state_dir)
+    return _hosts_list(state_dir)
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="A local Kubernetes v1.20 control plane whose pods are processes."
@@ -98,7 +178,8 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     verbs = parser.add_subparsers(dest="verb", required=True)
     verbs.add_parser(
         "build",
-        help="install the Debian packages a dev cluster needs (etcd, openssl, redis) and "
+        help="install the Debian packages a dev cluster and the SSH test hosts need (etcd, openssl, "
+        "redis, openssh-server) and "
         "build and cache kube-apiserver/kube-controller-manager",
     )
     for verb, help_text in (
@@ -112,6 +193,26 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         )
         if verb == "up":
             sub.add_argument("--redis", action="store_true", help="also start redis-server")
+    hosts = verbs.add_parser(
+        "hosts",
+        help="real SSH test hosts: sshd processes on 127.77.X.<i>, each with its own "
+        "filesystem (an overlay of /), host key and the fleet's client key",
+    )
+    hosts_verbs = hosts.add_subparsers(dest="hosts_verb", required=True)
+    for verb, help_text in (
+        ("up", "start a fleet (or the stopped hosts of the one in --dir); print its hosts"),
+        ("down", "kill the fleet's hosts and remove its state dir"),
+        ("list", "print the fleet's hosts: name, address, port, running or stopped, upper dir"),
+    ):
+        sub = hosts_verbs.add_parser(verb, help=help_text)
+        sub.add_argument(
+            "--dir", type=Path, default=None, help=f"state dir (default {default_hosts_dir()})"
+        )
+        if verb == "up":
+            sub.add_argument("--count", type=int, required=True, help="number of hosts (1-254)")
+            sub.add_argument(
+                "--port", type=int, default=None, help="sshd port (default 22 when free)"
+            )
     from runstate_dev import kubelet
 
     kubelet.add_arguments(verbs.add_parser("kubelet", help="run the process kubelet"))
@@ -124,9 +225,13 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev")
         if args.verb == "build":
             # Everything a dev cluster, its Redis and the test suites need, installed up front,
             # so that no test depends on another having installed a package first.
-            build.ensure_packages({**build.CLUSTER_PACKAGES, **build.REDIS_PACKAGES})
+            build.ensure_packages(
+                {**build.CLUSTER_PACKAGES, **build.REDIS_PACKAGES, **build.SSH_PACKAGES}
+            )
             print(build.ensure_binaries())
             return 0
+        if args.verb == "hosts":
+            return _hosts(args)
         if args.verb == "kubelet":
             from runstate_dev import kubelet
 

@@ -1,8 +1,10 @@
-"""Fixtures starting real dev clusters (etcd + kube-apiserver + controller-manager).
+"""Fixtures starting real dev clusters (etcd + kube-apiserver + controller-manager) and real
+SSH test hosts.
 
 Without the cached control-plane binaries the cluster tests skip locally (build
 them with ``python -m runstate_dev build``); with ``CI=true`` a missing
 component is built or installed, and anything still missing fails the tests.
+The SSH hosts need root and Debian's openssh-server (installed on first use).
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from devcluster_helpers import api_client_for, start_plane
+from devcluster_helpers import api_client_for, start_fleet, start_plane
 from kubernetes_asyncio import client
 
 from runstate_dev import build
 from runstate_dev.cluster import ControlPlane
+from runstate_dev.hosts import HostFleet
 from tests.availability import unavailable
 
 
@@ -27,6 +30,16 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
         yield plane
     finally:
         plane.stop()
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
+    """Three real SSH hosts, started once per module."""
+    hosts = start_fleet(tmp_path_factory.mktemp("hosts") / "fleet", 3)
+    try:
+        yield hosts
+    finally:
+        hosts.down()
 
 
 @pytest.fixture(scope="session")

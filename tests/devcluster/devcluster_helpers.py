@@ -1,4 +1,4 @@
-"""Helpers shared by the dev-cluster tests: pod manifests and polling waits."""
+"""Helpers shared by the dev-cluster tests: pod manifests, polling waits, SSH test hosts."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ import pytest
 from kubernetes_asyncio import client, config
 
 from runstate_dev import build
+from runstate_dev._proc import ComponentError
 from runstate_dev.cluster import ControlPlane
+from runstate_dev.hosts import HostFleet
 from tests.availability import IN_CI, unavailable
 
 T = TypeVar("T")
@@ -28,6 +30,14 @@ def require_binaries() -> Path:
             "run `python -m runstate_dev build` (takes several minutes)"
         )
     return build.ensure_binaries()
+
+
+def start_fleet(state_dir: Path, count: int) -> HostFleet:
+    """Real sshd hosts that die with the test process; unavailable() when they cannot start."""
+    try:
+        return HostFleet(state_dir, die_with_parent=True).up(count)
+    except (ComponentError, build.BuildError) as exc:
+        unavailable(f"SSH test hosts cannot start: {exc}")
 
 
 def start_plane(state_dir: Path, *, kubelet: bool = True) -> ControlPlane:
