@@ -234,3 +234,36 @@ async def test_service_account_token_is_mounted_in_every_pod(
         "namespace",
         "token",
     ]
+
+
+async def test_termination_message_file_and_hostname(
+    core: client.CoreV1Api, control_plane: ControlPlane, name: str
+) -> None:
+    script = "hostname; echo 'all done' > /dev/termination-log"
+    await core.create_namespaced_pod("default", pod_manifest(name, script))
+    assert await _output(core, control_plane, name) == f"{name}\n"
+    pod = await core.read_namespaced_pod(name, "default")
+    assert pod.status.container_statuses[0].state.terminated.message == "all done\n"
+    assert not _on_machine("/dev/termination-log")
+
+
+async def test_host_path_type_check_fails_the_mount(core: client.CoreV1Api, name: str) -> None:
+    missing = f"/{name}-missing"
+    manifest = _with_volumes(
+        pod_manifest(name, "exit 0"),
+        [{"name": "data", "hostPath": {"path": missing, "type": "Directory"}}],
+        [{"name": "data", "mountPath": "/data"}],
+    )
+    await core.create_namespaced_pod("default", manifest)
+
+    async def failed_mount() -> Any:
+        events = await core.list_namespaced_event(
+            "default", field_selector=f"involvedObject.name={name}"
+        )
+        return [e.message for e in events.items if e.reason == "FailedMount"]
+
+    assert await wait_for(failed_mount, f"a FailedMount event for {name}") == [
+        f'MountVolume.SetUp failed for volume "data" : '
+        f"hostPath type check failed: {missing} is not a directory"
+    ]
+    await core.delete_namespaced_pod(name, "default")

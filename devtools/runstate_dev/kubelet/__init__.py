@@ -22,6 +22,8 @@ cannot tell it from a cluster with real nodes:
   event; ``runAsNonRoot`` without a user is a CreateContainerConfigError.
   hostPaths resolve in the pod's Node root: an overlay of the machine's ``/``
   per Node name, so a write through ``hostPath: /`` changes that Node only.
+  The ``terminationMessagePath`` file is mounted too (its content becomes the
+  termination message), and the hostname is the pod's name.
 * **Status.** Real pod status through the status subresource: Running with
   ``startTime``, the four conditions and ``state.running``; then Succeeded or
   Failed with ``state.terminated`` (exit code, ``Completed``/``Error``, times,

@@ -1,7 +1,8 @@
 """The container's start inside its own mount namespace: the program between fork and exec.
 
 Owns what happens in a pod's process before its command runs, where a container runtime would
-set up the container: a private mount namespace, a root of its own (a tmpfs whose entries are
+set up the container: a private mount namespace (and a UTS namespace with the pod's name as
+its hostname), a root of its own (a tmpfs whose entries are
 bind mounts of the machine's root, so the pod sees the machine's files), the volumes
 bind-mounted at their mountPath (parents that do not exist are made in tmpfs layers, never on
 the machine), ``readOnly`` remounts, chroot, cwd, groups, gid and uid, then exec of the
@@ -23,6 +24,7 @@ import sys
 from typing import Any
 
 _CLONE_NEWNS = 0x00020000
+_CLONE_NEWUTS = 0x04000000
 _MS_RDONLY = 1
 _MS_NOSUID = 2
 _MS_NODEV = 4
@@ -173,6 +175,11 @@ class _Root:
 
 def _start(plan: dict[str, Any]) -> None:
     own_mount_namespace()
+    if plan.get("hostname"):
+        # The pod's hostname is its name, in a UTS namespace of its own.
+        _check(_libc.unshare(_CLONE_NEWUTS), "unshare(CLONE_NEWUTS)")
+        name = plan["hostname"].encode()
+        _check(_libc.sethostname(name, len(name)), "sethostname")
     root = _Root(plan["root"])
     root.make()
     for mount in sorted(plan["mounts"], key=lambda m: m["path"].count("/")):

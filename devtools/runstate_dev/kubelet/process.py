@@ -48,6 +48,7 @@ class LaunchPlan:
     root: Path
     mounts: tuple[Mount, ...] = ()
     identity: Identity | None = None
+    hostname: str = ""
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -143,6 +144,7 @@ def _write_plan(
             "gid": plan.identity.gid,
             "groups": list(plan.identity.groups),
         },
+        "hostname": plan.hostname,
         "cwd": str(workdir),
         "argv": argv,
         "env": env,

@@ -205,7 +205,7 @@ async def _host_path(roots: NodeRoots | None, pod: Pod, name: str, source: dict[
         root = await roots.root(node)
     except NodeRootError as exc:
         raise _failed(name, str(exc)) from exc
-    shown = posixpath.normpath("/" + str(source.get("path") or "/"))
+    shown = posixpath.normpath("/" + str(source.get("path") or "").lstrip("/"))
     path = root / shown.lstrip("/") if shown != "/" else root
     await asyncio.to_thread(_check_host_path, path, str(source.get("type") or ""), shown, name)
     return path
@@ -300,7 +300,7 @@ async def container_mounts(
         mounts.append(
             Mount(
                 source=source,
-                path=posixpath.normpath("/" + mount["mountPath"]),
+                path=posixpath.normpath("/" + str(mount["mountPath"]).lstrip("/")),
                 read_only=api_data or bool(mount.get("readOnly")),
             )
         )

@@ -234,6 +234,7 @@ class PodWorker:
             finished_at=finished_at,
             pid=proc.pid,
             output=output,
+            message_file=base / termination.MESSAGE_FILE if plan is not None else None,
         )
         await self._write_final_status(terminated, succeeded=code == 0, pid=proc.pid)
         await self._delete_if_deleting()
@@ -400,7 +401,18 @@ class PodWorker:
         )
         mounts = await volumes.container_mounts(ready, container)
         identity = security.identity(self.pod, container)
-        return process.LaunchPlan(root=base / "root", mounts=mounts, identity=identity)
+        # The file the container may write its termination message to, as the kubelet
+        # mounts it at terminationMessagePath (writable by any user).
+        message_file = base / termination.MESSAGE_FILE
+        await asyncio.to_thread(termination.make_message_file, message_file)
+        message_path = container.get("terminationMessagePath") or termination.DEFAULT_MESSAGE_PATH
+        mounts = (*mounts, process.Mount(source=message_file, path=message_path))
+        return process.LaunchPlan(
+            root=base / "root",
+            mounts=mounts,
+            identity=identity,
+            hostname=self.pod["metadata"]["name"],
+        )
 
     async def _record_event(self, kind: str, reason: str, message: str) -> None:
         try:
