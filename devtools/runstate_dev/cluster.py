@@ -14,6 +14,7 @@ Layout of the state dir::
     <component>.log         output of each component
     etcd-data/              etcd's data (wiped at every start: a dev cluster starts empty)
     pods/                   output of every pod process, ``<ns>_<name>_<uid>.log``
+    kubelet/nodes/<node>/   each Node's root: ``upper`` holds its changes to the machine's /
 """
 
 from __future__ import annotations
@@ -119,6 +120,11 @@ class ControlPlane:
     @property
     def kubelet_log(self) -> Path:
         return self.state_dir / "kubelet.log"
+
+    @property
+    def kubelet_state_dir(self) -> Path:
+        """The process kubelet's own files: each Node's root under ``nodes/<node>``."""
+        return self.state_dir / "kubelet"
 
     @property
     def pod_log_dir(self) -> Path:
@@ -448,6 +454,8 @@ class ControlPlane:
                 str(self.pod_log_dir),
                 "--ready-file",
                 str(ready),
+                "--state-dir",
+                str(self.kubelet_state_dir),
             ],
         )
         wait_until(

@@ -261,3 +261,54 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", port))
+
+
+def _secured_pod(pod_ctx: dict[str, object], ctx: dict[str, object]) -> dict[str, object]:
+    return {
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
+        "spec": {
+            "securityContext": pod_ctx,
+            "containers": [{"name": "main", "securityContext": ctx}],
+        },
+    }
+
+
+def test_run_as_user_and_groups_container_wins() -> None:
+    from runstate_dev.kubelet.process import Identity
+    from runstate_dev.kubelet.security import identity
+
+    pod = _secured_pod(
+        {"runAsUser": 1, "runAsGroup": 2, "fsGroup": 3, "supplementalGroups": [4]},
+        {"runAsUser": 1000},
+    )
+    container = pod["spec"]["containers"][0]  # type: ignore[index]
+    assert identity(pod, container) == Identity(uid=1000, gid=2, groups=(2, 3, 4))
+    assert identity(_secured_pod({}, {}), {"name": "main"}) is None
+    only_user = _secured_pod({"runAsUser": 5}, {})
+    assert identity(only_user, {"name": "main"}) == Identity(uid=5, gid=0, groups=(0,))
+
+
+def test_run_as_non_root_is_checked_as_the_kubelet_does() -> None:
+    from runstate_dev.kubelet.security import identity
+
+    with pytest.raises(ConfigError, match="image will run as root"):
+        identity(_secured_pod({"runAsNonRoot": True}, {}), {"name": "main"})
+    with pytest.raises(
+        ConfigError, match='runAsUser breaks non-root policy \\(pod: "p_ns\\(u-1\\)"'
+    ):
+        identity(_secured_pod({"runAsNonRoot": True, "runAsUser": 0}, {}), {"name": "main"})
+    pod = _secured_pod({"runAsNonRoot": True}, {"runAsUser": 7})
+    allowed = identity(pod, pod["spec"]["containers"][0])  # type: ignore[index]
+    assert allowed is not None and allowed.uid == 7
+
+
+def test_api_data_volume_has_the_atomic_writer_layout(tmp_path: Path) -> None:
+    from runstate_dev.kubelet.volumes import _write_atomic
+
+    target = tmp_path / "vol"
+    _write_atomic(target, {"id": (b"k", 0o400), "dir/conf": (b"c", 0o644)}, None)
+    data = target / "..data"
+    assert data.is_symlink() and (target / "id").readlink() == Path("..data/id")
+    assert (target / "id").read_bytes() == b"k"
+    assert (target / "dir" / "conf").read_bytes() == b"c"
+    assert oct((target / "id").stat().st_mode & 0o777) == oct(0o400)

@@ -8,11 +8,22 @@ cannot tell it from a cluster with real nodes:
   node through the ``pods/binding`` subresource, as kube-scheduler would.
 * **Running.** Every bound, non-terminal pod (bound to *any* node name, so tests
   may create extra Node objects) gets its first container's ``command + args``
-  run as a local process in its own process group: no image, no volumes, cwd a
-  fresh temporary directory, env = the container's ``env``/``envFrom`` (values,
+  run as a local process in its own process group: no image, cwd a fresh
+  temporary directory, env = the container's ``env``/``envFrom`` (values,
   field refs, ConfigMap and Secret keys, ``$(VAR)`` expansion) plus
   ``PATH``/``HOME`` of the kubelet and ``HOSTNAME`` = pod name.  Other and init
   containers are not run.
+* **Volumes and users** (when the kubelet runs as root, in a mount namespace of
+  its own): the process starts in a private mount namespace whose root mirrors
+  the machine's, with the pod's secret, configMap, downwardAPI, projected,
+  emptyDir and hostPath volumes bind-mounted at their mountPath (``readOnly``,
+  ``subPath``), and with ``runAsUser``/``runAsGroup``/``fsGroup``.  A volume
+  that cannot be set up keeps the pod in ContainerCreating with a FailedMount
+  event; ``runAsNonRoot`` without a user is a CreateContainerConfigError.
+  hostPaths resolve in the pod's Node root: an overlay of the machine's ``/``
+  per Node name, so a write through ``hostPath: /`` changes that Node only.
+  The ``terminationMessagePath`` file is mounted too (its content becomes the
+  termination message), and the hostname is the pod's name.
 * **Status.** Real pod status through the status subresource: Running with
   ``startTime``, the four conditions and ``state.running``; then Succeeded or
   Failed with ``state.terminated`` (exit code, ``Completed``/``Error``, times,
@@ -58,6 +69,10 @@ The modules, each with one job (its docstring says what it owns and must not do)
 * ``worker``: ``PodWorker``, one pod's lifecycle from its env to its final status;
 * ``stop``: ``StopReason``, why a process is stopped and what that means for the pod;
 * ``process``: the local process group, its directory, output and signals;
+* ``launch``: the program between fork and exec (mount namespace, mounts, user);
+* ``volumes``: the pod's volumes materialised, and the container's mounts;
+* ``security``: the process's uid, gid and groups, and ``runAsNonRoot``;
+* ``noderoot``: each Node's root filesystem, an overlay of the machine's;
 * ``env``: the container's environment (``$(VAR)``, downward API, ConfigMaps, Secrets);
 * ``status``: the status documents (Pending, Running, Succeeded/Failed);
 * ``termination``: exit codes, ``state.terminated`` and the termination message;

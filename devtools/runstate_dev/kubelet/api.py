@@ -1,7 +1,7 @@
 """The kubelet's API calls: the few requests it makes, on plain JSON dicts.
 
 Owns talking to the API server (list and watch pods, bind, write status, delete, read
-ConfigMaps and Secrets), turning every non-2xx answer or lost connection into `ApiCallError`,
+ConfigMaps and Secrets, record Events about a pod), turning every non-2xx answer or lost connection into `ApiCallError`,
 and retrying transient failures with backoff (`with_retries`). Must not decide anything about
 a pod: what to call and when is the caller's business.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections.abc import Awaitable, Mapping
 from typing import Any
 
 import aiohttp
 from kubernetes_asyncio import client
 
-from .pod import Pod, log, pod_ref
+from .pod import Pod, log, now, pod_ref
 
 WATCH_TIMEOUT_SECONDS = 290
 
@@ -129,6 +130,40 @@ class PodApi:
         return await self._call(
             f"secret {namespace}/{name}",
             self.core.read_namespaced_secret(name, namespace, _preload_content=False),
+        )
+
+    async def record_event(self, pod: Pod, kind: str, reason: str, message: str) -> None:
+        """An Event about ``pod`` from the kubelet, as ``kubectl describe pod`` shows them."""
+        meta = pod["metadata"]
+        stamp = now()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {
+                "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                "namespace": meta["namespace"],
+            },
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "kubelet", "host": pod["spec"].get("nodeName")},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+            "reportingComponent": "kubelet",
+            "reportingInstance": pod["spec"].get("nodeName") or "",
+        }
+        await self._call(
+            f"event {reason} for {pod_ref(pod)}",
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False),
         )
 
 

@@ -2,7 +2,8 @@
 
 Owns its arguments (`add_arguments`, shared with `python -m runstate_dev kubelet`), logging
 setup, the API client from a kubeconfig, and the process's lifetime: run until SIGTERM or
-SIGINT, then kill the pods' processes and return. Must not hold any pod logic.
+SIGINT, then kill the pods' processes and return; its own mount namespace (where the Nodes' roots
+are mounted) is made before anything else runs. Must not hold any pod logic.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import asyncio
 import logging
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from kubernetes_asyncio import client, config
 
+from .launch import own_mount_namespace
 from .node import ProcessKubelet
+from .noderoot import NodeRoots
 from .pod import log
 
 
@@ -26,6 +30,7 @@ async def run_kubelet(
     *,
     pod_log_dir: Path | None = None,
     ready_file: Path | None = None,
+    node_roots: NodeRoots | None = None,
 ) -> None:
     """Run the process kubelet until SIGTERM/SIGINT, then kill its pods and return."""
     configuration = client.Configuration()
@@ -39,7 +44,11 @@ async def run_kubelet(
         loop.add_signal_handler(sig, stop.set)
     async with client.ApiClient(configuration) as api_client:
         kubelet = ProcessKubelet(
-            api_client, node_name, pod_log_dir=pod_log_dir, ready_file=ready_file
+            api_client,
+            node_name,
+            pod_log_dir=pod_log_dir,
+            ready_file=ready_file,
+            node_roots=node_roots,
         )
         log.info("process kubelet for node %s watching pods", node_name)
         watcher = asyncio.create_task(kubelet.run(), name="pod watch")
@@ -80,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="file written once the first pod list is handled",
     )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help="the kubelet's own files: each Node's root overlay under <dir>/nodes/<node> "
+        "(default: a directory under the system's temporary directory)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -93,7 +109,24 @@ def run_from_args(args: argparse.Namespace) -> int:
         logging.getLogger("kubernetes_asyncio").setLevel(logging.WARNING)
     asyncio.run(
         run_kubelet(
-            args.kubeconfig, args.node, pod_log_dir=args.pod_log_dir, ready_file=args.ready_file
+            args.kubeconfig,
+            args.node,
+            pod_log_dir=args.pod_log_dir,
+            ready_file=args.ready_file,
+            node_roots=_node_roots(args.state_dir, args.node),
         )
     )
     return 0
+
+
+def _node_roots(state_dir: Path | None, node_name: str) -> NodeRoots | None:
+    """The per-Node roots, after moving this (still single-threaded) process into a mount
+    namespace of its own; None when it cannot (not root): pods then run without volumes."""
+    try:
+        own_mount_namespace()
+    except OSError as exc:
+        log.warning("no mount namespace of its own (%s): pods run without volumes", exc)
+        return None
+    if state_dir is None:
+        state_dir = Path(tempfile.gettempdir()) / f"runstate-kubelet-{node_name}"
+    return NodeRoots(state_dir)

@@ -21,6 +21,7 @@ from kubernetes_asyncio import client
 from .api import PodApi, with_retries
 from .binding import Binder
 from .informer import PodInformer
+from .noderoot import NodeRoots
 from .pod import Pod, log, pod_ref
 from .recovery import mark_lost, was_started
 from .stop import StopReason
@@ -39,10 +40,15 @@ class ProcessKubelet(PodInformer):
         *,
         pod_log_dir: Path | None = None,
         ready_file: Path | None = None,
+        node_roots: NodeRoots | None = None,
     ) -> None:
         super().__init__(PodApi(api_client), ready_file=ready_file)
         self.node_name = node_name
         self.pod_log_dir = pod_log_dir
+        # With node roots (the kubelet runs as root in a mount namespace of its own), pods
+        # get their volumes, user and private mounts; without, they run as plain processes.
+        self.node_roots = node_roots
+        self.isolation = node_roots is not None
         self._workers: dict[str, PodWorker] = {}
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         # uids this instance must not start: finished here, or terminal/lost when seen.
@@ -161,3 +167,5 @@ class ProcessKubelet(PodInformer):
                 task.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self.node_roots is not None:
+            await self.node_roots.unmount_all()

@@ -99,7 +99,9 @@ def terminal_status(
     return status
 
 
-def waiting_status(pod: Pod, start_time: str, reason: str, message: str) -> dict[str, Any]:
+def waiting_status(
+    pod: Pod, start_time: str, reason: str, message: str | None = None
+) -> dict[str, Any]:
     status = _base_status(pod, "Pending", start_time)
     status["conditions"] = [
         _condition("Initialized", True, start_time),
@@ -107,7 +109,6 @@ def waiting_status(pod: Pod, start_time: str, reason: str, message: str) -> dict
         _condition("ContainersReady", False, start_time, "ContainersNotReady"),
         _condition("PodScheduled", True, start_time),
     ]
-    status["containerStatuses"] = _container_status(
-        pod, {"waiting": {"reason": reason, "message": message}}, running=False
-    )
+    waiting = {"reason": reason} if message is None else {"reason": reason, "message": message}
+    status["containerStatuses"] = _container_status(pod, {"waiting": waiting}, running=False)
     return status

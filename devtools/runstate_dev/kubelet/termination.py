@@ -1,8 +1,9 @@
 """How a container ended: its `state.terminated`, as the real kubelet reports it.
 
 Owns exit codes (death by signal N is 128+N), the Completed / Error / StartError reasons, and
-the termination message of `terminationMessagePolicy: FallbackToLogsOnError` (the last 80
-lines / 4096 bytes of the output of a failed container). Must not signal processes, choose the
+the termination message: what the container wrote to its `terminationMessagePath` (the file
+the kubelet mounts there, at most 4096 bytes), else with `terminationMessagePolicy:
+FallbackToLogsOnError` the last 80 lines / 4096 bytes of the output of a failed container. Must not signal processes, choose the
 pod's phase or talk to the API server.
 """
 
@@ -15,6 +16,24 @@ from typing import Any
 
 MESSAGE_MAX_LINES = 80
 MESSAGE_MAX_BYTES = 4096
+DEFAULT_MESSAGE_PATH = "/dev/termination-log"
+#: The termination message file in the pod's scratch directory.
+MESSAGE_FILE = "termination-log"
+
+
+def make_message_file(path: Path) -> None:
+    """An empty termination message file that any uid may write (0666, as the kubelet's)."""
+    path.touch()
+    os.chmod(path, 0o666)
+
+
+def message_from_file(path: Path) -> str:
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MESSAGE_MAX_BYTES)
+    except OSError:
+        return ""
+    return data.decode(errors="replace")
 
 
 def exit_code(returncode: int) -> int:
@@ -45,6 +64,7 @@ async def exited(
     finished_at: str,
     pid: int,
     output: Path,
+    message_file: Path | None = None,
 ) -> dict[str, Any]:
     """The state of a container whose process ran and exited with ``code``."""
     terminated: dict[str, Any] = {
@@ -54,6 +74,11 @@ async def exited(
         "finishedAt": finished_at,
         "containerID": f"process://{pid}",
     }
+    if message_file is not None:
+        message = await asyncio.to_thread(message_from_file, message_file)
+        if message:
+            terminated["message"] = message
+            return terminated
     if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
         message = await asyncio.to_thread(output_tail, output)
         if message:

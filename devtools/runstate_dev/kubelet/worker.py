@@ -1,7 +1,9 @@
 """One pod's life on the node: the pod worker, from its environment to its final status.
 
-Owns the lifecycle of one pod this kubelet runs: wait for its env (CreateContainerConfigError
-while a reference is missing), start its process, write Running (unless it exits within
+Owns the lifecycle of one pod this kubelet runs: wait for its volumes (ContainerCreating and a
+FailedMount event while one cannot be set up) and its env and user (CreateContainerConfigError
+while a reference is missing), start its process (in its own mount namespace with its volumes
+and user, when the kubelet can isolate pods), write Running (unless it exits within
 `FAST_EXIT_SECONDS`, as a status manager batches updates), enforce activeDeadlineSeconds and
 the ephemeral-storage limit, stop it for a `StopReason` (graceful or at once), write the final
 Succeeded/Failed status, and finish a graceful delete. Only the first container runs, once
@@ -20,13 +22,14 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import process, termination
+from . import process, security, termination, volumes
 from .api import ApiCallError, with_retries
 from .env import ConfigError, container_env, expand
 from .pod import Pod, log, now, pod_ref
 from .status import running_status, terminal_status, waiting_status
 from .stop import DEFAULT_GRACE_SECONDS, StopReason, pod_failure
 from .storage import EVICTED_STORAGE_MESSAGE, pod_storage_limit, watch_storage
+from .volumes import VolumeError
 
 if TYPE_CHECKING:
     from .node import ProcessKubelet
@@ -150,23 +153,24 @@ class PodWorker:
         self.request_stop(StopReason.DEADLINE, grace)
 
     async def _run_container(self, container: dict[str, Any]) -> None:
-        env = await self._env_when_ready(container)
-        if env is None:
-            await self._finish_unstarted()
-            return
-        argv = [
-            expand(str(a), env)
-            for a in [*(container.get("command") or []), *(container.get("args") or [])]
-        ]
-        if not argv:
-            await self._finish_unstarted(
-                f"container {container['name']!r} has no command: the runstate process "
-                "kubelet runs command + args as a local process and cannot run an image"
-            )
-            return
         base = await process.make_scratch(self.pod["metadata"]["name"])
         try:
-            await self._run_process(container, argv, env, base)
+            ready = await self._setup_when_ready(container, base)
+            if ready is None:
+                await self._finish_unstarted()
+                return
+            env, plan = ready
+            argv = [
+                expand(str(a), env)
+                for a in [*(container.get("command") or []), *(container.get("args") or [])]
+            ]
+            if not argv:
+                await self._finish_unstarted(
+                    f"container {container['name']!r} has no command: the runstate process "
+                    "kubelet runs command + args as a local process and cannot run an image"
+                )
+                return
+            await self._run_process(container, argv, env, base, plan)
         finally:
             await process.remove_scratch(base)
 
@@ -186,13 +190,20 @@ class PodWorker:
             return None
 
     async def _run_process(
-        self, container: dict[str, Any], argv: list[str], env: dict[str, str], base: Path
+        self,
+        container: dict[str, Any],
+        argv: list[str],
+        env: dict[str, str],
+        base: Path,
+        plan: process.LaunchPlan | None,
     ) -> None:
         workdir, output = base / "work", self._output_path(base)
         storage_limit = self._storage_limit()
         fd = await asyncio.to_thread(process.open_output, workdir, output)
         try:
-            proc = await process.start(argv, env, workdir, fd)
+            if plan is not None and plan.identity is not None:
+                await asyncio.to_thread(process.give_workdir, base, workdir, plan.identity)
+            proc = await process.start(argv, env, workdir, fd, plan)
         except OSError as exc:
             # What the real kubelet reports when the runtime cannot exec the command.
             await self._finish_unstarted(
@@ -205,7 +216,10 @@ class PodWorker:
         started_at = now()
         log.info("%s: started pid %d: %s", self.ref, proc.pid, argv)
         self._stop_if_requested_while_starting(proc)
-        returncode = await self._supervise(proc, started_at, storage_limit, (workdir, output))
+        # The container's writable layer (its working directory), its log and its disk-backed
+        # emptyDirs: what the kubelet counts as the pod's local ephemeral storage.
+        local = (workdir, output, *volumes.empty_dirs(self.pod, base / "volumes"))
+        returncode = await self._supervise(proc, started_at, storage_limit, local)
         finished_at = now()
         # The container is over: whatever it left running in its group goes too.
         process.signal_group(proc.pid, signal.SIGKILL)
@@ -220,6 +234,7 @@ class PodWorker:
             finished_at=finished_at,
             pid=proc.pid,
             output=output,
+            message_file=base / termination.MESSAGE_FILE if plan is not None else None,
         )
         await self._write_final_status(terminated, succeeded=code == 0, pid=proc.pid)
         await self._delete_if_deleting()
@@ -330,12 +345,29 @@ class PodWorker:
         if not written:
             log.info("%s: gone before its %s status was written", self.ref, status.get("phase"))
 
-    async def _env_when_ready(self, container: dict[str, Any]) -> dict[str, str] | None:
-        """The container's env; waits (CreateContainerConfigError) while a ref is missing."""
+    async def _setup_when_ready(
+        self, container: dict[str, Any], base: Path
+    ) -> tuple[dict[str, str], process.LaunchPlan | None] | None:
+        """The container's env and launch plan, once its volumes and env can be set up.
+
+        As the kubelet: while a volume cannot be set up the container waits in
+        ContainerCreating (with a FailedMount event); while its env or user cannot, in
+        CreateContainerConfigError. Both are retried until they work or the pod stops.
+        """
         reported: str | None = None
         while self._stop_reason is None:
             try:
-                return await container_env(self.kubelet.api, lambda: self.pod, container)
+                plan = await self._launch_plan(container, base)
+                env = await container_env(self.kubelet.api, lambda: self.pod, container)
+                return env, plan
+            except VolumeError as exc:
+                if str(exc) != reported:
+                    reported = str(exc)
+                    log.warning("%s: FailedMount: %s", self.ref, exc)
+                    await self._write_status(
+                        waiting_status(self.pod, self._start_time, "ContainerCreating")
+                    )
+                    await self._record_event("Warning", "FailedMount", str(exc))
             except ConfigError as exc:
                 if str(exc) != reported:
                     reported = str(exc)
@@ -345,6 +377,45 @@ class PodWorker:
                             self.pod, self._start_time, "CreateContainerConfigError", str(exc)
                         )
                     )
+                    await self._record_event("Warning", "Failed", f"Error: {exc}")
+            except ApiCallError as exc:
+                log.warning("%s: cannot set up its volumes yet: %s", self.ref, exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_requested.wait(), _CONFIG_RETRY_SECONDS)
         return None
+
+    async def _launch_plan(
+        self, container: dict[str, Any], base: Path
+    ) -> process.LaunchPlan | None:
+        """Volumes and user of the process; None when this kubelet cannot isolate pods."""
+        if not self.kubelet.isolation:
+            if self.pod["spec"].get("volumes") or security.identity(self.pod, container):
+                log.warning(
+                    "%s: volumes and securityContext ignored: the kubelet has no mount "
+                    "namespace of its own (it must run as root)",
+                    self.ref,
+                )
+            return None
+        ready = await volumes.materialise(
+            self.kubelet.api, self.pod, base / "volumes", self.kubelet.node_roots
+        )
+        mounts = await volumes.container_mounts(ready, container)
+        identity = security.identity(self.pod, container)
+        # The file the container may write its termination message to, as the kubelet
+        # mounts it at terminationMessagePath (writable by any user).
+        message_file = base / termination.MESSAGE_FILE
+        await asyncio.to_thread(termination.make_message_file, message_file)
+        message_path = container.get("terminationMessagePath") or termination.DEFAULT_MESSAGE_PATH
+        mounts = (*mounts, process.Mount(source=message_file, path=message_path))
+        return process.LaunchPlan(
+            root=base / "root",
+            mounts=mounts,
+            identity=identity,
+            hostname=self.pod["metadata"]["name"],
+        )
+
+    async def _record_event(self, kind: str, reason: str, message: str) -> None:
+        try:
+            await self.kubelet.api.record_event(self.pod, kind, reason, message)
+        except ApiCallError as exc:
+            log.warning("%s: cannot record event %s: %s", self.ref, reason, exc)
