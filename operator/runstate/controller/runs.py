@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,6 +38,7 @@ from runstate.domain.concurrency import needs_slot
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.inventory import describe_selector
 from runstate.domain.states import is_final
+from runstate.domain.work import Observed
 from runstate.kube.api import KubeApi
 from runstate.kube.nodes import hosts_from_nodes
 from runstate.kube.status import HISTORY_IN_STATUS
@@ -70,6 +71,7 @@ class InvalidRunbook(Exception):
 class Decided:
     decision: Decision
     spec: RunSpec | None
+    units: Sequence[Observed]  # what the decision saw: the pods, and the pods expected
 
 
 class RunReconciler:
@@ -176,6 +178,7 @@ class RunReconciler:
         self, run: RunView, mem: RunMemory, before: Progress | None, hot: HotState
     ) -> Decided:
         now = self.clock()
+        units = mem.expected.merge(self.cache.units(run.uid))
         spec: RunSpec | None = None
         try:
             if mem.spec is None or mem.spec[0] != run.generation:
@@ -198,7 +201,7 @@ class RunReconciler:
                 runbook=runbook,
                 runbook_problem=problem,
                 progress=before,
-                units=mem.expected.merge(self.cache.units(run.uid)),
+                units=units,
                 now=now,
                 launched=frozenset(hot.launched),
                 slot=slot.held,
@@ -206,12 +209,12 @@ class RunReconciler:
                 deleted_at=run.deleted_at,
                 nodes=nodes,
             )
-            return Decided(await decide(obs), spec)
+            return Decided(await decide(obs), spec, units)
         except ValidationError as exc:
             problem = validation_problem("spec", exc)
         except InvalidRunbook as exc:
             problem = str(exc)
-        return Decided(engine.reject(self._reject_obs(run, before, now), problem), spec)
+        return Decided(engine.reject(self._reject_obs(run, before, now), problem), spec, units)
 
     def _runbook(self, run: RunView, spec: RunSpec) -> tuple[RunbookSpec | None, str | None]:
         """The Runbook to run (inline, or by reference), or why there is none."""
@@ -281,7 +284,7 @@ class RunReconciler:
             before=before,
             record_version=record.version if record else 0,
             hot=hot,
-            units=mem.expected.merge(self.cache.units(run.uid)),
+            units=decided.units,
             parameters=decided.spec.parameters if decided.spec else {},
             labels=Labels(run.namespace, run.runbook_name or ""),
             history=mem.status.history or [],
