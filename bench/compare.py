@@ -7,7 +7,7 @@ Redis, process kubelet, the clients) is this tree's. Each bench runs baseline, t
 then baseline and current again, so that a machine that is busier at one moment does not
 decide the comparison alone.
 
-    python bench/compare.py REV [--runs 200] [--hosts 500] [--rounds 2]
+    python bench/compare.py REV [--runs 200] [--hosts 500] [--rounds 2] [--benches throughput]
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ def main() -> None:
     parser.add_argument("--runs", default="200")
     parser.add_argument("--hosts", default="500")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument(
+        "--benches", default="throughput,fanout", help="which of them, comma-separated"
+    )
     args = parser.parse_args()
     head = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
@@ -59,10 +62,12 @@ def main() -> None:
     base = re.sub(r"[^0-9a-zA-Z._-]", "", args.rev)
     with tempfile.TemporaryDirectory(prefix="runstate-baseline-") as tmp:
         operator = extract(args.rev, Path(tmp))
-        for script, extra in (
-            ("throughput.py", ["--runs", args.runs]),
-            ("fanout.py", ["--hosts", args.hosts]),
-        ):
+        benches = {
+            "throughput": ("throughput.py", ["--runs", args.runs]),
+            "fanout": ("fanout.py", ["--hosts", args.hosts]),
+        }
+        for name in args.benches.split(","):
+            script, extra = benches[name.strip()]
             for round_ in range(1, args.rounds + 1):
                 for label, path in ((f"baseline {base}", operator), (f"current {head}", None)):
                     out = bench(script, extra, path)

@@ -701,3 +701,37 @@ def test_examples_pass_every_check(path: Path) -> None:
     for d in docs:
         if d["kind"] == "Run":
             validate_run(RunSpec.model_validate(d["spec"]), None)
+
+
+def test_setup_is_worked_out_once_per_spec_object() -> None:
+    """The same parsed specs give the same Setup without working it out again; a spec error
+    is raised afresh each time; an equal but new object is judged anew."""
+    from runstate.api.v1alpha1 import RunSpec
+    from runstate.domain import validation
+
+    spec = RunSpec.model_validate(
+        {
+            "runbook": {
+                "inventory": {"hosts": [{"name": "h"}]},
+                "operations": [{"name": "a", "run": "x"}],
+            }
+        }
+    )
+    assert spec.runbook is not None
+    first = validation.setup(spec, spec.runbook)
+    assert validation.setup(spec, spec.runbook) is first
+    copy = RunSpec.model_validate(spec.model_dump(by_alias=True))
+    assert copy.runbook is not None
+    again = validation.setup(copy, copy.runbook)
+    assert again is not first and again[0].names == first[0].names
+    bad = RunSpec.model_validate(
+        {"runbook": {"inventory": {"hosts": []}, "operations": [{"name": "a", "run": "x"}]}}
+    )
+    assert bad.runbook is not None
+    errors = []
+    for _ in range(2):
+        with pytest.raises(SpecError) as err:
+            validation.setup(bad, bad.runbook)
+        errors.append(err.value)
+    assert errors[0] is not errors[1] and str(errors[0]) == str(errors[1])
+    assert errors[0].field == "spec.inventory.hosts"

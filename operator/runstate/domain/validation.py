@@ -20,7 +20,10 @@ Pure: no I/O, no clock.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -159,7 +162,72 @@ def validate_run(spec: RunSpec, runbook: RunbookSpec | None) -> None:
     _rest(runbook)
 
 
+class _SetupCache:
+    """`setup()` answers for the spec objects it was last asked about.
+
+    A run is decided again on every pod event with the very same parsed specs (the reconciler
+    keeps them per generation), so their Setup (inventory, DAG, every static check: linear in
+    hosts × operations) is worked out once per object, not once per decision. Entries hold
+    the objects they answer for, so an id is never mistaken for a newer object's. Decisions
+    may run in a worker thread: a lock guards the table."""
+
+    SIZE = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[tuple[int, int, int], _Entry] = OrderedDict()
+
+    def get(self, spec: RunSpec, runbook: RunbookSpec, nodes: object) -> _Entry | None:
+        key = (id(spec), id(runbook), id(nodes))
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or not entry.holds(spec, runbook, nodes):
+                return None
+            self._entries.move_to_end(key)
+            return entry
+
+    def put(self, entry: _Entry) -> None:
+        key = (id(entry.spec), id(entry.runbook), id(entry.nodes))
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.SIZE:
+                self._entries.popitem(last=False)
+
+
+@dataclass(frozen=True)
+class _Entry:
+    spec: RunSpec
+    runbook: RunbookSpec
+    nodes: object
+    setup: tuple[ResolvedInventory, Dag] | None
+    problem: tuple[str, str] | None  # (field, message) of the SpecError it raised
+
+    def holds(self, spec: RunSpec, runbook: RunbookSpec, nodes: object) -> bool:
+        return self.spec is spec and self.runbook is runbook and self.nodes is nodes
+
+
+_SETUPS = _SetupCache()
+
+
 def setup(
+    spec: RunSpec, runbook: RunbookSpec, nodes: Sequence[Host] | None = None
+) -> tuple[ResolvedInventory, Dag]:
+    """`setup_uncached`, worked out once per (spec, runbook, nodes) objects."""
+    entry = _SETUPS.get(spec, runbook, nodes)
+    if entry is None:
+        try:
+            entry = _Entry(spec, runbook, nodes, setup_uncached(spec, runbook, nodes), None)
+        except SpecError as exc:
+            entry = _Entry(spec, runbook, nodes, None, (exc.field, exc.message))
+        _SETUPS.put(entry)
+    if entry.setup is None:
+        field, message = entry.problem or ("spec", "invalid")
+        raise SpecError(field, message)  # a fresh one: a raised error keeps its frames
+    return entry.setup
+
+
+def setup_uncached(
     spec: RunSpec, runbook: RunbookSpec, nodes: Sequence[Host] | None = None
 ) -> tuple[ResolvedInventory, Dag]:
     """The Setup stage of a run: every check of `validate_run`, then the run's inventory
