@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from runstate.runner.result import EXIT_CODES, MAX_RESULT_BYTES, ErrorClass, UnitOutcome
@@ -133,3 +134,42 @@ def test_failures_exit_with_their_class_code_and_never_show_the_key(
     )
     assert completed.returncode == 1
     assert all(s not in completed.stdout + completed.stderr + data for s in secrets)
+
+
+def test_a_killed_runner_leaves_nothing_running_on_the_host(
+    fleet: HostFleet, tmp_path: Path
+) -> None:
+    """A deleted pod's runner dies: its channel closes and the unit script ends the command."""
+    marker = f"sleep 93.{os.getpid() % 1000}"
+    runner = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runstate",
+            "exec",
+            "--result",
+            str(tmp_path / "result"),
+            *ssh_args(fleet, 1),
+            "--",
+            f"echo started; {marker}",
+        ],
+        stdout=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    try:
+        assert runner.stdout is not None
+        assert runner.stdout.readline() == b"started\n"
+    finally:
+        runner.kill()
+        runner.wait()
+    listing = "for f in /proc/[0-9]*/cmdline; do tr '\\0' ' ' < $f; echo; done"
+    deadline = time.monotonic() + 8
+    while True:
+        seen = subprocess.run(
+            fleet.ssh_argv(1, listing), capture_output=True, text=True, timeout=30, check=True
+        ).stdout
+        survivors = [line for line in seen.splitlines() if marker in line]
+        if not survivors or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert survivors == []

@@ -71,17 +71,14 @@ class _Failed(Exception):
 # TERM (sudo relays it), KILL two seconds later.  OpenSSH refuses "signal" requests for root
 # sessions, so a signal from the client cannot do this.  A command that ends by itself
 # stops the watcher first.
-_UNIT_SCRIPT = """\
-exec 3<&0
-/bin/sh -c "$1" </dev/null 3<&- &
-child=$!
-{ trap '' TERM; cat >/dev/null; kill -TERM 0; sleep 2; kill -KILL 0; } <&3 >/dev/null 2>&1 &
-watcher=$!
-wait "$child"
-code=$?
-kill -KILL "$watcher" 2>/dev/null
-exit "$code"
-"""
+_UNIT_SCRIPT = (
+    "exec 3<&0; "
+    '/bin/sh -c "$1" </dev/null 3<&- & child=$!; '
+    "{ trap '' TERM; cat >/dev/null; kill -TERM 0; sleep 2; kill -KILL 0; } <&3 >/dev/null 2>&1 & "
+    "watcher=$!; "
+    'wait "$child"; code=$?; kill -KILL "$watcher" 2>/dev/null; exit "$code"'
+)
+# One line: a login shell of the csh family cannot take a newline inside quotes.
 
 
 def remote_command(command: str, *, sudo: bool) -> str:
