@@ -3,6 +3,7 @@
 runstate operator [--namespace NS ...] [--standalone | --peering NAME --priority N]
                   [--metrics-port N]
 runstate crds [--out DIR ...] [--check]
+runstate exec --connector {ssh,local} ... [-- COMMAND]   (the work pods' runner, runstate.runner)
 runstate dev {build,up,down,env,kubelet} ...   (the dev tools, runstate_dev, if installed)
 """
 
@@ -18,12 +19,12 @@ import sys
 import uuid
 from pathlib import Path
 
-from runstate.api.crds import render_crd_files
-
 DEFAULT_CRD_DIRS = ("crds", "charts/runstate/crds")
 
 
 def _crds(args: argparse.Namespace) -> int:
+    from runstate.api.crds import render_crd_files
+
     files = render_crd_files()
     stale: list[str] = []
     for out in args.out or DEFAULT_CRD_DIRS:
@@ -121,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["dev"]:
         return _dev(argv[1:])
+    if argv[:1] == ["exec"]:
+        # The work pods' runner: its own command line, and none of the operator's imports.
+        from runstate.runner.cli import main as exec_main
+
+        return exec_main(argv[1:])
     parser = argparse.ArgumentParser(prog="runstate", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     op = sub.add_parser("operator", help="run the operator")
@@ -147,6 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "dev",
         help="developer tools (installed by `make deps`): runstate dev {build,up,down,env} ...",
+    )
+    sub.add_parser(
+        "exec",
+        help="run one command on one host (ssh) or here (local), write a typed result: "
+        "runstate exec --help",
     )
     args = parser.parse_args(argv)
     if args.command == "crds":

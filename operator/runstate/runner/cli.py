@@ -1,0 +1,217 @@
+"""``runstate exec``: the program a work pod runs for one operation × host.
+
+runstate exec --connector {ssh,local} [--host H] [--port P] [--user U] [--key FILE]
+              [--known-hosts FILE | --insecure-skip-host-key-check]
+              [--jump [USER@]HOST[:PORT] [--jump-key FILE] [--jump-known-hosts FILE]]
+              [--connect-timeout S] [--timeout S] [--sudo] [--connect-only]
+              [--result FILE] [-- COMMAND ...]
+
+The command is the words after ``--`` joined with spaces (one shell command line, as ssh does),
+else the environment variable ``RUNSTATE_COMMAND``; ``--connect-only`` runs the Connect stage's
+no-op probe instead. The command's output (stdout and stderr combined) is streamed to stdout;
+one line saying how the unit ended goes to stderr; the JSON ``UnitOutcome`` is written to
+``--result`` (default ``/dev/termination-log``); the exit code follows
+``result.process_exit_code`` (0, the command's code, or ≥ 200 for the runner's error classes).
+
+Owns the command line and the process boundary. The private key is only ever a file path
+(``--key``): there is no option or variable carrying key material, and nothing here prints or
+records anything but its path. Must not know Kubernetes or the operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from runstate.runner.local import run_locally
+from runstate.runner.result import ErrorClass, UnitOutcome, process_exit_code
+from runstate.runner.ssh import SshTarget, probe, run_over_ssh
+
+__all__ = ["COMMAND_ENV", "DEFAULT_RESULT", "main"]
+
+COMMAND_ENV = "RUNSTATE_COMMAND"
+DEFAULT_RESULT = "/dev/termination-log"
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # raises instead of exiting
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="runstate exec",
+        description="Run one command on one host (ssh) or here (local); write a typed result.",
+    )
+    parser.add_argument("--connector", choices=("ssh", "local"), required=True)
+    parser.add_argument("--host", help="address or name of the host (ssh)")
+    parser.add_argument("--port", type=int, default=22)
+    parser.add_argument("--user", default="root")
+    parser.add_argument("--key", type=Path, help="private key FILE (never the key itself)")
+    checking = parser.add_mutually_exclusive_group()
+    checking.add_argument("--known-hosts", type=Path, help="known_hosts FILE (strict checking)")
+    checking.add_argument(
+        "--insecure-skip-host-key-check",
+        action="store_true",
+        help="accept any host key (reported in the result as hostKeyCheckSkipped)",
+    )
+    parser.add_argument("--jump", help="jump host [USER@]HOST[:PORT] (ProxyJump)")
+    parser.add_argument("--jump-key", type=Path, help="the jump host's key FILE (default --key)")
+    parser.add_argument(
+        "--jump-known-hosts", type=Path, help="the jump host's known_hosts (default --known-hosts)"
+    )
+    parser.add_argument("--connect-timeout", type=float, default=10.0, metavar="S")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S")
+    parser.add_argument("--sudo", action="store_true", help="run as sudo -n sh -c COMMAND")
+    parser.add_argument(
+        "--connect-only", action="store_true", help="the Connect probe: connect, run `true`"
+    )
+    parser.add_argument("--result", default=DEFAULT_RESULT, metavar="FILE")
+    parser.add_argument("command", nargs="*", help="after --: the command line")
+    return parser
+
+
+def target_from_args(args: argparse.Namespace) -> SshTarget:
+    """The SSH target the arguments describe; UsageError when they describe none."""
+    if not args.host:
+        raise UsageError("--connector ssh needs --host")
+    if args.known_hosts is None and not args.insecure_skip_host_key_check:
+        raise UsageError(
+            "--connector ssh needs --known-hosts FILE or --insecure-skip-host-key-check"
+        )
+    jump = None
+    if args.jump:
+        user, host, port = parse_jump(args.jump, default_user=args.user)
+        jump = SshTarget(
+            host=host,
+            port=port,
+            user=user,
+            private_key=args.jump_key or args.key,
+            known_hosts=args.jump_known_hosts or args.known_hosts,
+            insecure_skip_host_key_check=args.insecure_skip_host_key_check,
+            connect_timeout=args.connect_timeout,
+        )
+    return SshTarget(
+        host=args.host,
+        port=args.port,
+        user=args.user,
+        private_key=args.key,
+        known_hosts=args.known_hosts,
+        insecure_skip_host_key_check=args.insecure_skip_host_key_check,
+        jump=jump,
+        connect_timeout=args.connect_timeout,
+        sudo=args.sudo,
+    )
+
+
+def parse_jump(spec: str, *, default_user: str) -> tuple[str, str, int]:
+    """``[USER@]HOST[:PORT]`` (``[v6addr]:PORT`` too) → (user, host, port)."""
+    user, _, rest = spec.rpartition("@")
+    host, port = rest, 22
+    if rest.startswith("["):
+        host, _, after = rest[1:].partition("]")
+        if after:
+            port = _port(after.removeprefix(":"), spec)
+    elif rest.count(":") == 1:
+        host, _, number = rest.partition(":")
+        port = _port(number, spec)
+    if not host:
+        raise UsageError(f"--jump {spec!r}: no host")
+    return user or default_user, host, port
+
+
+def _port(text: str, spec: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise UsageError(f"--jump {spec!r}: bad port {text!r}")
+    return int(text)
+
+
+def command_from(args: argparse.Namespace) -> str:
+    words: list[str] = list(args.command)
+    if words[:1] == ["--"]:
+        words = words[1:]
+    if words:
+        return " ".join(words)
+    if args.connect_only:
+        return ""
+    command = os.environ.get(COMMAND_ENV, "")
+    if not command:
+        raise UsageError(f"no command: give it after -- or in ${COMMAND_ENV}")
+    return command
+
+
+async def run(args: argparse.Namespace) -> UnitOutcome:
+    """The unit the arguments describe, run: never raises for what a host or command does."""
+    command = command_from(args)
+
+    def out(chunk: bytes) -> None:
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.buffer.flush()
+
+    if args.connector == "local":
+        return await run_locally(command or "true", out=out, timeout=args.timeout)
+    target = target_from_args(args)
+    if args.connect_only:
+        return await probe(target)
+    return await run_over_ssh(target, command, out=out, timeout=args.timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    result_path = _result_path(argv)
+    try:
+        args = build_parser().parse_args(argv)
+        outcome = asyncio.run(run(args))
+    except UsageError as exc:
+        print(f"runstate exec: usage: {exc}", file=sys.stderr)
+        outcome = UnitOutcome(
+            exit_code=None,
+            error=ErrorClass.RUNNER_ERROR,
+            message=f"usage: {exc}",
+            duration_seconds=0.0,
+        )
+    except Exception as exc:  # a bug of the runner's: never mistaken for the command's exit 1
+        outcome = UnitOutcome(
+            exit_code=None,
+            error=ErrorClass.RUNNER_ERROR,
+            message=f"the runner failed: {type(exc).__name__}: {exc}",
+            duration_seconds=0.0,
+        )
+        print(f"runstate exec: {outcome.message}", file=sys.stderr)
+    else:
+        print(f"runstate exec: {_summary(outcome)}", file=sys.stderr)
+    _write_result(result_path, outcome)
+    return process_exit_code(outcome)
+
+
+def _summary(outcome: UnitOutcome) -> str:
+    what = "ok" if outcome.succeeded else (outcome.error or f"exit code {outcome.exit_code}")
+    return f"{what}: {outcome.message} ({outcome.duration_seconds:.2f}s)"
+
+
+def _result_path(argv: list[str]) -> str:
+    """``--result`` as given, found even when the rest of the command line is bad."""
+    for i, word in enumerate(argv):
+        if word == "--":
+            break
+        if word == "--result" and i + 1 < len(argv):
+            return argv[i + 1]
+        if word.startswith("--result="):
+            return word.partition("=")[2]
+    return DEFAULT_RESULT
+
+
+def _write_result(path: str, outcome: UnitOutcome) -> None:
+    try:
+        with open(path, "wb") as file:
+            file.write(outcome.encode())
+    except OSError as exc:
+        print(f"runstate exec: cannot write the result to {path}: {exc.strerror}", file=sys.stderr)

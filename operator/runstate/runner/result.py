@@ -1,0 +1,149 @@
+"""The runner's typed result: what one unit (operation × host) came to, as the operator reads it.
+
+Owns ``UnitOutcome`` (exit code, error class, one-line message, duration, output tail), its JSON
+encoding bounded to the Kubernetes termination message limit (4096 bytes: the tail is trimmed
+first, then the message), its decoding on the operator side, and the rule mapping an outcome to
+the runner process's own exit code (the pod's exit code).
+
+Must not do I/O or know SSH, Kubernetes or the operator: it is data and pure functions, shared by
+the runner (inside the work pod) and the operator (reading the pod's termination message).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from enum import StrEnum
+
+__all__ = [
+    "EXIT_CODES",
+    "MAX_RESULT_BYTES",
+    "ErrorClass",
+    "UnitOutcome",
+    "process_exit_code",
+]
+
+MAX_RESULT_BYTES = 4096
+"""Kubernetes truncates a container's termination message beyond 4096 bytes."""
+
+_MAX_MESSAGE_CHARS = 1000
+_COMMAND_CODE_CEILING = 199
+
+
+class ErrorClass(StrEnum):
+    """Why a unit did not run its command to the end (None on the outcome: it did)."""
+
+    UNREACHABLE = "Unreachable"  # DNS, connection refused, no route, connect/handshake timeout
+    HOST_KEY_UNKNOWN = "HostKeyUnknown"  # no key for the host in known_hosts
+    HOST_KEY_MISMATCH = "HostKeyMismatch"  # a key for the host, not the one it presented
+    AUTHENTICATION_FAILED = "AuthenticationFailed"  # the host refused the client key
+    TIMEOUT = "Timeout"  # the command ran longer than allowed
+    RUNNER_ERROR = "RunnerError"  # the runner itself failed (bad arguments, unreadable key …)
+
+
+EXIT_CODES: dict[ErrorClass, int] = {
+    ErrorClass.UNREACHABLE: 201,
+    ErrorClass.HOST_KEY_UNKNOWN: 202,
+    ErrorClass.HOST_KEY_MISMATCH: 203,
+    ErrorClass.AUTHENTICATION_FAILED: 204,
+    ErrorClass.TIMEOUT: 205,
+    ErrorClass.RUNNER_ERROR: 210,
+}
+"""The runner process's exit code per error class: all ≥ 200, so never a command's own code."""
+
+
+@dataclass(frozen=True)
+class UnitOutcome:
+    """What running one command on one host came to.
+
+    ``exit_code`` is the command's exit status when it ran to the end (128 + N when a signal N
+    ended it), else None; ``error`` says why it did not (None when it did, whatever its code).
+    ``host_key_check_skipped`` is True when the connection was made with
+    ``insecure_skip_host_key_check`` (a Connect stage warning for the operator).
+    """
+
+    exit_code: int | None
+    error: ErrorClass | None
+    message: str
+    duration_seconds: float
+    output_tail: str = ""
+    host_key_check_skipped: bool = False
+
+    @property
+    def succeeded(self) -> bool:
+        return self.error is None and self.exit_code == 0
+
+    def encode(self) -> bytes:
+        """Compact JSON, always at most ``MAX_RESULT_BYTES`` bytes: the output tail is cut from
+        its start first (its last bytes are kept), then the message from its end."""
+        outcome = replace(self, message=_one_line(self.message))
+        data = _dump(outcome)
+        while len(data) > MAX_RESULT_BYTES and outcome.output_tail:
+            excess = len(data) - MAX_RESULT_BYTES
+            outcome = replace(outcome, output_tail=outcome.output_tail[excess:])
+            data = _dump(outcome)
+        while len(data) > MAX_RESULT_BYTES and outcome.message:
+            excess = len(data) - MAX_RESULT_BYTES
+            outcome = replace(outcome, message=outcome.message[: -(excess + 1)] + "…")
+            data = _dump(outcome)
+        return data
+
+    @classmethod
+    def decode(cls, data: bytes | str) -> UnitOutcome:
+        """The outcome in a termination message; ValueError when it is not one."""
+        try:
+            raw = json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"not a runner result: {exc}") from None
+        if not isinstance(raw, dict):
+            raise ValueError("not a runner result: not a JSON object")
+        exit_code = raw.get("exitCode")
+        error = raw.get("error")
+        duration = raw.get("durationSeconds", 0.0)
+        if exit_code is not None and (
+            isinstance(exit_code, bool) or not isinstance(exit_code, int)
+        ):
+            raise ValueError(f"not a runner result: exitCode {exit_code!r}")
+        if error is not None and error not in ErrorClass.__members__.values():
+            raise ValueError(f"not a runner result: error {error!r}")
+        if isinstance(duration, bool) or not isinstance(duration, int | float):
+            raise ValueError(f"not a runner result: durationSeconds {duration!r}")
+        return cls(
+            exit_code=exit_code,
+            error=None if error is None else ErrorClass(error),
+            message=str(raw.get("message", "")),
+            duration_seconds=float(duration),
+            output_tail=str(raw.get("outputTail", "")),
+            host_key_check_skipped=bool(raw.get("hostKeyCheckSkipped", False)),
+        )
+
+
+def process_exit_code(outcome: UnitOutcome) -> int:
+    """The runner process's exit code: 0 on success; the command's code when it ran (1-199; a
+    command code above 199 is reported as 199, so that ≥ 200 always means the runner's own
+    class); ``EXIT_CODES[error]`` when it could not run to the end."""
+    if outcome.error is not None:
+        return EXIT_CODES[outcome.error]
+    if outcome.exit_code is None:
+        return EXIT_CODES[ErrorClass.RUNNER_ERROR]
+    return min(max(outcome.exit_code, 0), _COMMAND_CODE_CEILING)
+
+
+def _one_line(message: str) -> str:
+    line = " ".join(message.split())
+    if len(line) > _MAX_MESSAGE_CHARS:
+        line = line[: _MAX_MESSAGE_CHARS - 1] + "…"
+    return line
+
+
+def _dump(outcome: UnitOutcome) -> bytes:
+    body: dict[str, object] = {
+        "exitCode": outcome.exit_code,
+        "error": None if outcome.error is None else str(outcome.error),
+        "message": outcome.message,
+        "durationSeconds": round(outcome.duration_seconds, 3),
+        "outputTail": outcome.output_tail,
+    }
+    if outcome.host_key_check_skipped:
+        body["hostKeyCheckSkipped"] = True
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(errors="replace")
