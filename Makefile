@@ -23,6 +23,7 @@ help:
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
 	@echo "make bench-fanout  fan-out benchmark, one run of 500 hosts × 2 operations (results: docs/performance.md)"
 	@echo "make bench-store  state-store transitions/s: RedisStateStore vs redis-benchmark and PyStator (results: docs/performance.md)"
+	@echo "make bench-compare BASELINE=<rev>  throughput and fan-out, a baseline revision's operator vs this tree's, in one run"
 	@echo "make bench-decide  one engine decision of a 10,000-host run, inline vs in a thread (results: docs/performance.md)"
 
 # ---- setup -------------------------------------------------------------------------------
