@@ -253,3 +253,34 @@ async def test_a_run_with_neither_runbook_nor_ref_says_so_once() -> None:
     assert state["message"] == (
         "Setup failed: spec: exactly one of runbookRef and runbook must be set"
     )
+
+
+async def test_a_runbook_is_parsed_once_per_generation_for_all_its_runs() -> None:
+    """Runs of one Runbook share its parsed spec (and so the domain's Setup, worked out once
+    per spec object); a new generation is parsed anew and a bad one names the field."""
+    from runstate.controller.view import RunbookView
+
+    kube, store = FakeKube(), InMemoryStateStore()
+    kube.apply("runbooks", {"metadata": {"name": "fleet"}, "spec": runbook()})
+    for name in ("a", "b"):
+        kube.apply("runs", {"metadata": {"name": name}, "spec": {"runbookRef": {"name": "fleet"}}})
+    op = Operator(kube, store)
+    for name in ("a", "b"):
+        await drive(op, Kubelet(kube), name)
+        assert run_status(kube, name)["hostsSummary"] == "3/3"
+    specs = op.runs.runbooks
+
+    def view() -> RunbookView:
+        body = kube.get("runbooks", "fleet")
+        assert body is not None
+        return RunbookView.of(body)
+
+    first = specs.parse(view())
+    assert specs.parse(view()) is first
+    kube.user_patch_spec("runbooks", "fleet", {"config": {"parallel": 2}})
+    second = specs.parse(view())
+    assert second is not first and not isinstance(second, str)
+    assert second.config.parallel == 2
+    kube.user_patch_spec("runbooks", "fleet", {"config": {"parallel": 0}})
+    problem = specs.parse(view())
+    assert isinstance(problem, str) and "config.parallel" in problem

@@ -74,6 +74,33 @@ class Decided:
     units: Sequence[Observed]  # what the decision saw: the pods, and the pods expected
 
 
+class RunbookSpecs:
+    """Parsed Runbook specs, one per Runbook generation.
+
+    Every reconcile of a Run reads its Runbook; parsing it each time would be most of the
+    reconcile's CPU for a big inventory, and a new object each time would defeat the domain's
+    Setup cache (worked out once per spec object). A new generation (or a new Runbook of the
+    same name) is parsed anew; an invalid spec keeps its problem, naming the field."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[ObjectKey, tuple[str, int, RunbookSpec | str]] = {}
+
+    def parse(self, runbook: RunbookView) -> RunbookSpec | str:
+        hit = self._by_key.get(runbook.key)
+        if hit is not None and hit[:2] == (runbook.uid, runbook.generation):
+            return hit[2]
+        parsed: RunbookSpec | str
+        try:
+            parsed = RunbookSpec.model_validate(runbook.spec)
+        except ValidationError as exc:
+            parsed = validation_problem(f"Runbook {runbook.name!r} spec", exc)
+        self._by_key[runbook.key] = (runbook.uid, runbook.generation, parsed)
+        return parsed
+
+    def forget(self, key: ObjectKey) -> None:
+        self._by_key.pop(key, None)
+
+
 class RunReconciler:
     def __init__(
         self,
@@ -94,6 +121,7 @@ class RunReconciler:
         self.settings = settings
         self.clock = clock
         self.memories = Memories()
+        self.runbooks = RunbookSpecs()
 
     def forget(self) -> None:
         """Drop what this process remembers of every run: after standing by while another
@@ -223,12 +251,13 @@ class RunReconciler:
         name = run.runbook_name or ""
         body = self.cache.runbook((run.namespace, name))
         if body is None:
+            self.runbooks.forget((run.namespace, name))
             where = f"no Runbook {name!r} in namespace {run.namespace!r}"
             return None, f"spec.runbookRef.name: {where}"
-        try:
-            return RunbookSpec.model_validate(RunbookView.of(body).spec), None
-        except ValidationError as exc:
-            raise InvalidRunbook(validation_problem(f"Runbook {name!r} spec", exc)) from None
+        parsed = self.runbooks.parse(RunbookView.of(body))
+        if isinstance(parsed, str):
+            raise InvalidRunbook(parsed)
+        return parsed, None
 
     async def _nodes(
         self, run: RunView, mem: RunMemory, rb: RunbookSpec | None, before: Progress | None
