@@ -77,8 +77,12 @@ lint: deps
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports --no-cache
 
+# mypy --strict (pyproject.toml [tool.mypy]) over the three packages, then over the tests. The
+# tests are a run of their own (mypy takes packages or files, not both) from the repository root,
+# which is on mypy's search path as it is on pytest's (`pythonpath = ["."]`): `tests.*` resolves.
 typecheck: deps
 	$(BIN)/mypy -p runstate -p runstate_stores -p runstate_dev
+	$(BIN)/mypy tests stores/tests
 
 crds: deps
 	$(BIN)/runstate crds

@@ -17,7 +17,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -164,11 +164,11 @@ def redis_url(redis_server: RedisServer) -> str:
 
 @dataclass
 class Operator:
-    process: subprocess.Popen[bytes]
     metrics_url: str
     log: Path
     argv: list[str]
     env: dict[str, str]
+    process: subprocess.Popen[bytes] = field(init=False)  # set by start()
 
     def start(self) -> None:
         with self.log.open("ab") as out:
@@ -228,13 +228,7 @@ def operator(
     }
     argv = [sys.executable, "-m", "runstate", "operator", "--standalone"]
     log.write_bytes(b"")
-    op = Operator(
-        process=None,
-        metrics_url=f"http://127.0.0.1:{port}",
-        log=log,  # type: ignore[arg-type]
-        argv=argv,
-        env=env,
-    )
+    op = Operator(metrics_url=f"http://127.0.0.1:{port}", log=log, argv=argv, env=env)
     op.start()
     try:
         yield op

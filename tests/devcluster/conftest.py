@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
-from devcluster_helpers import api_client_for, start_fleet, start_plane
 from kubernetes_asyncio import client
 
 from runstate_dev import build
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.hosts import HostFleet
 from tests.availability import unavailable
+from tests.devcluster.devcluster_helpers import api_client_for, start_fleet, start_plane
 
 
 @pytest.fixture(scope="session")

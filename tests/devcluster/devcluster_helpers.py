@@ -6,7 +6,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import pytest
 from kubernetes_asyncio import client, config
@@ -18,6 +18,7 @@ from runstate_dev.hosts import HostFleet
 from tests.availability import IN_CI, unavailable
 
 T = TypeVar("T")
+M = TypeVar("M")
 
 
 def require_binaries() -> Path:
@@ -48,6 +49,16 @@ def start_plane(state_dir: Path, *, kubelet: bool = True) -> ControlPlane:
         ).start()
     except Exception as exc:
         pytest.fail(f"dev cluster did not start: {exc}")
+
+
+def body(model: type[M], manifest: dict[str, Any]) -> M:
+    """A JSON manifest as the request body that kubernetes_asyncio's stubs type as ``model``.
+
+    The stubs type every body as its model class (``V1Pod``, ``V1Secret`` ...), but the client
+    sends a dict as it is (``ApiClient.sanitize_for_serialization``), as the operator and the
+    process kubelet send theirs; the tests keep writing the plain manifests the API server
+    reads. Only the static type changes: the same dict goes over the wire."""
+    return cast(M, manifest)
 
 
 def pod_manifest(

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from devcluster_helpers import require_binaries
 
 from runstate_dev._proc import read_records
+from tests.devcluster.devcluster_helpers import require_binaries
 
 
 def devcluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:

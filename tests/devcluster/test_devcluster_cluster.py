@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 
-from devcluster_helpers import wait_for, wait_gone
 from kubernetes_asyncio import client
 
 from runstate_dev.cluster import ControlPlane
+from tests.devcluster.devcluster_helpers import body, wait_for, wait_gone
 
 
 def test_kubectl_lists_namespaces(control_plane: ControlPlane, kubectl: str) -> None:
@@ -45,7 +45,7 @@ async def test_node_is_ready(core: client.CoreV1Api, control_plane: ControlPlane
 async def test_new_namespace_gets_default_service_account_and_can_be_deleted(
     core: client.CoreV1Api, name: str
 ) -> None:
-    await core.create_namespace({"metadata": {"name": name}})
+    await core.create_namespace(body(client.V1Namespace, {"metadata": {"name": name}}))
 
     async def default_sa() -> object:
         accounts = await core.list_namespaced_service_account(name)
@@ -55,13 +55,16 @@ async def test_new_namespace_gets_default_service_account_and_can_be_deleted(
     await wait_for(default_sa, f"ServiceAccount {name}/default", within=30)
     await core.create_namespaced_pod(
         name,
-        {
-            "metadata": {"name": "sleeper"},
-            "spec": {
-                "restartPolicy": "Never",
-                "containers": [{"name": "main", "image": "x", "command": ["sleep", "300"]}],
+        body(
+            client.V1Pod,
+            {
+                "metadata": {"name": "sleeper"},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "containers": [{"name": "main", "image": "x", "command": ["sleep", "300"]}],
+                },
             },
-        },
+        ),
     )
     await core.delete_namespace(name)
     # The namespace controller deletes the pod; the kubelet finishes that delete.

@@ -11,10 +11,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-from devcluster_helpers import start_fleet
 
 from runstate_dev import hosts as hosts_module
 from runstate_dev.hosts import HostFleet
+from tests.devcluster.devcluster_helpers import start_fleet
 
 
 def ssh(

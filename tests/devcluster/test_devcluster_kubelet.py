@@ -8,7 +8,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from devcluster_helpers import (
+from kubernetes_asyncio import client
+
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.kubelet import DEADLINE_MESSAGE
+from tests.devcluster.devcluster_helpers import (
+    body,
     pod_manifest,
     polled,
     process_alive,
@@ -17,10 +22,6 @@ from devcluster_helpers import (
     wait_gone,
     wait_phase,
 )
-from kubernetes_asyncio import client
-
-from runstate_dev.cluster import ControlPlane
-from runstate_dev.kubelet import DEADLINE_MESSAGE
 
 # Like a real kubelet, the process kubelet expands $(VAR) in command and args,
 # where "$$" stands for "$": the shell's own "$$" is written "$$$$".
@@ -34,7 +35,9 @@ async def _running_pid(core: client.CoreV1Api, name: str, pid_file: Path) -> int
 
 
 async def test_failed_pod_reports_exit_code_and_output(core: client.CoreV1Api, name: str) -> None:
-    await core.create_namespaced_pod("default", pod_manifest(name, "echo hi; exit 3"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, "echo hi; exit 3"))
+    )
     pod = await wait_phase(core, name, {"Failed", "Succeeded"})
     assert pod.status.phase == "Failed"
     assert pod.spec.node_name == "runstate-local"  # bound like a scheduler would
@@ -48,7 +51,9 @@ async def test_failed_pod_reports_exit_code_and_output(core: client.CoreV1Api, n
 
 
 async def test_successful_pod_completes(core: client.CoreV1Api, name: str) -> None:
-    await core.create_namespaced_pod("default", pod_manifest(name, "sleep 0.3; echo done"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, "sleep 0.3; echo done"))
+    )
     pod = await wait_phase(core, name, {"Running"})
     assert pod.status.container_statuses[0].state.running.started_at is not None
     assert {c.type for c in pod.status.conditions if c.status == "True"} >= {
@@ -65,7 +70,9 @@ async def test_successful_pod_completes(core: client.CoreV1Api, name: str) -> No
 
 
 async def test_signal_death_is_128_plus_signal(core: client.CoreV1Api, name: str) -> None:
-    await core.create_namespaced_pod("default", pod_manifest(name, "kill -9 $$$$"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, "kill -9 $$$$"))
+    )
     pod = await wait_phase(core, name, {"Failed", "Succeeded"})
     assert pod.status.container_statuses[0].state.terminated.exit_code == 137
 
@@ -73,7 +80,7 @@ async def test_signal_death_is_128_plus_signal(core: client.CoreV1Api, name: str
 async def test_command_not_found_fails_with_start_error(core: client.CoreV1Api, name: str) -> None:
     manifest = pod_manifest(name, "")
     manifest["spec"]["containers"][0]["command"] = ["/nonexistent/runstate-binary"]
-    await core.create_namespaced_pod("default", manifest)
+    await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
     pod = await wait_phase(core, name, {"Failed", "Succeeded"})
     assert pod.status.phase == "Failed"
     terminated = pod.status.container_statuses[0].state.terminated
@@ -82,7 +89,9 @@ async def test_command_not_found_fails_with_start_error(core: client.CoreV1Api, 
 
 
 async def test_active_deadline_kills_pod(core: client.CoreV1Api, name: str) -> None:
-    await core.create_namespaced_pod("default", pod_manifest(name, "sleep 30", deadline=2))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, "sleep 30", deadline=2))
+    )
     pod = await wait_phase(core, name, {"Failed", "Succeeded"}, within=20)
     assert pod.status.phase == "Failed"
     assert pod.status.reason == "DeadlineExceeded"
@@ -101,7 +110,9 @@ async def test_pod_over_its_ephemeral_storage_limit_is_evicted(
     pid_file = tmp_path / "pid"
     # 4 MiB into the pod's working directory (its writable layer) against a 1Mi limit.
     script = f"sleep 60 & echo $! > {pid_file}; head -c 4194304 /dev/zero > big; wait"
-    await core.create_namespaced_pod("default", _storage_limited(pod_manifest(name, script), "1Mi"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, _storage_limited(pod_manifest(name, script), "1Mi"))
+    )
     pod = await wait_phase(core, name, {"Failed", "Succeeded"}, within=5)
     assert pod.status.phase == "Failed"
     assert pod.status.reason == "Evicted"
@@ -124,7 +135,9 @@ async def test_pod_over_its_ephemeral_storage_limit_is_evicted(
 
 async def test_evicted_pod_deletion_completes(core: client.CoreV1Api, name: str) -> None:
     script = "head -c 4194304 /dev/zero > big; sleep 60"
-    await core.create_namespaced_pod("default", _storage_limited(pod_manifest(name, script), "1Mi"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, _storage_limited(pod_manifest(name, script), "1Mi"))
+    )
     pod = await wait_phase(core, name, {"Failed", "Succeeded"}, within=5)
     assert pod.status.reason == "Evicted"
     await core.delete_namespaced_pod(name, "default")
@@ -136,7 +149,9 @@ async def test_pod_within_its_ephemeral_storage_limit_succeeds(
 ) -> None:
     # Runs past a few storage checks with 10 KiB of its 1Mi.
     script = "head -c 10240 /dev/zero > small; sleep 1.5"
-    await core.create_namespaced_pod("default", _storage_limited(pod_manifest(name, script), "1Mi"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, _storage_limited(pod_manifest(name, script), "1Mi"))
+    )
     pod = await wait_phase(core, name, {"Failed", "Succeeded"})
     assert pod.status.phase == "Succeeded"
     assert pod.status.reason is None
@@ -150,7 +165,7 @@ async def test_deleting_running_pod_kills_process(
     pid_file = tmp_path / "pid"
     # SIGTERM goes to the whole process group: the background sleep dies too.
     script = f"echo $$$$ > {pid_file}; sleep 300 & wait"
-    await core.create_namespaced_pod("default", pod_manifest(name, script))
+    await core.create_namespaced_pod("default", body(client.V1Pod, pod_manifest(name, script)))
     pid = await _running_pid(core, name, pid_file)
     assert process_alive(pid)
     await core.delete_namespaced_pod(name, "default")
@@ -163,7 +178,7 @@ async def test_force_deleted_pod_is_killed(
 ) -> None:
     pid_file = tmp_path / "pid"
     script = f"trap '' TERM; echo $$$$ > {pid_file}; while true; do sleep 1; done"
-    await core.create_namespaced_pod("default", pod_manifest(name, script))
+    await core.create_namespaced_pod("default", body(client.V1Pod, pod_manifest(name, script)))
     pid = await _running_pid(core, name, pid_file)
     await core.delete_namespaced_pod(name, "default", grace_period_seconds=0)
     await wait_for(polled(lambda: not process_alive(pid)), f"pid {pid} of {name} to die", within=10)
@@ -174,7 +189,9 @@ async def test_graceful_delete_escalates_to_sigkill(
 ) -> None:
     pid_file = tmp_path / "pid"
     script = f"trap '' TERM; echo $$$$ > {pid_file}; while true; do sleep 0.2; done"
-    await core.create_namespaced_pod("default", pod_manifest(name, script, grace=1))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, script, grace=1))
+    )
     pid = await _running_pid(core, name, pid_file)
     await core.delete_namespaced_pod(name, "default")
     await wait_gone(lambda: core.read_namespaced_pod(name, "default"), f"pod {name}", within=15)
@@ -182,9 +199,13 @@ async def test_graceful_delete_escalates_to_sigkill(
 
 
 async def test_owner_deletion_garbage_collects_pod(core: client.CoreV1Api, name: str) -> None:
-    owner = await core.create_namespaced_config_map("default", {"metadata": {"name": name}})
+    owner = await core.create_namespaced_config_map(
+        "default", body(client.V1ConfigMap, {"metadata": {"name": name}})
+    )
     ref = {"apiVersion": "v1", "kind": "ConfigMap", "name": name, "uid": owner.metadata.uid}
-    await core.create_namespaced_pod("default", pod_manifest(name, "sleep 300", owner=ref))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, "sleep 300", owner=ref))
+    )
     await wait_phase(core, name, {"Running"})
     await core.delete_namespaced_config_map(name, "default")
     await wait_gone(lambda: core.read_namespaced_pod(name, "default"), f"pod {name}", within=60)
@@ -194,14 +215,18 @@ async def test_env_vars_reach_the_process(
     core: client.CoreV1Api, name: str, tmp_path: Path
 ) -> None:
     await core.create_namespaced_config_map(
-        "default", {"metadata": {"name": name}, "data": {"colour": "green"}}
+        "default",
+        body(client.V1ConfigMap, {"metadata": {"name": name}, "data": {"colour": "green"}}),
     )
     await core.create_namespaced_secret(
         "default",
-        {"metadata": {"name": name}, "data": {"token": base64.b64encode(b"s3cret").decode()}},
+        body(
+            client.V1Secret,
+            {"metadata": {"name": name}, "data": {"token": base64.b64encode(b"s3cret").decode()}},
+        ),
     )
     out = tmp_path / "env"
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": "PLAIN", "value": "hello world"},
         {"name": "EXPANDED", "value": "$(PLAIN)!"},
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
@@ -216,7 +241,7 @@ async def test_env_vars_reach_the_process(
         {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": name, "key": "token"}}},
     ]
     pod = await core.create_namespaced_pod(
-        "default", pod_manifest(name, f"env > {out}; pwd >> {out}", env=env)
+        "default", body(client.V1Pod, pod_manifest(name, f"env > {out}; pwd >> {out}", env=env))
     )
     await wait_phase(core, name, {"Succeeded", "Failed"})
     lines = out.read_text().splitlines()
@@ -237,7 +262,9 @@ async def test_env_vars_reach_the_process(
 
 async def test_missing_config_map_waits_then_runs(core: client.CoreV1Api, name: str) -> None:
     env = [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": name, "key": "x"}}}]
-    await core.create_namespaced_pod("default", pod_manifest(name, 'test "$X" = late', env=env))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, 'test "$X" = late', env=env))
+    )
 
     async def waiting() -> object:
         pod = await core.read_namespaced_pod(name, "default")
@@ -247,16 +274,18 @@ async def test_missing_config_map_waits_then_runs(core: client.CoreV1Api, name: 
     state = await wait_for(waiting, f"{name} waiting for its ConfigMap")
     assert state.reason == "CreateContainerConfigError"
     await core.create_namespaced_config_map(
-        "default", {"metadata": {"name": name}, "data": {"x": "late"}}
+        "default", body(client.V1ConfigMap, {"metadata": {"name": name}, "data": {"x": "late"}})
     )
     pod = await wait_phase(core, name, {"Succeeded", "Failed"})
     assert pod.status.phase == "Succeeded"
 
 
 async def test_pod_bound_to_another_node_runs(core: client.CoreV1Api, name: str) -> None:
-    await core.create_node({"metadata": {"name": name}})
+    await core.create_node(body(client.V1Node, {"metadata": {"name": name}}))
     try:
-        await core.create_namespaced_pod("default", pod_manifest(name, "exit 0", node_name=name))
+        await core.create_namespaced_pod(
+            "default", body(client.V1Pod, pod_manifest(name, "exit 0", node_name=name))
+        )
         pod = await wait_phase(core, name, {"Succeeded", "Failed"})
         assert (pod.status.phase, pod.spec.node_name) == ("Succeeded", name)
     finally:
@@ -267,7 +296,9 @@ async def test_many_pods_all_complete(core: client.CoreV1Api, name: str) -> None
     count = 100
     await asyncio.gather(
         *(
-            core.create_namespaced_pod("default", pod_manifest(f"{name}-{i}", f"exit {i % 2}"))
+            core.create_namespaced_pod(
+                "default", body(client.V1Pod, pod_manifest(f"{name}-{i}", f"exit {i % 2}"))
+            )
             for i in range(count)
         )
     )
@@ -289,7 +320,9 @@ async def test_many_pods_all_complete(core: client.CoreV1Api, name: str) -> None
 async def test_pod_output_is_kept_in_the_state_dir(
     core: client.CoreV1Api, control_plane: ControlPlane, name: str
 ) -> None:
-    pod = await core.create_namespaced_pod("default", pod_manifest(name, "echo to-the-log"))
+    pod = await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest(name, "echo to-the-log"))
+    )
     await wait_phase(core, name, {"Succeeded", "Failed"})
     log = control_plane.pod_log_dir / f"default_{name}_{pod.metadata.uid}.log"
     assert log.read_text() == "to-the-log\n"

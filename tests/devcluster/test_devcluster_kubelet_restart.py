@@ -14,8 +14,14 @@ from unittest import mock
 
 import pytest
 import pytest_asyncio
-from devcluster_helpers import (
+from kubernetes_asyncio import client
+
+from runstate_dev.cluster import ControlPlane
+from runstate_dev.kubelet import LOST_REASON, ProcessKubelet
+from runstate_dev.kubelet.informer import _Expired
+from tests.devcluster.devcluster_helpers import (
     api_client_for,
+    body,
     pod_manifest,
     polled,
     process_alive,
@@ -24,11 +30,6 @@ from devcluster_helpers import (
     wait_for,
     wait_phase,
 )
-from kubernetes_asyncio import client
-
-from runstate_dev.cluster import ControlPlane
-from runstate_dev.kubelet import LOST_REASON, ProcessKubelet
-from runstate_dev.kubelet.informer import _Expired
 
 NODE = "runstate-local"
 
@@ -56,13 +57,15 @@ async def test_restarted_kubelet(bare_api: client.ApiClient, tmp_path: Path) -> 
 
     # Finished under a previous kubelet: must never run again.
     await core.create_namespaced_pod(
-        "default", pod_manifest("finished", f"touch {ran}", node_name=NODE)
+        "default", body(client.V1Pod, pod_manifest("finished", f"touch {ran}", node_name=NODE))
     )
     await core.patch_namespaced_pod_status(
         "finished", "default", {"status": {"phase": "Succeeded"}}
     )
     # Running under a previous kubelet, whose process died with it.
-    await core.create_namespaced_pod("default", pod_manifest("lost", "sleep 300", node_name=NODE))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest("lost", "sleep 300", node_name=NODE))
+    )
     await core.patch_namespaced_pod_status(
         "lost",
         "default",
@@ -84,9 +87,15 @@ async def test_restarted_kubelet(bare_api: client.ApiClient, tmp_path: Path) -> 
     )
     # Bound but never started, and not bound at all: both run.
     await core.create_namespaced_pod(
-        "default", pod_manifest("fresh", f"echo $$$$ > {pid_file}; exec sleep 300", node_name=NODE)
+        "default",
+        body(
+            client.V1Pod,
+            pod_manifest("fresh", f"echo $$$$ > {pid_file}; exec sleep 300", node_name=NODE),
+        ),
     )
-    await core.create_namespaced_pod("default", pod_manifest("unbound", "exit 0"))
+    await core.create_namespaced_pod(
+        "default", body(client.V1Pod, pod_manifest("unbound", "exit 0"))
+    )
 
     ready = tmp_path / "ready"
     kubelet = ProcessKubelet(bare_api, NODE, ready_file=ready)

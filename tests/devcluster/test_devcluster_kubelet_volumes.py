@@ -11,10 +11,10 @@ import base64
 from pathlib import Path
 from typing import Any
 
-from devcluster_helpers import pod_manifest, wait_for, wait_phase
 from kubernetes_asyncio import client
 
 from runstate_dev.cluster import ControlPlane
+from tests.devcluster.devcluster_helpers import body, pod_manifest, wait_for, wait_phase
 
 
 def _with_volumes(
@@ -49,9 +49,15 @@ async def _output(
 async def test_secret_and_config_map_item_at_a_sub_path(
     core: client.CoreV1Api, control_plane: ControlPlane, name: str
 ) -> None:
-    await core.create_namespaced_secret("default", _secret(name, {"id": "key-material"}))
+    await core.create_namespaced_secret(
+        "default", body(client.V1Secret, _secret(name, {"id": "key-material"}))
+    )
     await core.create_namespaced_config_map(
-        "default", {"metadata": {"name": name}, "data": {"app.conf": "level=debug", "x": "y"}}
+        "default",
+        body(
+            client.V1ConfigMap,
+            {"metadata": {"name": name}, "data": {"app.conf": "level=debug", "x": "y"}},
+        ),
     )
     script = (
         "cat /etc/creds/id; echo; stat -L -c %a /etc/creds/id; "
@@ -72,7 +78,7 @@ async def test_secret_and_config_map_item_at_a_sub_path(
             {"name": "conf", "mountPath": "/etc/app/app.conf", "subPath": "app.conf"},
         ],
     )
-    await core.create_namespaced_pod("default", manifest)
+    await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
     lines = (await _output(core, control_plane, name)).split("\n")
     assert lines[:6] == ["key-material", "400", "level=debug", "644", "1", "read-only"]
     assert not _on_machine("/etc/creds") and not _on_machine("/etc/app")
@@ -93,7 +99,7 @@ async def test_empty_dir_is_fresh_and_a_read_only_mount_refuses_writes(
             {"name": "scratch", "mountPath": "/ro", "readOnly": True},
         ],
     )
-    await core.create_namespaced_pod("default", manifest)
+    await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
     assert (await _output(core, control_plane, name)).split("\n")[:5] == [
         "0",
         "777",
@@ -109,7 +115,9 @@ async def test_two_pods_see_their_own_secret_at_the_same_mount_path(
 ) -> None:
     names = [f"{name}-a", f"{name}-b"]
     for pod_name in names:
-        await core.create_namespaced_secret("default", _secret(pod_name, {"token": pod_name}))
+        await core.create_namespaced_secret(
+            "default", body(client.V1Secret, _secret(pod_name, {"token": pod_name}))
+        )
     for pod_name in names:
         manifest = _with_volumes(
             # Both run at once: each sees its own secret while the other's is mounted.
@@ -117,7 +125,7 @@ async def test_two_pods_see_their_own_secret_at_the_same_mount_path(
             [{"name": "creds", "secret": {"secretName": pod_name}}],
             [{"name": "creds", "mountPath": "/etc/creds"}],
         )
-        await core.create_namespaced_pod("default", manifest)
+        await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
     outputs = await asyncio.gather(*(_output(core, control_plane, n) for n in names))
     assert outputs == names
     assert not _on_machine("/etc/creds")
@@ -131,7 +139,7 @@ async def test_missing_secret_waits_in_container_creating_then_runs(
         [{"name": "creds", "secret": {"secretName": name}}],
         [{"name": "creds", "mountPath": "/etc/creds"}],
     )
-    await core.create_namespaced_pod("default", manifest)
+    await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
 
     async def failed_mount() -> Any:
         events = await core.list_namespaced_event(
@@ -147,14 +155,18 @@ async def test_missing_secret_waits_in_container_creating_then_runs(
     pod = await core.read_namespaced_pod(name, "default")
     assert pod.status.phase == "Pending"
     assert pod.status.container_statuses[0].state.waiting.reason == "ContainerCreating"
-    await core.create_namespaced_secret("default", _secret(name, {"id": "late"}))
+    await core.create_namespaced_secret(
+        "default", body(client.V1Secret, _secret(name, {"id": "late"}))
+    )
     assert await _output(core, control_plane, name) == "late"
 
 
 async def test_run_as_user_and_fs_group(
     core: client.CoreV1Api, control_plane: ControlPlane, name: str
 ) -> None:
-    await core.create_namespaced_secret("default", _secret(name, {"id": "for-the-group"}))
+    await core.create_namespaced_secret(
+        "default", body(client.V1Secret, _secret(name, {"id": "for-the-group"}))
+    )
     script = "id -u; id -g; id -G; stat -L -c '%a %u %g' /etc/creds/id; cat /etc/creds/id"
     manifest = _with_volumes(
         pod_manifest(name, script),
@@ -163,7 +175,7 @@ async def test_run_as_user_and_fs_group(
     )
     manifest["spec"]["securityContext"] = {"runAsUser": 1000, "fsGroup": 2000}
     manifest["spec"]["containers"][0]["securityContext"] = {"runAsGroup": 3000}
-    await core.create_namespaced_pod("default", manifest)
+    await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
     assert (await _output(core, control_plane, name)).split("\n")[:5] == [
         "1000",
         "3000",
@@ -176,7 +188,7 @@ async def test_run_as_user_and_fs_group(
 async def test_run_as_non_root_without_a_user_is_refused(core: client.CoreV1Api, name: str) -> None:
     manifest = pod_manifest(name, "exit 0")
     manifest["spec"]["securityContext"] = {"runAsNonRoot": True}
-    created = await core.create_namespaced_pod("default", manifest)
+    created = await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
 
     async def waiting() -> Any:
         pod = await core.read_namespaced_pod(name, "default")
@@ -196,7 +208,7 @@ async def test_host_root_is_per_node(
 ) -> None:
     nodes = [f"{name}-x", f"{name}-y"]
     for node in nodes:
-        await core.create_node({"metadata": {"name": node}})
+        await core.create_node(body(client.V1Node, {"metadata": {"name": node}}))
     try:
 
         async def run_on(node: str, suffix: str, script: str) -> str:
@@ -206,7 +218,7 @@ async def test_host_root_is_per_node(
                 [{"name": "host", "mountPath": "/host"}],
             )
             manifest["spec"]["containers"][0]["securityContext"] = {"privileged": True}
-            await core.create_namespaced_pod("default", manifest)
+            await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
             return await _output(core, control_plane, f"{name}-{suffix}")
 
         write = "chroot /host sh -c 'echo x > /etc/runstate-test && cat /etc/runstate-test'"
@@ -227,7 +239,7 @@ async def test_service_account_token_is_mounted_in_every_pod(
 ) -> None:
     # The ServiceAccount admission plugin adds the account's token Secret as a volume.
     script = "cd /var/run/secrets/kubernetes.io/serviceaccount && cat namespace; echo; ls"
-    await core.create_namespaced_pod("default", pod_manifest(name, script))
+    await core.create_namespaced_pod("default", body(client.V1Pod, pod_manifest(name, script)))
     assert (await _output(core, control_plane, name)).split("\n")[:4] == [
         "default",
         "ca.crt",
@@ -240,7 +252,7 @@ async def test_termination_message_file_and_hostname(
     core: client.CoreV1Api, control_plane: ControlPlane, name: str
 ) -> None:
     script = "hostname; echo 'all done' > /dev/termination-log"
-    await core.create_namespaced_pod("default", pod_manifest(name, script))
+    await core.create_namespaced_pod("default", body(client.V1Pod, pod_manifest(name, script)))
     assert await _output(core, control_plane, name) == f"{name}\n"
     pod = await core.read_namespaced_pod(name, "default")
     assert pod.status.container_statuses[0].state.terminated.message == "all done\n"
@@ -254,7 +266,7 @@ async def test_host_path_type_check_fails_the_mount(core: client.CoreV1Api, name
         [{"name": "data", "hostPath": {"path": missing, "type": "Directory"}}],
         [{"name": "data", "mountPath": "/data"}],
     )
-    await core.create_namespaced_pod("default", manifest)
+    await core.create_namespaced_pod("default", body(client.V1Pod, manifest))
 
     async def failed_mount() -> Any:
         events = await core.list_namespaced_event(

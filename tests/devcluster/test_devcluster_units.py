@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -263,7 +264,7 @@ def test_free_port_is_bindable() -> None:
         sock.bind(("127.0.0.1", port))
 
 
-def _secured_pod(pod_ctx: dict[str, object], ctx: dict[str, object]) -> dict[str, object]:
+def _secured_pod(pod_ctx: dict[str, object], ctx: dict[str, object]) -> dict[str, Any]:
     return {
         "metadata": {"name": "p", "namespace": "ns", "uid": "u-1"},
         "spec": {
@@ -281,7 +282,7 @@ def test_run_as_user_and_groups_container_wins() -> None:
         {"runAsUser": 1, "runAsGroup": 2, "fsGroup": 3, "supplementalGroups": [4]},
         {"runAsUser": 1000},
     )
-    container = pod["spec"]["containers"][0]  # type: ignore[index]
+    container = pod["spec"]["containers"][0]
     assert identity(pod, container) == Identity(uid=1000, gid=2, groups=(2, 3, 4))
     assert identity(_secured_pod({}, {}), {"name": "main"}) is None
     only_user = _secured_pod({"runAsUser": 5}, {})
@@ -298,7 +299,7 @@ def test_run_as_non_root_is_checked_as_the_kubelet_does() -> None:
     ):
         identity(_secured_pod({"runAsNonRoot": True, "runAsUser": 0}, {}), {"name": "main"})
     pod = _secured_pod({"runAsNonRoot": True}, {"runAsUser": 7})
-    allowed = identity(pod, pod["spec"]["containers"][0])  # type: ignore[index]
+    allowed = identity(pod, pod["spec"]["containers"][0])
     assert allowed is not None and allowed.uid == 7
 
 

@@ -721,13 +721,7 @@ def replica(session: Operator, log: Path, priority: int) -> Operator:
         str(priority),
     ]
     log.write_bytes(b"")
-    op = Operator(
-        process=None,  # type: ignore[arg-type]
-        metrics_url=f"http://127.0.0.1:{port}",
-        log=log,
-        argv=argv,
-        env=env,
-    )
+    op = Operator(metrics_url=f"http://127.0.0.1:{port}", log=log, argv=argv, env=env)
     op.start()
     return op
 

@@ -1,5 +1,6 @@
 """The engine's decisions, driven through whole runs by the simulator (no cluster)."""
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from runstate.api.v1alpha1 import Stage, StateType
@@ -46,7 +47,7 @@ def test_parallel_is_never_exceeded() -> None:
     assert len(trace.created) == 20
 
 
-def fail_on(op: str, host: str, code: int = 1):  # type: ignore[no-untyped-def]
+def fail_on(op: str, host: str, code: int = 1) -> Callable[[WorkKey], int]:
     return lambda key: code if (key.operation, key.host) == (op, host) else 0
 
 

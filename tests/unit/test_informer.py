@@ -43,7 +43,9 @@ async def test_the_informer_follows_list_and_watch_of_the_api() -> None:
     kube = FakeKube()
     name = make_run(kube)
     await Operator(kube, InMemoryStateStore()).runs.reconcile(("default", name))
-    uid = kube.get("runs", name)["metadata"]["uid"]  # type: ignore[index]
+    run = kube.get("runs", name)
+    assert run is not None
+    uid = run["metadata"]["uid"]
     woken: list[tuple[str, str]] = []
     informer = PodInformer(kube, woken.append)
     task = asyncio.create_task(informer.run())

@@ -1,3 +1,5 @@
+from typing import Any
+
 from runstate.api.v1alpha1 import EnvVar
 from runstate.domain.work import Intent, Kind, Phase, WorkKey
 from runstate.kube.pods import build_pod, label_value, observe, pod_name
@@ -19,7 +21,7 @@ def intent(**over: object) -> Intent:
     return Intent(**base)  # type: ignore[arg-type]
 
 
-def pod(**over: object) -> dict:  # type: ignore[type-arg]
+def pod(**over: object) -> dict[str, Any]:
     return build_pod(
         run_name="nginx-fleet-x7k2p",
         run_uid=UID,
@@ -88,7 +90,8 @@ def test_label_values_are_sanitised() -> None:
 
 def test_observe_reads_back_key_and_outcome() -> None:
     p = pod()
-    assert observe(p) is not None and observe(p).phase is Phase.PENDING  # type: ignore[union-attr]
+    seen = observe(p)
+    assert seen is not None and seen.phase is Phase.PENDING
     p["status"] = {
         "phase": "Failed",
         "containerStatuses": [
@@ -116,5 +119,6 @@ def test_observe_reads_back_key_and_outcome() -> None:
         "boom\n",
     )
     p["status"]["reason"] = "DeadlineExceeded"
-    assert observe(p).timed_out  # type: ignore[union-attr]
+    seen = observe(p)
+    assert seen is not None and seen.timed_out
     assert observe({"metadata": {"name": "not-ours"}}) is None

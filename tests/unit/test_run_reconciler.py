@@ -102,9 +102,9 @@ async def test_a_crash_before_any_effect_loses_nothing_and_runs_nothing_twice(
         where = f"crash before effect {at} ({crash.value})"
         assert got == expected, where
         assert set(kube.created_pods.values()) == {1}, f"{where}: a pod was created twice"
-        history = [
-            e.to_state for e in await store.aread_history(kube.get("runs", name)["metadata"]["uid"])
-        ]
+        run = kube.get("runs", name)
+        assert run is not None, where
+        history = [e.to_state for e in await store.aread_history(run["metadata"]["uid"])]
         assert [h["to"] for h in run_status(kube, name)["history"]] == history, where
 
 
@@ -124,7 +124,9 @@ async def test_the_final_counts_survive_a_crash_after_the_final_commit() -> None
     kubelet = Kubelet(kube)
     with pytest.raises(Crash):
         await drive(Operator(kube, store, checkpoint=CrashAt(final_commit + 2)), kubelet, name)
-    record = await store.aget_state(kube.get("runs", name)["metadata"]["uid"])
+    run = kube.get("runs", name)
+    assert run is not None
+    record = await store.aget_state(run["metadata"]["uid"])
     assert record is not None and record.type == "COMPLETED"  # committed, then the crash
     await drive(Operator(kube, store), kubelet, name)
     status = run_status(kube, name)

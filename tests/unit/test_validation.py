@@ -21,6 +21,7 @@ from runstate.api.v1alpha1 import (
     RunbookSpec,
     RunSpec,
     Stage,
+    StateName,
     StateType,
     Trigger,
     param_env_name,
@@ -218,7 +219,7 @@ def test_the_last_retry_at_the_largest_backoff_never_overflows() -> None:
     )
     spec = RunSpec.model_validate(base_run())
     attempt = 100  # its failure is followed by the 100th retry: 86400 × 10^99 s, unclamped
-    running = make_state("Retrying", T0, "", attempt=attempt)
+    running = make_state(StateName.RETRYING, T0, "", attempt=attempt)
     progress = Progress(running, Stage.Execute, attempt, rfc3339(T0), None, rfc3339(T0))
     units = tuple(
         Observed(WorkKey(Kind.RUN, "a", h, attempt), Phase.FAILED, 1, "Error", "exit 1")
