@@ -286,3 +286,21 @@ async def test_a_runbook_is_parsed_once_per_generation_for_all_its_runs() -> Non
     kube.user_patch_spec("runbooks", "fleet", {"config": {"parallel": 0}})
     problem = specs.parse(view())
     assert isinstance(problem, str) and "config.parallel" in problem
+
+
+async def test_a_run_being_cancelled_finishes_its_cancel_when_its_runbook_turns_invalid() -> None:
+    """Cancelling, then the Runbook is edited into something invalid: the cancel goes on
+    (no refused transition, no reconcile error loop) and the run ends Cancelled."""
+    kube, store = FakeKube(), InMemoryStateStore()
+    kube.apply("runbooks", {"metadata": {"name": "fleet"}, "spec": runbook()})
+    kube.apply("runs", {"metadata": {"name": "r"}, "spec": {"runbookRef": {"name": "fleet"}}})
+    op = Operator(kube, store)
+    await op.runs.reconcile(("default", "r"))
+    assert kube.runnable()  # pods under way
+    kube.user_patch_spec("runs", "r", {"cancel": True})
+    kube.user_patch_spec("runbooks", "fleet", {"operations": []})
+    await op.runs.reconcile(("default", "r"))
+    await op.runs.reconcile(("default", "r"))
+    state = run_status(kube, "r")["state"]
+    assert (state["type"], state["name"]) == ("CANCELLED", "Cancelled")
+    assert kube.runnable() == []

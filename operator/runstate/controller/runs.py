@@ -242,7 +242,9 @@ class RunReconciler:
             problem = validation_problem("spec", exc)
         except InvalidRunbook as exc:
             problem = str(exc)
-        return Decided(engine.reject(self._reject_obs(run, before, now), problem), spec, units)
+        return Decided(
+            engine.reject(self._reject_obs(run, before, now, units, spec), problem), spec, units
+        )
 
     def _runbook(self, run: RunView, spec: RunSpec) -> tuple[RunbookSpec | None, str | None]:
         """The Runbook to run (inline, or by reference), or why there is none."""
@@ -281,15 +283,22 @@ class RunReconciler:
         return hosts
 
     @staticmethod
-    def _reject_obs(run: RunView, before: Progress | None, now: datetime) -> Observation:
-        # reject() looks only at progress, time and deletion; the spec is a placeholder.
-        placeholder = RunSpec.model_construct(runbook_ref=None, runbook=None)
+    def _reject_obs(
+        run: RunView,
+        before: Progress | None,
+        now: datetime,
+        units: Sequence[Observed],
+        spec: RunSpec | None,
+    ) -> Observation:
+        # reject() reads progress, time, deletion, the pods (a cancel still stops them) and,
+        # when the Run's own spec parsed, whether it asks for a cancel.
+        placeholder = spec or RunSpec.model_construct(runbook_ref=None, runbook=None)
         return Observation(
             spec=placeholder,
             runbook=None,
             runbook_problem=None,
             progress=before,
-            units=(),
+            units=tuple(units),
             now=now,
             deleted_at=run.deleted_at,
         )

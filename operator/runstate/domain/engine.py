@@ -45,17 +45,24 @@ def validate_runbook(spec: RunbookSpec) -> None:
 
 
 def reject(obs: Observation, problem: str) -> Decision:
-    """Fail a run whose spec cannot be acted on (Setup failed); `problem` names the field."""
+    """A run whose spec cannot be acted on (Setup failed); `problem` names the field.
+
+    A cancel (asked for, under way, or the Run's deletion) still wins over a failure, as in
+    `decide()`: its pods stop and the run ends Cancelled. A deleted Run may go once it ended."""
     walk = Walk(obs)
+    deleted = obs.deleted_at is not None
     if walk.final():
         walk.stage = walk.committed or Stage.Setup
         decision = settle_summary(Decision(progress=walk.progress()))
+    elif obs.spec.cancel or deleted or (walk.state and walk.state.type is StateType.CANCELLING):
+        if walk.state is None:
+            walk.move(StateName.PENDING, "Run accepted")
+        decision = stopping.cancel(walk, deleted=deleted and not obs.spec.cancel)
     else:
         if walk.state is None:
             walk.move(StateName.PENDING, "Run accepted")
         decision = setup_failed(walk, problem)
-    # A deleted Run whose spec cannot be acted on has nothing to wait for: it may go.
-    if obs.deleted_at is not None:
+    if deleted and decision.final:
         decision = dataclasses.replace(decision, release=True)
     return decision
 
