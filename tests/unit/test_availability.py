@@ -35,3 +35,13 @@ def test_a_missing_component_fails_in_ci_and_skips_elsewhere(
     assert "control plane unavailable" in proc.stdout
     if ci:
         assert "CI=true: required, never skipped" in proc.stdout
+
+
+@pytest.mark.parametrize("value", ["true", "True", "1", "yes"])
+def test_every_spelling_of_ci_counts(value: str) -> None:
+    code = "from tests.availability import IN_CI; print(IN_CI)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "CI": value},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    assert out == "True"

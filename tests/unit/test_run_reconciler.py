@@ -15,6 +15,7 @@ import pytest
 from runstate.api.v1alpha1 import FINALIZER
 from runstate.controller.effects import Commit
 from runstate.kube.api import Refused
+from runstate.metrics import REGISTRY
 from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeCache, FakeKube
 from tests.unit.operator_harness import Crash, CrashAt, Kubelet, Operator, drive, run_status
@@ -140,11 +141,25 @@ async def test_a_409_on_the_status_write_goes_onto_the_current_version() -> None
     name = make_run(kube)
     op = Operator(kube, store)
     await op.runs.reconcile(("default", name))
+    conflicts = (
+        REGISTRY.get_sample_value("runstate_api_conflicts_total", {"resource": "runs/status"})
+        or 0.0
+    )
     kube.conflicts_on_status = 1  # someone annotates the Run between our read and our write
-    await drive(op, Kubelet(kube), name)
+    Kubelet(kube).step()
+    writes = kube.writes["runs/status"]
+    await op.runs.reconcile(("default", name))
+    # The write met the 409, read the Run again and went onto its current version at once.
+    assert kube.writes["runs/status"] == writes + 2
+    assert (
+        REGISTRY.get_sample_value("runstate_api_conflicts_total", {"resource": "runs/status"})
+        == conflicts + 1
+    )
     run = kube.get("runs", name)
     assert run is not None
     assert run["metadata"]["annotations"] == {"touched": "yes"}  # theirs stays
+    assert run["status"]["stage"] in ("Prepare", "Execute")  # ours is there too
+    await drive(op, Kubelet(kube), name)
     assert run_status(kube, name)["hostsSummary"] == "3/3"
 
 
@@ -304,3 +319,45 @@ async def test_a_run_being_cancelled_finishes_its_cancel_when_its_runbook_turns_
     state = run_status(kube, "r")["state"]
     assert (state["type"], state["name"]) == ("CANCELLED", "Cancelled")
     assert kube.runnable() == []
+
+
+def test_every_metric_a_plan_can_move_has_a_home() -> None:
+    from runstate.controller.apply import COUNTERS, HISTOGRAMS
+    from runstate.controller.effects import Metric
+
+    assert set(COUNTERS) | set(HISTOGRAMS) == set(Metric)
+    assert not set(COUNTERS) & set(HISTOGRAMS)
+
+
+@pytest.mark.parametrize(
+    ("state", "deleting", "has_finalizer", "needed"),
+    [
+        (None, False, False, True),  # a new Run: before anything is written for it
+        ("RUNNING", False, False, True),
+        ("RUNNING", False, True, False),  # already there
+        ("RUNNING", True, False, False),  # being deleted: adding it now would be refused
+        ("COMPLETED", False, False, False),  # over: nothing to clean up
+        ("FAILED", False, False, False),
+    ],
+)
+def test_the_finalizer_rule(
+    state: str | None, deleting: bool, has_finalizer: bool, needed: bool
+) -> None:
+    from datetime import UTC, datetime
+
+    from runstate.api.v1alpha1 import Stage, StateName
+    from runstate.domain.records import Progress
+    from runstate.domain.states import make_state
+    from runstate.domain.stopping import needs_finalizer
+
+    names = {
+        "RUNNING": StateName.RUNNING,
+        "COMPLETED": StateName.COMPLETED,
+        "FAILED": StateName.FAILED,
+    }
+    progress = (
+        None
+        if state is None
+        else Progress(make_state(names[state], datetime.now(UTC)), Stage.Execute)
+    )
+    assert needs_finalizer(progress, deleting=deleting, has_finalizer=has_finalizer) is needed

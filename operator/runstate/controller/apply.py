@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from prometheus_client import Counter, Histogram
+
 from runstate import metrics
 from runstate.controller.effects import (
     AddFinalizer,
@@ -79,21 +81,27 @@ class Outcome:
     completed: bool  # every effect applied (False: stopped early, the plan no longer holds)
 
 
+# Each metric a plan can move, and whether it counts (a counter) or observes (a histogram).
+COUNTERS: Mapping[Metric, Counter] = {
+    Metric.STAGE_WARNINGS: metrics.STAGE_WARNINGS,
+    Metric.RUN_FAILURES: metrics.RUN_FAILURES,
+    Metric.HOST_FAILURES: metrics.HOST_FAILURES,
+    Metric.OPERATION_RESULTS: metrics.OPERATION_RESULTS,
+    Metric.STATE_TRANSITIONS: metrics.STATE_TRANSITIONS,
+}
+HISTOGRAMS: Mapping[Metric, Histogram] = {
+    Metric.RUN_DURATION: metrics.RUN_DURATION,
+    Metric.STAGE_DURATION: metrics.STAGE_DURATION,
+}
+
+
 def _measure(m: Measure) -> None:
-    if m.metric is Metric.STAGE_WARNINGS:
-        metrics.STAGE_WARNINGS.labels(*m.labels).inc(m.value)
-    elif m.metric is Metric.RUN_FAILURES:
-        metrics.RUN_FAILURES.labels(*m.labels).inc(m.value)
-    elif m.metric is Metric.HOST_FAILURES:
-        metrics.HOST_FAILURES.labels(*m.labels).inc(m.value)
-    elif m.metric is Metric.OPERATION_RESULTS:
-        metrics.OPERATION_RESULTS.labels(*m.labels).inc(m.value)
-    elif m.metric is Metric.STATE_TRANSITIONS:
-        metrics.STATE_TRANSITIONS.labels(*m.labels).inc(m.value)
-    elif m.metric is Metric.RUN_DURATION:
-        metrics.RUN_DURATION.observe(m.value)
-    elif m.metric is Metric.STAGE_DURATION:
-        metrics.STAGE_DURATION.labels(*m.labels).observe(m.value)
+    if m.metric in COUNTERS:
+        counter = COUNTERS[m.metric]
+        (counter.labels(*m.labels) if m.labels else counter).inc(m.value)
+        return
+    histogram = HISTOGRAMS[m.metric]
+    (histogram.labels(*m.labels) if m.labels else histogram).observe(m.value)
 
 
 class Applier:

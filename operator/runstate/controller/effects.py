@@ -220,6 +220,3 @@ class Effects:
     requeue_after: float | None = None
     done: bool = False  # ended, hooks included: later events change nothing
     cleanup_due_in: float | None = None  # an ended run's next pod to go under retention
-
-    def kinds(self) -> list[str]:
-        return [type(s).__name__ for s in self.steps]

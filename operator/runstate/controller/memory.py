@@ -94,7 +94,6 @@ class Announced:
     stalled_reason: str | None = None
     hook_failures: set[tuple[str, str]] | None = None  # (hook, host) with a HookFailed Event
     stage_since: tuple[str, float] | None = None  # the stage and when it was entered
-    refused: str | None = None  # the pod refusal last announced (PodCreateFailed)
 
 
 @dataclass
@@ -165,6 +164,3 @@ class Memories:
 
     def clear(self) -> None:
         self._by_key.clear()
-
-    def __len__(self) -> int:
-        return len(self._by_key)

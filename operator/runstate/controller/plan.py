@@ -50,13 +50,13 @@ from runstate.controller.effects import (
 )
 from runstate.controller.hotstate import HotState
 from runstate.controller.memory import Announced
+from runstate.controller.queue import backoff_delay
 from runstate.controller.view import RunView
 from runstate.domain import retention
 from runstate.domain.engine import Decision, Progress, Stalled
 from runstate.domain.work import Observed
 from runstate.kube import pods, status
 
-REFUSAL_BACKOFF_MAX = 60.0
 POD_CREATE_FAILED = "PodCreateFailed"
 
 
@@ -238,5 +238,5 @@ def _ending(d: Decision, i: RunInput, steps: list[Effect], wait: float | None) -
     if wait is not None and wait > 0:
         delays.append(wait)
     if i.refusal is not None:
-        delays.append(min(REFUSAL_BACKOFF_MAX, 0.5 * 2 ** max(0, i.refusals - 1)))
+        delays.append(backoff_delay(i.refusals))
     return Effects(tuple(steps), requeue_after=min(delays))

@@ -17,6 +17,11 @@ K = TypeVar("K", bound=Hashable)
 log = logging.getLogger(__name__)
 
 
+def backoff_delay(failures: int) -> float:
+    """The wait after `failures` failures in a row: 0.5 s doubling up to 60 s."""
+    return float(min(60.0, 0.5 * 2 ** max(0, failures - 1)))
+
+
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._queue: asyncio.Queue[K] = asyncio.Queue()
@@ -70,7 +75,7 @@ class WorkQueue(Generic[K]):
         """Exponential delay for a key whose reconcile failed: 0.5 s doubling up to 60 s."""
         n = self._failures.get(key, 0) + 1
         self._failures[key] = n
-        return float(min(60.0, 0.5 * 2 ** (n - 1)))
+        return backoff_delay(n)
 
     def forget(self, key: K) -> None:
         self._failures.pop(key, None)

@@ -33,7 +33,7 @@ from runstate.controller.metered import Metered
 from runstate.controller.plan import RunInput, Timing, plan_run
 from runstate.controller.slots import Slots
 from runstate.controller.view import ObjectKey, RunbookView, RunView
-from runstate.domain import engine, validation
+from runstate.domain import engine, stopping, validation
 from runstate.domain.concurrency import needs_slot
 from runstate.domain.engine import Decision, Observation, Progress
 from runstate.domain.inventory import describe_selector
@@ -171,16 +171,11 @@ class RunReconciler:
             and (run.state_type.value == mem.record.type)
         )
 
-    def _needs_finalizer(self, run: RunView, mem: RunMemory, before: Progress | None) -> bool:
-        """The finalizer goes on before anything is written for a live run, so there is never
-        hot state or a pod that a deletion could leave behind. Runs a Runbook starts carry it
-        from birth; a run already over needs none."""
-        final = before is not None and is_final(before.state.type)
-        return (
-            run.deleted_at is None
-            and FINALIZER not in run.finalizers
-            and not final
-            and not mem.finalizer_added
+    @staticmethod
+    def _needs_finalizer(run: RunView, mem: RunMemory, before: Progress | None) -> bool:
+        # The rule is the domain's; the memory only stops a second add while the cache lags.
+        return not mem.finalizer_added and stopping.needs_finalizer(
+            before, deleting=run.deleted_at is not None, has_finalizer=FINALIZER in run.finalizers
         )
 
     async def _load(self, run: RunView, mem: RunMemory, before: Progress | None) -> HotState:

@@ -10,7 +10,7 @@ It must not do I/O or decide anything.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -156,7 +156,3 @@ class RunbookView(ObjectView):
     @property
     def last_schedule_time(self) -> datetime | None:
         return parse_time(self.status.get("lastScheduleTime"))
-
-
-def runs(bodies: Sequence[Mapping[str, Any]]) -> list[RunView]:
-    return [RunView.of(b) for b in bodies]

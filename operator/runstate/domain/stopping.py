@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from runstate.api.v1alpha1 import StateName, StateType
 from runstate.domain.attempt import AttemptView
-from runstate.domain.records import Decision
+from runstate.domain.records import Decision, Progress
+from runstate.domain.states import is_final
 from runstate.domain.walk import Walk, finish
 from runstate.domain.work import WorkKey, trim_message
 
@@ -62,3 +63,12 @@ def crash(walk: Walk, message: str) -> Decision:
     """An infrastructure fault: the run is Crashed and what still runs of it is stopped."""
     finish(walk, StateName.CRASHED, message, reason="infrastructure")
     return walk.decision(delete=tuple(u.key for u in walk.obs.units if not u.finished))
+
+
+def needs_finalizer(progress: Progress | None, *, deleting: bool, has_finalizer: bool) -> bool:
+    """Whether the cleanup finalizer must go on the Run now: before anything is written for a
+    live run, so that its deletion cancels it first and leaves no pod or hot state behind. A
+    Run already being deleted, already carrying it, or already over needs none."""
+    if deleting or has_finalizer:
+        return False
+    return progress is None or not is_final(progress.state.type)
