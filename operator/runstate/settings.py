@@ -80,12 +80,23 @@ class PeeringSettings:
 
 
 @dataclass(frozen=True)
+class OperationsSettings:
+    runner_image: str = "ghcr.io/runstate/runstate:0.1.0"
+    """The image of `ssh` and `node` work pods: runstate's own, whose `runstate exec` runner
+    connects to the host and reports a typed result (the chart sets the operator's image)."""
+    allow_privileged: bool = False
+    """Runbooks may use the `node` connector: privileged pods with their Node's root at
+    /host. Off, such a run fails at Setup with a message naming the field."""
+
+
+@dataclass(frozen=True)
 class Settings:
     store: StoreSettings = field(default_factory=StoreSettings)
     server: ServerSettings = field(default_factory=ServerSettings)
     watch: WatchSettings = field(default_factory=WatchSettings)
     reconcile: ReconcileSettings = field(default_factory=ReconcileSettings)
     peering: PeeringSettings = field(default_factory=PeeringSettings)
+    operations: OperationsSettings = field(default_factory=OperationsSettings)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -231,4 +242,6 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("RUNSTATE_PEERING", "peering", "name", str),
     Variable("RUNSTATE_PEERING_PRIORITY", "peering", "priority", _priority),
     Variable("RUNSTATE_PEERING_LIFETIME", "peering", "lifetime", _positive_int),
+    Variable("RUNSTATE_RUNNER_IMAGE", "operations", "runner_image", str),
+    Variable("RUNSTATE_ALLOW_PRIVILEGED", "operations", "allow_privileged", _flag),
 )

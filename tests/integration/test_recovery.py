@@ -364,6 +364,7 @@ def assert_final_counts(name: str, kind: Kind, status: dict[str, Any]) -> None:
             "total": kind.hosts,
             "active": kind.hosts,
             "failed": 0,
+            "unreachable": 0,
             "limited": 0,
         }, (name, status)
         for op in ops:

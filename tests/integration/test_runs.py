@@ -105,7 +105,7 @@ def test_three_hosts_two_operations_complete(
     assert st["state"]["name"] == "Completed"
     assert st["state"]["message"] == "All 3 hosts completed (6 changed)."
     assert st["stage"] == "Disconnect"
-    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
     assert st["hostsSummary"] == "3/3"
     assert [(o["name"], o["hosts"], o["success"], o["error"]) for o in st["operations"]] == [
         ("update", 3, 3, 0),
@@ -1197,7 +1197,7 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
 
     assert st["state"]["type"] == "COMPLETED", st["state"]
     assert history_of(st) == ["Pending", "Running", "Completed"]
-    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
     assert [(o["name"], o["success"]) for o in st["operations"]] == [("first", 3), ("second", 3)]
     assert st["stage"] == "Disconnect" and st["hostsSummary"] == "3/3"
     obj = kube_cluster.get("run", "r1", ns)

@@ -168,7 +168,7 @@ def test_a_failed_connect_probe_fails_its_host_and_the_others_go_on(
     assert st["state"]["type"] == state_type, st["state"]
     assert st["state"]["message"] == message
     assert st["stage"] == "Disconnect"
-    assert st["hosts"] == {"total": 3, "active": 2, "failed": 1, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 2, "failed": 1, "unreachable": 0, "limited": 0}
     assert st["hostsSummary"] == "2/3"
     [failed] = st["failedHosts"]
     assert failed["host"] == "web2.example.com"
@@ -262,7 +262,7 @@ def test_a_probe_that_passes_on_a_retry_is_a_connect_warning(
     st = final_status(kube_cluster, ns, "r1")
 
     assert st["state"]["type"] == "COMPLETED", st["state"]
-    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
     assert st["stageWarnings"] == {**NO_WARNINGS, "Connect": 1}
     probes = sorted(
         (label(p, "host"), label(p, "try"), p["status"]["phase"])
@@ -374,7 +374,7 @@ def test_hosts_already_in_state_get_no_run_pod(
 
     assert st["state"]["type"] == "COMPLETED", st["state"]
     assert st["state"]["message"] == "All 3 hosts completed (6 changed)."
-    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
     assert st["hostsSummary"] == "3/3"
     assert op_counts(st) == {
         "install": counts(3, changed=2, no_change=1, success=2),
@@ -548,7 +548,7 @@ def test_ignore_errors_keeps_the_host_active(
 
     assert st["state"]["type"] == "COMPLETED", st["state"]
     assert st["state"]["message"] == "All 3 hosts completed (6 changed)."
-    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
     assert st["hostsSummary"] == "3/3"
     assert st["failedHosts"] == []
     assert op_counts(st) == {

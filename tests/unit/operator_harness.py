@@ -22,7 +22,7 @@ from runstate.controller.slots import Slots
 from runstate.controller.view import ObjectKey
 from runstate.domain.states import is_final
 from runstate.kube.pods import ANNOTATION_OPERATION, LABEL_KIND
-from runstate.settings import ReconcileSettings
+from runstate.settings import OperationsSettings, ReconcileSettings
 from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeCache, FakeKube
 
@@ -58,6 +58,7 @@ class Operator:
         cache: FakeCache | None = None,
         settings: ReconcileSettings | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        operations: OperationsSettings | None = None,
     ) -> None:
         self.kube = kube
         self.cache = cache or FakeCache(kube)
@@ -85,10 +86,15 @@ class Operator:
             slots=slots,
             applier=applier,
             settings=self.settings,
+            operations=operations or OperationsSettings(),
             clock=clock,
         )
         self.runbooks = RunbookReconciler(
-            cache=self.cache, applier=applier, clock=clock, resync_seconds=60.0
+            cache=self.cache,
+            applier=applier,
+            clock=clock,
+            resync_seconds=60.0,
+            privileged_allowed=(operations or OperationsSettings()).allow_privileged,
         )
 
 

@@ -21,6 +21,8 @@ from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
 from runstate.kube import pods, status
 from tests.unit.sim import T0, run_spec, runbook, simulate
 
+RUNNER = "ghcr.io/runstate/runstate:0.1.0"
+
 HOOKED = dict(
     inventory={"hosts": [{"name": "web1", "groups": ["web"]}, {"name": "db1", "groups": ["db"]}]},
     operations=[{"name": "op", "run": "x"}],
@@ -247,6 +249,7 @@ def evicted_pod(message: str) -> dict[str, Any]:
         namespace="ns",
         intent=_intent(key),
         parameters={},
+        runner_image=RUNNER,
     )
     pod["status"] = {
         "phase": "Failed",

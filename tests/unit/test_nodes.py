@@ -13,6 +13,8 @@ from runstate.domain.work import Intent, Kind, Observed, Phase, WorkKey
 from runstate.kube import nodes, pods, status
 from tests.unit.sim import T0, run_spec
 
+RUNNER = "ghcr.io/runstate/runstate:0.1.0"
+
 
 def node(name: str, *, labels: dict[str, str] | None = None, taints: Any = ()) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels or {}}, "spec": {"taints": list(taints)}}
@@ -120,7 +122,7 @@ def test_pods_of_a_node_host_are_pinned_to_it_and_tolerate_its_taints_when_asked
     d = start(node_runbook(tolerateTaints=True), hosts)
     built = {
         i.key.host: pods.build_pod(
-            run_name="r", run_uid="u", namespace="ns", intent=i, parameters={}
+            run_name="r", run_uid="u", namespace="ns", intent=i, parameters={}, runner_image=RUNNER
         )
         for i in d.create
     }
@@ -135,7 +137,12 @@ def test_pods_of_a_node_host_are_pinned_to_it_and_tolerate_its_taints_when_asked
     # Not asked: pinned, but no toleration.
     d = start(node_runbook(), hosts)
     pod = pods.build_pod(
-        run_name="r", run_uid="u", namespace="ns", intent=d.create[0], parameters={}
+        run_name="r",
+        run_uid="u",
+        namespace="ns",
+        intent=d.create[0],
+        parameters={},
+        runner_image=RUNNER,
     )
     assert pod["spec"]["nodeName"] == "edge-1" and "tolerations" not in pod["spec"]
 
@@ -173,7 +180,13 @@ def test_status_stays_small_for_10000_hosts_and_20_operations() -> None:
     assert d.progress.state.name == "Completed", d.progress.state.message
     st = status.run_status(d, previous={}, generation=1, history=[], now=T0)
     size = len(json.dumps(st))
-    assert st["hosts"] == {"total": 10_000, "active": 9_000, "failed": 1_000, "limited": 0}
+    assert st["hosts"] == {
+        "total": 10_000,
+        "active": 9_000,
+        "failed": 1_000,
+        "unreachable": 0,
+        "limited": 0,
+    }
     assert len(st["failedHosts"]) == 20 and len(st["operations"]) == n_ops
     assert size < 32 * 1024, size  # the object limit is 1 MiB; results stay in the store
     assert d.summary is not None and len(d.summary.results) == 9_000 * n_ops + 1_000
@@ -212,7 +225,9 @@ def test_a_pod_that_starts_slowly_is_a_warning_of_its_stage() -> None:
 
 def test_a_pods_start_delay_is_read_from_its_creation_and_start() -> None:
     intent = Intent(key=WorkKey(Kind.RUN, "op", "a"), command="x", image="alpine")
-    pod = pods.build_pod(run_name="r", run_uid="u", namespace="ns", intent=intent, parameters={})
+    pod = pods.build_pod(
+        run_name="r", run_uid="u", namespace="ns", intent=intent, parameters={}, runner_image=RUNNER
+    )
     pod["metadata"]["creationTimestamp"] = "2026-11-24T12:00:00Z"
     pod["status"] = {
         "phase": "Running",

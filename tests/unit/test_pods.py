@@ -4,6 +4,8 @@ from runstate.api.v1alpha1 import EnvVar
 from runstate.domain.work import Intent, Kind, Phase, WorkKey
 from runstate.kube.pods import build_pod, label_value, observe, pod_name
 
+RUNNER = "ghcr.io/runstate/runstate:0.1.0"
+
 UID = "6f1c0d4e-8a51-4f0e-9b7e-1f4f0c2b9a11"
 
 
@@ -28,6 +30,7 @@ def pod(**over: object) -> dict[str, Any]:
         namespace="web",
         intent=intent(**over),
         parameters={"version": "1.27", "dry-mode": "no"},
+        runner_image=RUNNER,
     )
 
 

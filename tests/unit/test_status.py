@@ -13,7 +13,7 @@ def test_completed_run_status_has_counts_conditions_and_duration() -> None:
     st = run_status(d, previous={}, generation=3, history=hist, now=T0)
     assert st["state"]["type"] == "COMPLETED" and st["stage"] == "Disconnect"
     assert st["observedGeneration"] == 3
-    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "limited": 0}
+    assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
     assert st["hostsSummary"] == "3/3"
     assert st["history"] == [{"from": "", "to": "PENDING/Pending", "at": "t0", "message": ""}]
     conds = {c["type"]: c for c in st["conditions"]}

@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
-    BaseModel,
     ConfigDict,
     Field,
     WithJsonSchema,
@@ -24,6 +23,10 @@ from pydantic import (
     model_validator,
 )
 from pydantic.alias_generators import to_camel
+
+from runstate.api.connector import Connector
+from runstate.api.model import ApiModel
+from runstate.api.podtemplate import PodTemplate
 
 GROUP = "runstate.dev"
 VERSION = "v1alpha1"
@@ -76,13 +79,7 @@ def param_env_name(name: str) -> str:
     return PARAM_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-class _Model(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields ignored (the API server prunes
-    what the schema does not declare, and a newer CRD must not break an older operator)."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
-    )
+_Model = ApiModel
 
 
 # --------------------------------------------------------------------------------------------
@@ -325,6 +322,11 @@ class Defaults(_Model):
         default=None,
         description="Container resources (requests/limits of quantities), passed to pods as is",
     )
+    pod_template: PodTemplate | None = Field(
+        default=None,
+        description="Added to every work pod (volumes, nodeSelector, tolerations, "
+        "securityContext ...); an operation's own podTemplate is merged over it",
+    )
 
     @field_validator("env")
     @classmethod
@@ -372,6 +374,12 @@ class Operation(_Model):
     timeout_seconds: PositiveSeconds | None = None
     retries: Annotated[int, Field(ge=0, le=10)] = 0
     ignore_errors: bool = False
+    connector: Connector | None = Field(
+        default=None, description="This operation's connector (default: spec.connector)"
+    )
+    pod_template: PodTemplate | None = Field(
+        default=None, description="Merged over spec.defaults.podTemplate for this operation"
+    )
 
     @field_validator("env")
     @classmethod
@@ -500,6 +508,11 @@ class History(_Model):
 
 class RunbookSpec(_Model):
     inventory: Inventory = Field(default_factory=Inventory)
+    connector: Connector = Field(
+        default_factory=Connector,
+        description="How run and check reach the hosts: in the pod (pod), on the host over "
+        "SSH (ssh), or chrooted into the Node (node)",
+    )
     defaults: Defaults = Field(default_factory=Defaults)
     connect: Connect | None = None
     operations: list[Operation] = Field(min_length=1, max_length=200)
@@ -608,6 +621,11 @@ class HostCounts(_Model):
     total: int = 0
     active: int = 0
     failed: int = 0
+    unreachable: int = Field(
+        default=0,
+        description="Failed hosts that could not be reached at Connect (AWX's dark hosts); "
+        "also counted in failed",
+    )
     limited: int = Field(default=0, description="Hosts left out by spec.limit")
 
 

@@ -93,6 +93,7 @@ class RunInput:
     refusal: tuple[str, str] | None  # (pod, message) the API server last refused
     refusals: int
     timing: Timing
+    runner_image: str  # the image of ssh and node work pods (operations.runnerImage)
 
 
 def plan_run(i: RunInput) -> Effects:
@@ -166,6 +167,7 @@ def _pods(d: Decision, i: RunInput) -> list[Effect]:
                     namespace=v.namespace,
                     intent=intent,
                     parameters=i.parameters,
+                    runner_image=i.runner_image,
                 ),
             )
             for intent in d.create

@@ -39,14 +39,15 @@ class RunbookInput:
     asked: frozenset[str]  # finished Runs already asked to go, the cache still shows
     now: datetime
     resync_seconds: float
+    privileged_allowed: bool = False  # the operator lets Runbooks use the node connector
 
 
 def _validate(
-    view: RunbookView, now: datetime
+    view: RunbookView, now: datetime, *, privileged_allowed: bool
 ) -> tuple[RunbookSpec | None, str | None, triggers.TriggerPlan | None]:
     try:
         spec = RunbookSpec.model_validate(view.spec)
-        engine.validate_runbook(spec)
+        engine.validate_runbook(spec, privileged_allowed=privileged_allowed)
         plan = triggers.plan(
             spec.trigger,
             runbook=view.name,
@@ -69,7 +70,7 @@ def _created(view: RunbookView, now: datetime) -> datetime:
 
 def plan_runbook(i: RunbookInput) -> Effects:
     v = i.view
-    spec, problem, plan = _validate(v, i.now)
+    spec, problem, plan = _validate(v, i.now, privileged_allowed=i.privileged_allowed)
     steps: list[Effect] = []
     if plan is not None:
         for start in plan.start:
@@ -138,7 +139,9 @@ class RunbookReconciler:
         applier: Applier,
         clock: Callable[[], datetime],
         resync_seconds: float,
+        privileged_allowed: bool = False,
     ) -> None:
+        self.privileged_allowed = privileged_allowed
         self.cache = cache
         self.applier = applier
         self.clock = clock
@@ -157,7 +160,14 @@ class RunbookReconciler:
         asked = self._asked.setdefault(key, set())
         asked &= {r.name for r in views}  # forget names the cache no longer has
         effects = plan_runbook(
-            RunbookInput(view, views, frozenset(asked), self.clock(), self.resync_seconds)
+            RunbookInput(
+                view,
+                views,
+                frozenset(asked),
+                self.clock(),
+                self.resync_seconds,
+                privileged_allowed=self.privileged_allowed,
+            )
         )
         outcome = await self.applier.apply_runbook(view, effects, asked)
         return outcome.requeue_after

@@ -42,7 +42,7 @@ from runstate.domain.work import Observed
 from runstate.kube.api import KubeApi
 from runstate.kube.nodes import hosts_from_nodes
 from runstate.kube.status import HISTORY_IN_STATUS
-from runstate.settings import ReconcileSettings
+from runstate.settings import OperationsSettings, ReconcileSettings
 from runstate_stores.base import StateRecord
 
 # A decision is linear in the run's units: about 0.7 s for a 10,000-host run at 100,000 units.
@@ -111,6 +111,7 @@ class RunReconciler:
         slots: Slots,
         applier: Applier,
         settings: ReconcileSettings,
+        operations: OperationsSettings,
         clock: Callable[[], datetime],
     ) -> None:
         self.kube = kube
@@ -119,6 +120,7 @@ class RunReconciler:
         self.slots = slots
         self.applier = applier
         self.settings = settings
+        self.operations = operations
         self.clock = clock
         self.memories = Memories()
         self.runbooks = RunbookSpecs()
@@ -231,6 +233,7 @@ class RunReconciler:
                 holders=slot.holders,
                 deleted_at=run.deleted_at,
                 nodes=nodes,
+                privileged_allowed=self.operations.allow_privileged,
             )
             return Decided(await decide(obs), spec, units)
         except ValidationError as exc:
@@ -336,6 +339,7 @@ class RunReconciler:
                 coalesce_seconds=s.status_coalesce_seconds,
                 finished_ttl_seconds=s.finished_ttl_seconds,
             ),
+            runner_image=self.operations.runner_image,
         )
 
     def _after(

@@ -89,10 +89,21 @@ async def start(
         kube=kube, store=metered, slots=slots, clock=clock, create_concurrency=r.create_concurrency
     )
     runs = RunReconciler(
-        kube=kube, store=metered, cache=cache, slots=slots, applier=applier, settings=r, clock=clock
+        kube=kube,
+        store=metered,
+        cache=cache,
+        slots=slots,
+        applier=applier,
+        settings=r,
+        operations=cfg.operations,
+        clock=clock,
     )
     runbooks = RunbookReconciler(
-        cache=cache, applier=applier, clock=clock, resync_seconds=r.resync_seconds
+        cache=cache,
+        applier=applier,
+        clock=clock,
+        resync_seconds=r.resync_seconds,
+        privileged_allowed=cfg.operations.allow_privileged,
     )
     rt = Runtime(cfg, kube, store, queue, runs, runbooks)
     gate = _peering_gate(cfg, kube, identity, runs.forget)

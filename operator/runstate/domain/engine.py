@@ -39,9 +39,9 @@ from runstate.domain.scheduling import QUEUED_RECHECK_SECONDS
 from runstate.domain.walk import Walk, setup_failed
 
 
-def validate_runbook(spec: RunbookSpec) -> None:
+def validate_runbook(spec: RunbookSpec, *, privileged_allowed: bool = False) -> None:
     """Raise `SpecError` for what only the operator can judge (see `validation`)."""
-    validation.validate_runbook(spec)
+    validation.validate_runbook(spec, privileged_allowed=privileged_allowed)
 
 
 def reject(obs: Observation, problem: str) -> Decision:
@@ -96,7 +96,9 @@ def _decide(obs: Observation) -> Decision:
     # ---- Setup: validate, resolve the inventory and the DAG.
     walk.reach(Stage.Setup)
     try:
-        inv, dag = validation.setup(obs.spec, rb, obs.nodes)
+        inv, dag = validation.setup(
+            obs.spec, rb, obs.nodes, privileged_allowed=obs.privileged_allowed
+        )
     except SpecError as exc:
         return setup_failed(walk, str(exc))
     queued = scheduling.queue(walk, rb)

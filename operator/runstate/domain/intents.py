@@ -14,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from runstate.api.podtemplate import PodTemplate
 from runstate.api.v1alpha1 import EnvVar, Host, Operation, RunbookSpec
+from runstate.domain import connection
 from runstate.domain.inventory import ResolvedInventory
 from runstate.domain.work import Intent, WorkKey
 
@@ -25,11 +27,13 @@ def build_intent(
     command: str,
     *,
     host: Host | None,
+    op: Operation | None = None,
     env: Iterable[EnvVar] = (),
-    image: str | None = None,
     timeout: int | None = None,
 ) -> Intent:
-    """The pod for `key` on `host` (None: a hook that runs once per run, on no host)."""
+    """The pod for `key` on `host` (None: a hook that runs once per run, on no host). `op`
+    gives the image, env, timeout, connector and pod template (None: a Connect probe, whose
+    `timeout` is given alone); `env` comes before the operation's own."""
     node_name: str | None = None
     tolerate: tuple[dict[str, Any], ...] = ()
     if host is not None and rb.inventory.node_selector is not None:
@@ -37,18 +41,25 @@ def build_intent(
         node_name = host.name
         if rb.inventory.tolerate_taints:
             tolerate = tuple(dict(t) for t in host.data.get("taints") or [])
+    templates: tuple[PodTemplate, ...] = tuple(
+        t
+        for t in (rb.defaults.pod_template, op.pod_template if op is not None else None)
+        if t is not None
+    )
     return Intent(
         key=key,
         command=command,
-        image=image or rb.defaults.image,
-        env=(*rb.defaults.env, *env),
-        timeout_seconds=timeout,
+        image=(op.image if op is not None else None) or rb.defaults.image,
+        env=(*rb.defaults.env, *env, *(op.env if op is not None else ())),
+        timeout_seconds=op.timeout_seconds if op is not None else timeout,
         host_data=host.data if host is not None else {},
         groups=tuple(host.groups) if host is not None else (),
         service_account_name=rb.defaults.service_account_name,
         resources=rb.defaults.resources,
         node_name=node_name,
         tolerate=tolerate,
+        connection=connection.resolve(connection.connector_of(rb, op), host),
+        pod_templates=templates,
     )
 
 
@@ -85,18 +96,7 @@ class Starter:
         if self._budget <= 0 or key in self._existing:
             return
         host = self._inv.by_name[key.host]
-        if op is None:
-            intent = build_intent(self._rb, key, command, host=host, timeout=timeout)
-        else:
-            intent = build_intent(
-                self._rb,
-                key,
-                command,
-                host=host,
-                env=op.env,
-                image=op.image,
-                timeout=op.timeout_seconds,
-            )
+        intent = build_intent(self._rb, key, command, host=host, op=op, timeout=timeout)
         self._create.append(intent)
         self._budget -= 1
 

@@ -54,6 +54,8 @@ class Observation:
     deleted_at: datetime | None = None
     # A `nodeSelector` inventory: the Nodes (as hosts) that matched when the run started.
     nodes: tuple[Host, ...] | None = None
+    # The operator lets Runbooks use the privileged `node` connector (operations.allowPrivileged).
+    privileged_allowed: bool = False
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from runstate.domain.attempt import AttemptView
 from runstate.domain.dag import Dag
 from runstate.domain.intents import Starter
 from runstate.domain.inventory import ResolvedInventory
-from runstate.domain.planners.connect import plan_connect
+from runstate.domain.planners.connect import plan_connect, probe_of
 from runstate.domain.planners.execute import ExecutePlan, plan_execute
 from runstate.domain.planners.prepare import PreparePlan, plan_prepare
 from runstate.domain.planners.summary import summarize, tally
@@ -47,7 +47,7 @@ def run(
     starter = Starter(rb, inv, existing=view.units, budget=budget)
 
     walk.reach(Stage.Connect)
-    connect = plan_connect(view, hosts, rb.connect, starter)
+    connect = plan_connect(view, hosts, probe_of(rb), starter)
     prepare = PreparePlan.skipped(order, connect.failed)
     if not connect.waiting:
         walk.reach(Stage.Prepare)

@@ -45,7 +45,7 @@ from runstate.api.v1alpha1 import (
     RunSpec,
     param_env_name,
 )
-from runstate.domain import hooks, triggers
+from runstate.domain import connection, hooks, triggers
 from runstate.domain.dag import Dag, build_dag
 from runstate.domain.errors import SpecError
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
@@ -116,10 +116,11 @@ def _env(env: Sequence[EnvVar], where: str) -> None:
         seen[var.name] = i
 
 
-def _rest(spec: RunbookSpec) -> Dag:
+def _rest(spec: RunbookSpec, *, privileged_allowed: bool) -> Dag:
     """Every check of `validate_runbook` but the inventory's; the DAG it built."""
     dag = build_dag(spec.operations)
     hooks.validate_hooks(spec)
+    connection.validate(spec, privileged_allowed=privileged_allowed)
     _env(spec.defaults.env, "spec.defaults.env")
     for i, op in enumerate(spec.operations):
         _env(op.env, f"spec.operations[{i}].env")
@@ -129,14 +130,15 @@ def _rest(spec: RunbookSpec) -> Dag:
     return dag
 
 
-def validate_runbook(spec: RunbookSpec) -> None:
+def validate_runbook(spec: RunbookSpec, *, privileged_allowed: bool = False) -> None:
     """Raise `SpecError` for the first thing in `spec` the operator cannot act on: the static
     inventory (no hosts, duplicates, unknown groups or host names in `operations[].hosts`), the
-    DAG (duplicates, unknown `dependsOn`, cycles), hooks, env names, the trigger (zone,
-    schedule that never fires). A `nodeSelector` inventory is resolved when a run starts."""
+    DAG (duplicates, unknown `dependsOn`, cycles), hooks, connectors (a `node` connector the
+    operator does not allow: `privileged_allowed`), env names, the trigger (zone, schedule that
+    never fires). A `nodeSelector` inventory is resolved when a run starts."""
     if spec.inventory.node_selector is None:
         resolve_inventory(spec, None)
-    _rest(spec)
+    _rest(spec, privileged_allowed=privileged_allowed)
 
 
 def _parameters(spec: RunSpec) -> None:
@@ -150,7 +152,9 @@ def _parameters(spec: RunSpec) -> None:
         seen[env] = key
 
 
-def validate_run(spec: RunSpec, runbook: RunbookSpec | None) -> None:
+def validate_run(
+    spec: RunSpec, runbook: RunbookSpec | None, *, privileged_allowed: bool = False
+) -> None:
     """Raise `SpecError` for a Run that cannot start: its parameters (two that become one env
     var), and with its Runbook (None: not there yet, nothing more to judge) everything
     `validate_runbook` judges plus `limit` against a static inventory."""
@@ -159,7 +163,7 @@ def validate_run(spec: RunSpec, runbook: RunbookSpec | None) -> None:
         return
     if runbook.inventory.node_selector is None:
         resolve_inventory(runbook, spec.limit)  # what resolve_inventory(runbook, None) checks, too
-    _rest(runbook)
+    _rest(runbook, privileged_allowed=privileged_allowed)
 
 
 class _SetupCache:
@@ -200,6 +204,7 @@ class _Entry:
     spec: RunSpec
     runbook: RunbookSpec
     nodes: object
+    privileged_allowed: bool
     setup: tuple[ResolvedInventory, Dag] | None
     problem: tuple[str, str] | None  # (field, message) of the SpecError it raised
 
@@ -211,15 +216,23 @@ _SETUPS = _SetupCache()
 
 
 def setup(
-    spec: RunSpec, runbook: RunbookSpec, nodes: Sequence[Host] | None = None
+    spec: RunSpec,
+    runbook: RunbookSpec,
+    nodes: Sequence[Host] | None = None,
+    *,
+    privileged_allowed: bool = False,
 ) -> tuple[ResolvedInventory, Dag]:
-    """`setup_uncached`, worked out once per (spec, runbook, nodes) objects."""
+    """`setup_uncached`, worked out once per (spec, runbook, nodes) objects and opt-in."""
     entry = _SETUPS.get(spec, runbook, nodes)
+    if entry is not None and entry.privileged_allowed is not privileged_allowed:
+        entry = None
     if entry is None:
         try:
-            entry = _Entry(spec, runbook, nodes, setup_uncached(spec, runbook, nodes), None)
+            done = setup_uncached(spec, runbook, nodes, privileged_allowed=privileged_allowed)
+            entry = _Entry(spec, runbook, nodes, privileged_allowed, done, None)
         except SpecError as exc:
-            entry = _Entry(spec, runbook, nodes, None, (exc.field, exc.message))
+            problem = (exc.field, exc.message)
+            entry = _Entry(spec, runbook, nodes, privileged_allowed, None, problem)
         _SETUPS.put(entry)
     if entry.setup is None:
         field, message = entry.problem or ("spec", "invalid")
@@ -228,13 +241,17 @@ def setup(
 
 
 def setup_uncached(
-    spec: RunSpec, runbook: RunbookSpec, nodes: Sequence[Host] | None = None
+    spec: RunSpec,
+    runbook: RunbookSpec,
+    nodes: Sequence[Host] | None = None,
+    *,
+    privileged_allowed: bool = False,
 ) -> tuple[ResolvedInventory, Dag]:
     """The Setup stage of a run: every check of `validate_run`, then the run's inventory
     (`nodes`: a `nodeSelector` inventory's Nodes) and its DAG, each resolved once."""
     _parameters(spec)
     inventory = resolve_inventory(runbook, spec.limit, nodes)
-    return inventory, _rest(runbook)
+    return inventory, _rest(runbook, privileged_allowed=privileged_allowed)
 
 
 __all__ = [

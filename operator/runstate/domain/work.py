@@ -15,7 +15,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from runstate.api.podtemplate import PodTemplate
 from runstate.api.v1alpha1 import EnvVar, FailedHost, Stage
+from runstate.domain.targets import Connection
+from runstate.runner.result import ErrorClass
 
 
 class Kind(enum.StrEnum):
@@ -41,6 +44,11 @@ INFRASTRUCTURE_REASONS = frozenset(
         "OutOfpods",
     }
 )
+
+
+# A unit that ran out of time: its pod's deadline, or its runner's timeout (the runner's
+# `ErrorClass.TIMEOUT`).
+TIMEOUT_REASONS = frozenset({"DeadlineExceeded", ErrorClass.TIMEOUT.value})
 
 
 class Phase(enum.StrEnum):
@@ -75,6 +83,8 @@ class Observed:
     # Seconds from the pod's creation to its start, once started (slow starts are warnings);
     # worked out once per pod event, not once per decision and unit.
     start_delay: float | None = None
+    # Its runner connected without checking the host key (insecureSkipHostKeyCheck).
+    host_key_check_skipped: bool = False
 
     @property
     def finished(self) -> bool:
@@ -87,7 +97,7 @@ class Observed:
 
     @property
     def timed_out(self) -> bool:
-        return self.phase is Phase.FAILED and self.reason == "DeadlineExceeded"
+        return self.phase is Phase.FAILED and self.reason in TIMEOUT_REASONS
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,9 @@ class Intent:
     resources: Mapping[str, Any] | None = None
     node_name: str | None = None  # Node inventories: the pod runs on its host's Node
     tolerate: tuple[Mapping[str, Any], ...] = ()  # taints ({key, value, effect}) to tolerate
+    connection: Connection = None  # None: the command runs in the pod (the pod connector)
+    # podTemplates to merge into the pod, in order (the Runbook's defaults, the operation's).
+    pod_templates: tuple[PodTemplate, ...] = ()
 
 
 MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host or hook

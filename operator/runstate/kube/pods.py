@@ -17,8 +17,11 @@ from typing import Any
 from runstate.api import v1alpha1
 from runstate.api.v1alpha1 import API_VERSION, GROUP
 from runstate.domain.states import seconds_between
+from runstate.domain.targets import SshConnection
 from runstate.domain.work import INFRASTRUCTURE_REASONS, Intent, Kind, Observed, Phase, WorkKey
+from runstate.kube import connectors
 from runstate.kube.nodes import tolerations
+from runstate.runner.result import UnitOutcome
 
 LABEL_RUN = f"{GROUP}/run"
 LABEL_RUN_UID = f"{GROUP}/run-uid"
@@ -76,8 +79,10 @@ def build_pod(
     namespace: str,
     intent: Intent,
     parameters: Mapping[str, str],
+    runner_image: str,
 ) -> dict[str, Any]:
-    """The Pod that runs one unit of work, owned by its Run (deleted with it)."""
+    """The Pod that runs one unit of work, owned by its Run (deleted with it); `runner_image`
+    is the image of ssh and node pods (runstate's own)."""
     key = intent.key
     env: list[dict[str, Any]] = [
         {"name": "RUNSTATE_RUN", "value": run_name},
@@ -92,22 +97,26 @@ def build_pod(
     env += [{"name": param_env_name(k), "value": v} for k, v in sorted(parameters.items())]
     for var in intent.env:
         env.append(var.model_dump(by_alias=True, exclude_none=True))
-
+    work = connectors.work_container(
+        intent, runner_image=runner_image, forwarded=[e["name"] for e in env]
+    )
     container: dict[str, Any] = {
         "name": CONTAINER,
-        "image": intent.image,
-        "command": ["/bin/sh", "-c", intent.command],
-        "env": env,
-        # The tail of the output becomes the termination message when the command fails,
-        # which is how failure output reaches the Run's status.
-        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "image": work.image,
+        "command": work.command,
+        "env": env + work.env,
+        "securityContext": work.security_context,
+        "terminationMessagePolicy": work.termination_policy,
     }
+    if work.volume_mounts:
+        container["volumeMounts"] = work.volume_mounts
     if intent.resources:
         container["resources"] = dict(intent.resources)
     spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "enableServiceLinks": False,
         "containers": [container],
+        **work.pod_spec,
     }
     if intent.service_account_name:
         spec["serviceAccountName"] = intent.service_account_name
@@ -115,13 +124,13 @@ def build_pod(
         # Operation pods run user commands: no API credentials unless a service account is asked for.
         spec["automountServiceAccountToken"] = False
     if intent.timeout_seconds:
-        spec["activeDeadlineSeconds"] = intent.timeout_seconds
+        spec["activeDeadlineSeconds"] = _deadline(intent)
     if intent.node_name:
         spec["nodeName"] = intent.node_name  # a Node host: this pod runs on that Node
         if intent.tolerate:
             spec["tolerations"] = tolerations(intent.tolerate)
 
-    return {
+    pod = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
@@ -151,6 +160,21 @@ def build_pod(
         },
         "spec": spec,
     }
+    return pod
+
+
+# The runner ends a command that overruns its timeout itself, with a typed Timeout result; the
+# pod's deadline is the backstop, later by the time to connect and to write that result.
+_RUNNER_GRACE_SECONDS = 15
+
+
+def _deadline(intent: Intent) -> int:
+    timeout = intent.timeout_seconds or 0
+    conn = intent.connection
+    if conn is None:
+        return timeout
+    connect = conn.connect_timeout_seconds if isinstance(conn, SshConnection) else 0
+    return timeout + connect + _RUNNER_GRACE_SECONDS
 
 
 def observe(pod: Mapping[str, Any]) -> Observed | None:
@@ -177,6 +201,8 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
     reason = status.get("reason") or ""
     message = status.get("message") or ""
     started = finished = None
+    skipped = False
+    runner = _runs_runner(pod)
     for cs in status.get("containerStatuses") or []:
         if cs.get("name") != CONTAINER:
             continue
@@ -189,6 +215,10 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
             # when the node ended the pod (evicted ...): then the node's word is the news.
             if status.get("reason") not in INFRASTRUCTURE_REASONS:
                 message = term.get("message") or message
+            outcome = _outcome(term.get("message")) if runner else None
+            if outcome is not None:
+                reason, message = _runner_verdict(outcome, reason)
+                skipped = outcome.host_key_check_skipped
             started, finished = term.get("startedAt"), term.get("finishedAt")
         elif state.get("running"):
             started = state["running"].get("startedAt")
@@ -204,4 +234,34 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
         finished_at=finished,
         deleting=bool(meta.get("deletionTimestamp")),
         start_delay=seconds_between(meta.get("creationTimestamp"), started),
+        host_key_check_skipped=skipped,
     )
+
+
+def _runs_runner(pod: Mapping[str, Any]) -> bool:
+    """The pod's work container is runstate's runner (ssh and node connectors)."""
+    for c in (pod.get("spec") or {}).get("containers") or []:
+        if c.get("name") == CONTAINER:
+            return list(c.get("command") or [])[:2] == ["runstate", "exec"]
+    return False
+
+
+def _outcome(message: str | None) -> UnitOutcome | None:
+    if not message:
+        return None
+    try:
+        return UnitOutcome.decode(message)
+    except ValueError:
+        return None  # not written by the runner (it died first): the pod's own word stands
+
+
+def _runner_verdict(outcome: UnitOutcome, reason: str) -> tuple[str, str]:
+    """(reason, message) of a unit from its runner's result: the error class is the reason
+    (Unreachable, HostKeyMismatch, Timeout ...); the output's tail is the message when the
+    command ran, as a `pod` unit's termination message is."""
+    if outcome.error is not None:
+        text = outcome.message
+        if outcome.output_tail:
+            text = f"{outcome.message}\n{outcome.output_tail}"
+        return str(outcome.error), text
+    return reason, outcome.output_tail or outcome.message

@@ -4,7 +4,7 @@ runstate exec --connector {ssh,local} [--host H] [--port P] [--user U] [--key FI
               [--known-hosts FILE | --insecure-skip-host-key-check]
               [--jump [USER@]HOST[:PORT] [--jump-key FILE] [--jump-known-hosts FILE]]
               [--connect-timeout S] [--timeout S] [--sudo] [--connect-only]
-              [--result FILE] [-- COMMAND ...]
+              [--chroot DIR] [--forward-env NAME,...] [--result FILE] [-- COMMAND ...]
 
 The command is the words after ``--`` joined with spaces (one shell command line, as ssh does),
 else the environment variable ``RUNSTATE_COMMAND``; ``--connect-only`` runs the Connect stage's
@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from runstate.runner.local import run_locally
@@ -34,6 +36,8 @@ from runstate.runner.ssh import SshTarget, probe, run_over_ssh
 __all__ = ["COMMAND_ENV", "DEFAULT_RESULT", "main"]
 
 COMMAND_ENV = "RUNSTATE_COMMAND"
+# Variables a POSIX shell can export (Kubernetes also allows '-' and '.' in env names).
+_SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_RESULT = "/dev/termination-log"
 
 
@@ -73,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sudo", action="store_true", help="run as sudo -n sh -c COMMAND")
     parser.add_argument(
         "--connect-only", action="store_true", help="the Connect probe: connect, run `true`"
+    )
+    parser.add_argument(
+        "--chroot", metavar="DIR", help="local: run the command chrooted into DIR (node)"
+    )
+    parser.add_argument(
+        "--forward-env",
+        default="",
+        metavar="NAMES",
+        help="ssh: comma-separated variables of this environment exported to the command",
     )
     parser.add_argument("--result", default=DEFAULT_RESULT, metavar="FILE")
     parser.add_argument("command", nargs="*", help="after --: the command line")
@@ -157,11 +170,19 @@ async def run(args: argparse.Namespace) -> UnitOutcome:
         sys.stdout.buffer.flush()
 
     if args.connector == "local":
-        return await run_locally(command or "true", out=out, timeout=args.timeout)
+        return await run_locally(command or "true", out=out, timeout=args.timeout, root=args.chroot)
     target = target_from_args(args)
     if args.connect_only:
         return await probe(target)
+    command = exports(args.forward_env, os.environ) + command
     return await run_over_ssh(target, command, out=out, timeout=args.timeout)
+
+
+def exports(names: str, env: Mapping[str, str]) -> str:
+    """``export NAME='value'; `` for each of the comma-separated ``names`` set in ``env``: the
+    pod's variables (RUNSTATE_HOST, parameters, the operation's env) on the host."""
+    wanted = [n for n in names.split(",") if _SHELL_NAME.match(n) and n in env]
+    return "".join(f"export {n}={shlex.quote(env[n])}; " for n in wanted)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,5 @@
-"""The ``pod`` connector: run one command with ``sh -c`` where the runner itself runs.
+"""The ``pod`` and ``node`` connectors: run one command with ``sh -c`` where the runner runs,
+or chrooted into a directory (a Node's root at ``/host``).
 
 Owns ``run_locally``, the local twin of ``ssh.run_over_ssh``: same streaming of the combined
 output, same ``UnitOutcome``. Must not know Kubernetes or the operator.
@@ -19,6 +20,7 @@ from runstate.runner.result import ErrorClass, UnitOutcome
 __all__ = ["run_locally"]
 
 _SHELL = "/bin/sh"
+_CHROOT = "chroot"
 
 
 async def run_locally(
@@ -26,15 +28,18 @@ async def run_locally(
     *,
     out: Callable[[bytes], None],
     timeout: float | None,  # noqa: ASYNC109  # ends in a Timeout outcome, not an exception
+    root: str | None = None,
 ) -> UnitOutcome:
-    """Run ``sh -c command``; stdout and stderr (combined) go to ``out`` as they come."""
+    """Run ``sh -c command`` (chrooted into ``root``, when given: the root's own ``/bin/sh``);
+    stdout and stderr (combined) go to ``out`` as they come."""
     started = time.monotonic()
     tail = OutputTail()
+    argv = [_SHELL, "-c", command]
+    if root is not None:
+        argv = [_CHROOT, root, *argv]
     try:
         process = await asyncio.create_subprocess_exec(
-            _SHELL,
-            "-c",
-            command,
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
@@ -44,7 +49,7 @@ async def run_locally(
         return UnitOutcome(
             exit_code=None,
             error=ErrorClass.RUNNER_ERROR,
-            message=f"cannot start {_SHELL}: {exc.strerror}",
+            message=f"cannot start {argv[0]}: {exc.strerror}",
             duration_seconds=time.monotonic() - started,
         )
     assert process.stdout is not None
@@ -70,7 +75,7 @@ async def run_locally(
     return UnitOutcome(
         exit_code=code,
         error=None,
-        message=f"{note} (local)",
+        message=f"{note} ({'local' if root is None else 'chroot ' + root})",
         duration_seconds=time.monotonic() - started,
         output_tail=tail.text(),
     )

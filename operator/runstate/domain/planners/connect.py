@@ -1,7 +1,10 @@
 """Connect: the probe once per host (again, while its retries last).
 
-Owns which hosts passed their probe, which failed it (failed hosts of the Connect stage), and
-which probes to start next. It must not look at checks or operations, nor move the run's state.
+The probe is the user's `connect.run`; with the `ssh` connector there is one even without it,
+the runner's own no-op (an empty command): a session to the host, its key and the client's
+key checked. Owns which hosts passed their probe, which failed it (failed hosts of the Connect
+stage, with the runner's reason: Unreachable, HostKeyMismatch ...), and which probes to start
+next. It must not look at checks or operations, nor move the run's state.
 """
 
 from __future__ import annotations
@@ -9,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from runstate.api.v1alpha1 import Connect, FailedHost, Stage
+from runstate.api.v1alpha1 import Connect, FailedHost, RunbookSpec, Stage
+from runstate.domain import connection
 from runstate.domain.attempt import AttemptView
 from runstate.domain.intents import Starter
 from runstate.domain.work import Kind, Phase, WorkKey, failed_host
@@ -19,6 +23,18 @@ from runstate.domain.work import Kind, Phase, WorkKey, failed_host
 class ConnectPlan:
     waiting: bool  # some host's probe has not passed or failed for good yet
     failed: Mapping[str, FailedHost] = field(default_factory=dict)  # by host, inventory order
+
+
+# The runner's own probe (connect, run `true`): what an ssh Connect stage runs without `connect`.
+_NO_OP = Connect.model_construct(run="", timeout_seconds=None, retries=0)
+
+
+def probe_of(rb: RunbookSpec) -> Connect | None:
+    """The Connect stage's probe of `rb`: its `connect`, else the runner's no-op when its
+    connector connects (ssh), else none (the stage passes at once)."""
+    if rb.connect is not None:
+        return rb.connect
+    return _NO_OP if connection.connects(rb) else None
 
 
 def plan_connect(

@@ -23,6 +23,7 @@ from runstate.domain.inventory import ResolvedInventory
 from runstate.domain.planners.execute import ExecutePlan
 from runstate.domain.planners.prepare import ChangeMap
 from runstate.domain.work import Kind, RunResult, UnitResult
+from runstate.runner.result import ErrorClass
 
 MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
 MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
@@ -113,6 +114,7 @@ def summarize(
             total=len(hosts),
             active=len(hosts) - len(failed),
             failed=len(failed),
+            unreachable=sum(1 for f in failed.values() if _unreachable(f)),
             limited=len(inv.limited),
         ),
         hosts_ok=_hosts_ok(inv, order, tally, failed) if executing else 0,
@@ -122,6 +124,11 @@ def summarize(
         results=tally.results,
         plan=plan,
     )
+
+
+def _unreachable(failed: FailedHost) -> bool:
+    """A host that failed because it could not be reached at Connect (AWX's dark hosts)."""
+    return failed.stage is Stage.Connect and failed.reason == ErrorClass.UNREACHABLE.value
 
 
 def _counts(
@@ -160,6 +167,8 @@ def _warnings(view: AttemptView, inv: ResolvedInventory, execute: ExecutePlan) -
     warnings = dict.fromkeys(Stage, 0)
     warnings[Stage.Setup] += len(inv.limited)  # pyinfra: a host skipped is worth a warning
     warnings[Stage.Execute] += execute.ignored
+    # A host connected to without checking its key (insecureSkipHostKeyCheck) is a warning.
+    warnings[Stage.Connect] += sum(1 for u in view.probes.values() if u.host_key_check_skipped)
     for kind, stage in RETRIED_KINDS.items():
         warnings[stage] += view.retries.get(kind, 0)
     for kind, stage in STAGE_OF_KIND.items():
