@@ -225,6 +225,8 @@ def operator(
         "RUNSTATE_METRICS_HOST": "127.0.0.1",
         "RUNSTATE_METRICS_PORT": str(port),
         "RUNSTATE_RESYNC_SECONDS": "10",
+        # The node connector's tests need it; its refusal is tested on the reconciler.
+        "RUNSTATE_ALLOW_PRIVILEGED": "true",
     }
     argv = [sys.executable, "-m", "runstate", "operator", "--standalone"]
     log.write_bytes(b"")

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from runstate_dev import build
+from runstate_dev import build, runnerroot
 from runstate_dev._proc import (
     ComponentError,
     ProcessRecord,
@@ -435,6 +435,10 @@ class ControlPlane:
         )
 
     def _start_kubelet(self) -> None:
+        # `runstate exec` of ssh and node pods, as the operator image would hold it.
+        checkout = runnerroot.checkout()
+        if checkout is not None:
+            runnerroot.ensure(checkout)
         ready = self.state_dir / "kubelet.ready"
         with contextlib.suppress(FileNotFoundError):
             ready.unlink()

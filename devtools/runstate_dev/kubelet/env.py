@@ -2,7 +2,8 @@
 
 Owns `$(VAR)` expansion, the downward API (`fieldRef`), `env` values and `envFrom`/`valueFrom`
 with ConfigMap and Secret data read through the API, and the variables every process gets
-(PATH and HOME of the kubelet, HOSTNAME = the pod's name). A reference that cannot be resolved
+(PATH of the kubelet after the runner root's bin, HOME of the process's user, HOSTNAME =
+the pod's name). A reference that cannot be resolved
 raises `ConfigError`, the kubelet's CreateContainerConfigError. Must not start processes or
 write pod status.
 """
@@ -11,9 +12,12 @@ from __future__ import annotations
 
 import base64
 import os
+import pwd
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from runstate_dev import runnerroot
 
 from .api import ApiCallError, PodApi
 from .pod import HOST_IP, Pod
@@ -104,12 +108,36 @@ async def container_env(
         if value is not None:
             declared[name] = value
     env = {
-        "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/root"),
+        "PATH": image_path(),
+        "HOME": home(current(), container),
         "HOSTNAME": current()["metadata"]["name"],
     }
     env.update(declared)
     return env
+
+
+def home(pod: Pod, container: dict[str, Any]) -> str:
+    """HOME as a container runtime sets it: the home of the process's user in the image's
+    passwd (the machine's here), "/" for a uid it does not know; the kubelet's own for root."""
+    ctx = container.get("securityContext") or {}
+    uid = ctx.get("runAsUser")
+    if uid is None:
+        uid = (pod["spec"].get("securityContext") or {}).get("runAsUser")
+    if uid is None or int(uid) == 0:
+        return os.environ.get("HOME", "/root")
+    try:
+        return pwd.getpwuid(int(uid)).pw_dir or "/"
+    except KeyError:
+        return "/"
+
+
+def image_path() -> str:
+    """PATH of every container: the runner root's bin (`runstate_dev.runnerroot`, what the
+    operator image holds: `runstate exec` of ssh and node pods), then the kubelet's PATH.
+    There is no image here: the machine is every pod's image."""
+    rest = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    runner = str(runnerroot.bin_dir())
+    return os.pathsep.join([runner, *(p for p in rest.split(os.pathsep) if p and p != runner)])
 
 
 async def _value_from(

@@ -187,6 +187,7 @@ def exports(names: str, env: Mapping[str, str]) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    _local_user()
     result_path = _result_path(argv)
     try:
         args = build_parser().parse_args(argv)
@@ -211,6 +212,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"runstate exec: {_summary(outcome)}", file=sys.stderr)
     _write_result(result_path, outcome)
     return process_exit_code(outcome)
+
+
+def _local_user() -> None:
+    """A pod's uid often has no passwd entry (any runAsUser); asyncssh wants a local user
+    name all the same (getpass.getuser), which LOGNAME gives it, and a home."""
+    if not any(os.environ.get(v) for v in ("LOGNAME", "USER", "LNAME", "USERNAME")):
+        os.environ["LOGNAME"] = "runstate"
+    os.environ.setdefault("HOME", "/")  # asyncssh expands ~ (files it then does not find)
 
 
 def _summary(outcome: UnitOutcome) -> str:
