@@ -134,8 +134,12 @@ def redis_dump(redis_url: str) -> str:
             out.append(str(client.get(key)))
         elif kind == "stream":
             out.append(json.dumps(client.xrange(key)))
-        elif kind in ("set", "zset", "list"):
-            out.append(json.dumps(sorted(map(str, client.sort(key, alpha=True)))))
+        elif kind == "set":
+            out.append(json.dumps(sorted(client.smembers(key))))
+        elif kind == "zset":
+            out.append(json.dumps(client.zrange(key, 0, -1)))
+        elif kind == "list":
+            out.append(json.dumps(client.lrange(key, 0, -1)))
     return "\n".join(out)
 
 
@@ -362,12 +366,12 @@ def test_the_node_connector_changes_its_nodes_root_and_no_other(
     role = f"edge-{ns}"
     nodes = [f"{ns}-a", f"{ns}-b", f"{ns}-c"]
     for name, node_role in zip(nodes, [role, role, "core"], strict=True):
-        node = {
+        body: dict[str, Any] = {
             "apiVersion": "v1",
             "kind": "Node",
             "metadata": {"name": name, "labels": {"role": node_role}},
         }
-        kube_cluster.apply(json.dumps(node))
+        kube_cluster.apply(json.dumps(body))
     try:
         kube_cluster.apply(node_runbook("nodes", role), ns)
         kube_cluster.apply(run("r1", "nodes"), ns)

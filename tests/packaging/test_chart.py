@@ -174,6 +174,22 @@ def pod_labels(deployment: Manifest) -> dict[str, str]:
             {"operator": {"peering": "runstate"}},
             Settings.with_values({"peering": {"name": "runstate"}}),
         ),
+        # ssh and node work pods run the operator's own image unless told otherwise.
+        (
+            {"image": {"repository": "registry.example/runstate", "tag": "dev"}},
+            Settings.with_values({"operations": {"runner_image": "registry.example/runstate:dev"}}),
+        ),
+        (
+            {"operations": {"runnerImage": "registry.example/runner:1", "allowPrivileged": True}},
+            Settings.with_values(
+                {
+                    "operations": {
+                        "runner_image": "registry.example/runner:1",
+                        "allow_privileged": True,
+                    }
+                }
+            ),
+        ),
     ],
 )
 def test_env_is_what_the_operator_reads(

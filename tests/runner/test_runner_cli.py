@@ -84,6 +84,50 @@ def test_the_connect_probe_and_the_local_connector(fleet: HostFleet, tmp_path: P
     assert (completed.returncode, outcome.exit_code, completed.stdout) == (7, 7, b"here\n")
 
 
+def test_forwarded_variables_reach_the_host_quoted(fleet: HostFleet, tmp_path: Path) -> None:
+    tricky = "it's $(not run) `either`"
+    completed, outcome, _ = runstate_exec(
+        *ssh_args(fleet, 0),
+        "--forward-env=RUNSTATE_HOST,TRICKY,UNSET,not-a-shell-name",
+        "--",
+        'printf "%s|%s|%s" "$RUNSTATE_HOST" "$TRICKY" "${UNSET-unset}"',
+        result=tmp_path / "result",
+        env={"RUNSTATE_HOST": "web1", "TRICKY": tricky, "not-a-shell-name": "x"},
+    )
+    assert outcome.exit_code == 0, outcome
+    assert completed.stdout.decode() == f"web1|{tricky}|unset"
+
+
+def test_the_local_connector_runs_chrooted_when_asked(tmp_path: Path) -> None:
+    """A root of its own (an overlay of the machine's, as a Node's root is): the command's
+    write lands in the overlay's upper directory, not on the machine."""
+    layers = {name: tmp_path / name for name in ("upper", "work", "root")}
+    for path in layers.values():
+        path.mkdir()
+    mount = (
+        f"mount -t overlay overlay -o lowerdir=/,upperdir={layers['upper']},"
+        f"workdir={layers['work']} {layers['root']}"
+    )
+    script = (
+        f"{mount} && exec {sys.executable} -m runstate exec --connector=local "
+        f"--chroot={layers['root']} --result={tmp_path / 'result'} -- "
+        "'echo chrooted > /etc/runstate-chroot-test; cat /etc/runstate-chroot-test'"
+    )
+    completed = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=ROOT,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == b"chrooted\n"
+    assert (layers["upper"] / "etc" / "runstate-chroot-test").read_text() == "chrooted\n"
+    assert not Path("/etc/runstate-chroot-test").exists()
+    outcome = UnitOutcome.decode((tmp_path / "result").read_bytes())
+    assert "chroot" in outcome.message
+
+
 def test_failures_exit_with_their_class_code_and_never_show_the_key(
     fleet: HostFleet, tmp_path: Path, stranger_key: Path
 ) -> None:

@@ -79,9 +79,6 @@ def param_env_name(name: str) -> str:
     return PARAM_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-_Model = ApiModel
-
-
 # --------------------------------------------------------------------------------------------
 # States (Prefect semantics; the rules live in runstate.domain.states / policy)
 
@@ -140,7 +137,7 @@ class Stage(enum.StrEnum):
     Disconnect = "Disconnect"
 
 
-class RunState(_Model):
+class RunState(ApiModel):
     """`status.state`: Prefect's State, without result data."""
 
     type: StateType
@@ -157,7 +154,7 @@ class RunState(_Model):
 # Runbook spec
 
 
-class Host(_Model):
+class Host(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)]
     groups: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
     data: dict[str, Any] = Field(
@@ -184,7 +181,7 @@ def _check_label_key(key: str) -> None:
 LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
-class SelectorRequirement(_Model):
+class SelectorRequirement(ApiModel):
     key: Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)]
     operator: SelectorOperator
     values: list[LabelValue] = Field(default_factory=list)
@@ -205,7 +202,7 @@ class SelectorRequirement(_Model):
         return self
 
 
-class NodeSelector(_Model):
+class NodeSelector(ApiModel):
     """A Kubernetes label selector over Nodes (both parts must match)."""
 
     match_labels: dict[str, LabelValue] = Field(default_factory=dict)
@@ -219,7 +216,7 @@ class NodeSelector(_Model):
         return labels
 
 
-class Inventory(_Model):
+class Inventory(ApiModel):
     hosts: list[Host] = Field(default_factory=list, description="Static hosts (pyinfra Inventory)")
     node_selector: NodeSelector | None = Field(
         default=None,
@@ -247,7 +244,7 @@ _VALUE_SOURCES: dict[str, tuple[str, ...]] = {
 }
 
 
-class EnvVar(_Model):
+class EnvVar(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=1024, pattern=ENV_NAME)]
     value: str | None = None
     value_from: dict[str, Any] | None = Field(
@@ -312,7 +309,7 @@ def _check_resources(resources: dict[str, Any] | None) -> None:
                 raise ValueError(f"{key}.{name}: {amount!r} is not a quantity (e.g. 500m, 1Gi)")
 
 
-class Defaults(_Model):
+class Defaults(ApiModel):
     image: str = Field(default="alpine:3.20", min_length=1, max_length=512, pattern=IMAGE)
     env: list[EnvVar] = Field(default_factory=list)
     service_account_name: (
@@ -341,12 +338,12 @@ class Defaults(_Model):
         return resources
 
 
-class HostSelector(_Model):
+class HostSelector(ApiModel):
     groups: list[str] = Field(default_factory=list, description="Hosts in any of these groups")
     names: list[str] = Field(default_factory=list, description="Hosts with these names")
 
 
-class Connect(_Model):
+class Connect(ApiModel):
     """The Connect-stage probe: runs once per host; a host whose probe fails is a failed host."""
 
     run: Annotated[str, Field(min_length=1)]
@@ -358,7 +355,7 @@ class Connect(_Model):
     )
 
 
-class Operation(_Model):
+class Operation(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
     run: Annotated[str, Field(min_length=1, description="Shell command (sh -c) run per host")]
     check: Annotated[str, Field(min_length=1)] | None = Field(
@@ -388,7 +385,7 @@ class Operation(_Model):
         return env
 
 
-class PodRetention(_Model):
+class PodRetention(ApiModel):
     """What becomes of a run's pods once it has ended (Disconnect). Hook pods stay until the
     Run is deleted: they are the record of what the hooks did."""
 
@@ -404,7 +401,7 @@ class PodRetention(_Model):
     )
 
 
-class RunConfig(_Model):
+class RunConfig(ApiModel):
     parallel: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=10, description="At most this many pods of a run at once (pyinfra PARALLEL)"
     )
@@ -426,7 +423,7 @@ class RunConfig(_Model):
     )
 
 
-class Retries(_Model):
+class Retries(ApiModel):
     """Run-level retries: a failed attempt waits (AwaitingRetry), then runs again (Retrying)."""
 
     limit: Annotated[int, Field(ge=0, le=100)] = Field(
@@ -447,14 +444,14 @@ class ConcurrencyPolicy(enum.StrEnum):
     Replace = "Replace"  # cancel the running ones, then start
 
 
-class Concurrency(_Model):
+class Concurrency(ApiModel):
     limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=1, description="At most this many Runs of the Runbook at once"
     )
     policy: ConcurrencyPolicy = ConcurrencyPolicy.Queue
 
 
-class Trigger(_Model):
+class Trigger(ApiModel):
     """What starts Runs of a Runbook by itself, and how many may run at once."""
 
     on_change: bool = Field(
@@ -478,7 +475,7 @@ class Trigger(_Model):
     )
 
 
-class Hooks(_Model):
+class Hooks(ApiModel):
     """Prefect's state hooks: names of `hookOperations` run once when a run ends so."""
 
     on_completion: list[str] = Field(
@@ -492,7 +489,7 @@ class Hooks(_Model):
     )
 
 
-class History(_Model):
+class History(ApiModel):
     """How many finished Runs a Runbook keeps of those it started (as a CronJob keeps Jobs).
     Runs a user created are never deleted by this."""
 
@@ -506,7 +503,7 @@ class History(_Model):
     )
 
 
-class RunbookSpec(_Model):
+class RunbookSpec(ApiModel):
     inventory: Inventory = Field(default_factory=Inventory)
     connector: Connector = Field(
         default_factory=Connector,
@@ -538,11 +535,11 @@ class RunbookSpec(_Model):
 # Run spec
 
 
-class RunbookRef(_Model):
+class RunbookRef(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=253)]
 
 
-class RunSpec(_Model):
+class RunSpec(ApiModel):
     runbook_ref: RunbookRef | None = Field(
         default=None, description="A Runbook in the Run's namespace"
     )
@@ -606,7 +603,7 @@ class RunSpec(_Model):
 # Status
 
 
-class Condition(_Model):
+class Condition(ApiModel):
     """A kstatus-compatible condition (Ready, Reconciling, Stalled)."""
 
     type: str
@@ -617,7 +614,7 @@ class Condition(_Model):
     observed_generation: int | None = None
 
 
-class HostCounts(_Model):
+class HostCounts(ApiModel):
     total: int = 0
     active: int = 0
     failed: int = 0
@@ -629,7 +626,7 @@ class HostCounts(_Model):
     limited: int = Field(default=0, description="Hosts left out by spec.limit")
 
 
-class StageWarnings(_Model):
+class StageWarnings(ApiModel):
     model_config = ConfigDict(
         alias_generator=None, populate_by_name=True, extra="ignore", frozen=True
     )
@@ -641,7 +638,7 @@ class StageWarnings(_Model):
     Disconnect: int = 0
 
 
-class OperationCounts(_Model):
+class OperationCounts(ApiModel):
     name: str
     hosts: int = 0
     changed: int = 0
@@ -652,7 +649,7 @@ class OperationCounts(_Model):
     partial: int = 0
 
 
-class FailedHost(_Model):
+class FailedHost(ApiModel):
     host: str
     stage: Stage
     operation: str | None = None
@@ -660,7 +657,7 @@ class FailedHost(_Model):
     message: str = ""
 
 
-class HistoryItem(_Model):
+class HistoryItem(ApiModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
     )
@@ -671,14 +668,14 @@ class HistoryItem(_Model):
     message: str = ""
 
 
-class PlannedOperation(_Model):
+class PlannedOperation(ApiModel):
     name: str
     change: list[str] = Field(default_factory=list, description="Hosts that would change")
     no_change: list[str] = Field(default_factory=list, description="Hosts already in state")
     truncated: bool = False
 
 
-class HookResult(_Model):
+class HookResult(ApiModel):
     name: str
     on: str = Field(description="onCompletion, onFailure or onCancellation")
     host: str | None = None
@@ -688,7 +685,7 @@ class HookResult(_Model):
     message: str = ""
 
 
-class RunStatus(_Model):
+class RunStatus(ApiModel):
     observed_generation: int | None = None
     state: RunState | None = None
     stage: Stage | None = None
@@ -711,14 +708,14 @@ class RunStatus(_Model):
     conditions: list[Condition] | None = None
 
 
-class LastRun(_Model):
+class LastRun(ApiModel):
     name: str
     type: StateType | None = None
     state: str | None = None
     created: str | None = None
 
 
-class RunbookStatus(_Model):
+class RunbookStatus(ApiModel):
     observed_generation: int | None = None
     conditions: list[Condition] | None = None
     hosts: int | None = None
