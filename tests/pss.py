@@ -188,7 +188,7 @@ def _apparmor(pod: Pod) -> list[str]:
         and not value.startswith("localhost/")
     ]
     found += [
-        f"{where} appArmorProfile {profile['type']}"
+        f"{where} appArmorProfile {profile.get('type')}"
         for where, context in _all_contexts(pod)
         if (profile := context.get("appArmorProfile"))
         and profile.get("type") not in ("RuntimeDefault", "Localhost")

@@ -38,6 +38,20 @@ Public API (``admin_kubeconfig`` is the cluster's admin kubeconfig path, e.g.
         .refusal: str (the API server's message, when refused)
         .admitted: bool, .policy: str | None (the ``kubernetes.io/psp`` annotation)
         .unchanged_security(sent) -> bool: every securityContext as sent
+
+    security_contexts(pod) -> dict[str, Any]     # {"pod": ..., "containers/<name>": ...}
+
+Fixtures (tests/conftest.py): ``restricted_namespace`` (a RestrictedNamespace, deleted after
+the test) and ``restricted_operator`` (an ``Operator`` running as that account with
+``--namespace <it>``, in-memory store). Tests using ``restricted_operator`` are ordered before
+every other test: the session's cluster-wide ``operator`` fixture would act in that namespace
+too, as admin (so under the privileged policy); the fixture fails if it already started.
+
+A pod "admitted as built" under the restricted policy is ``admission.policy ==
+RESTRICTED_POLICY and admission.unchanged_security(sent)``: PSP mutates pods to fit (adds
+``drop: [ALL]``, ``allowPrivilegeEscalation: false``, ``runAsNonRoot: true``), and admin's pods
+always get ``runstate-dev-privileged`` (it sorts first and never mutates). Note that 1.20's PSP
+also wants the seccomp profile at *pod* level (tests/devcluster/test_devcluster_pss.py, GAPS).
 """
 
 from __future__ import annotations
@@ -48,10 +62,10 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -77,6 +91,7 @@ PSP_ANNOTATION = "kubernetes.io/psp"
 _RBAC = "rbac.authorization.k8s.io"
 
 Manifest = dict[str, Any]
+T = TypeVar("T")
 
 
 def _rule(group: str, resources: list[str], verbs: list[str]) -> Manifest:
@@ -128,7 +143,7 @@ def _apply(kubectl: str, kubeconfig: str | os.PathLike[str], *objects: Manifest)
     _must(_kubectl(kubectl, kubeconfig, "apply", "-f", "-", input=json.dumps(listing)))
 
 
-def _poll(what: str, probe: Any, timeout: float = 60.0) -> Any:
+def _poll(what: str, probe: Callable[[], T], timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = probe()

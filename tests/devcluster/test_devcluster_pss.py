@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 import pytest
 
+from runstate_dev import podsecurity
 from runstate_dev.cluster import ControlPlane
 from tests.pss import restricted_violations
 from tests.restricted import (
@@ -356,3 +357,16 @@ def test_admin_still_creates_privileged_pods(
     assert admission.policy == PRIVILEGED_POLICY
     assert admission.unchanged_security(pod)
     assert restricted_violations(pod)  # and it is indeed no restricted pod
+
+
+def test_policies_are_reinstalled_in_place(control_plane: ControlPlane) -> None:
+    """install() again (as at a restart on kept data) replaces, and keeps, every object."""
+    podsecurity.install(control_plane.api)
+    for collection, manifest in podsecurity.objects():
+        stored = control_plane.api("GET", f"{collection}/{manifest['metadata']['name']}")
+        for key in ("rules", "subjects", "roleRef"):
+            assert stored.get(key) == manifest.get(key), (manifest["metadata"]["name"], key)
+        for key, value in manifest.get("spec", {}).items():
+            # The API server omits false and empty fields that are no pointers.
+            omitted = not value and key not in stored["spec"]
+            assert omitted or stored["spec"].get(key) == value, (manifest["metadata"], key)
