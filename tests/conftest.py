@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.availability import unavailable
+from tests.restricted import RestrictedNamespace, create_restricted_namespace, grant_operator_rbac
 
 if TYPE_CHECKING:
     from runstate_dev.redis import RedisServer
@@ -34,10 +35,18 @@ KUBECTL = os.environ.get("RUNSTATE_KUBECTL", "/usr/bin/kubectl")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests marked `disruptive` (they kill the operator, stop Redis ...) run after all the
-    others, in their collected order, so that no other test sees the disruption."""
-    calm = [item for item in items if item.get_closest_marker("disruptive") is None]
-    disruptive = [item for item in items if item.get_closest_marker("disruptive") is not None]
-    items[:] = calm + disruptive
+    others, in their collected order, so that no other test sees the disruption. Tests of the
+    operator as a restricted account (`restricted_operator`) run first: the session's
+    cluster-wide `operator` would act in their namespace too, as admin."""
+    restricted = [item for item in items if "restricted_operator" in _fixtures(item)]
+    rest = [item for item in items if item not in restricted]
+    calm = [item for item in rest if item.get_closest_marker("disruptive") is None]
+    disruptive = [item for item in rest if item.get_closest_marker("disruptive") is not None]
+    items[:] = restricted + calm + disruptive
+
+
+def _fixtures(item: pytest.Item) -> list[str]:
+    return list(getattr(item, "fixturenames", []))
 
 
 def free_port() -> int:
@@ -212,10 +221,14 @@ class Operator:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
+_session_operator_started: list[bool] = []
+
+
 @pytest.fixture(scope="session")
 def operator(
     kube_cluster: Cluster, redis_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
+    _session_operator_started.append(True)
     port = free_port()
     log = tmp_path_factory.mktemp("operator") / "operator.log"
     env = {
@@ -243,3 +256,50 @@ def operator(
         crashes = [ln for ln in log.read_text(errors="replace").splitlines() if "Traceback" in ln]
         # An operator that logged tracebacks misbehaved even if every assertion passed.
         assert not crashes, f"operator logged tracebacks:\n{op.log_tail(200)}"
+
+
+@pytest.fixture
+def restricted_namespace(kube_cluster: Cluster, tmp_path: Path) -> Iterator[RestrictedNamespace]:
+    """A namespace whose ServiceAccount may create pods under `runstate-restricted` only
+    (tests/restricted.py); deleted afterwards."""
+    space = create_restricted_namespace(kube_cluster.kubeconfig, tmp_path, kubectl=KUBECTL)
+    try:
+        yield space
+    finally:
+        space.delete(kube_cluster.kubeconfig)
+
+
+@pytest.fixture
+def restricted_operator(
+    kube_cluster: Cluster, restricted_namespace: RestrictedNamespace, tmp_path: Path
+) -> Iterator[Operator]:
+    """The operator as `restricted_namespace`'s ServiceAccount (with the chart's RBAC),
+    watching only that namespace, with the in-memory store: every pod it creates there is
+    admitted or refused by `runstate-restricted`. Such tests run before the session's
+    cluster-wide `operator` starts (pytest_collection_modifyitems), which would otherwise
+    create the same pods as admin, under the privileged policy."""
+    if _session_operator_started:
+        pytest.fail("restricted_operator after the session's operator started: it acts as admin")
+    grant_operator_rbac(kube_cluster.kubeconfig, restricted_namespace, kubectl=KUBECTL)
+    port = free_port()
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("RUNSTATE_")},
+        "KUBECONFIG": str(restricted_namespace.kubeconfig),
+        "RUNSTATE_METRICS_HOST": "127.0.0.1",
+        "RUNSTATE_METRICS_PORT": str(port),
+        "RUNSTATE_RESYNC_SECONDS": "10",
+    }
+    argv = [sys.executable, "-m", "runstate", "operator", "--standalone"]
+    argv += ["--namespace", restricted_namespace.name]
+    log = tmp_path / "restricted-operator.log"
+    log.write_bytes(b"")
+    op = Operator(metrics_url=f"http://127.0.0.1:{port}", log=log, argv=argv, env=env)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.process.terminate()
+        try:
+            op.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            op.process.kill()

@@ -3,7 +3,8 @@
 This module owns the lifecycle of one dev cluster living in a state directory:
 etcd, kube-apiserver and kube-controller-manager (v1.20.2, see ``build``), the
 PKI and tokens they use, the admin kubeconfig, the ``runstate-local`` Node and
-the process kubelet (``kubelet``) that runs pods as local processes.
+the process kubelet (``kubelet``) that runs pods as local processes. Pods are
+admitted by the PodSecurityPolicy plugin under the policies of ``podsecurity``.
 
 Layout of the state dir::
 
@@ -38,7 +39,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from runstate_dev import build, runnerroot
+from runstate_dev import build, podsecurity, runnerroot
 from runstate_dev._proc import (
     ComponentError,
     ProcessRecord,
@@ -284,6 +285,8 @@ class ControlPlane:
             self._start_apiserver(bin_dir, pki, tokens, etcd_url, port)
 
         self._retrying_ports("kube-apiserver", apiserver)
+        # Before anything creates a pod: with PodSecurityPolicy on and no policy, none is admitted.
+        podsecurity.install(self.api)
         self._write_kubeconfig(self.kubeconfig, "admin", self._token)
         self._write_kubeconfig(
             self.state_dir / "controller-manager.kubeconfig", "kube-controller-manager", cm_token
@@ -383,6 +386,8 @@ class ControlPlane:
                 f"--client-ca-file={pki / 'ca.crt'}",
                 f"--token-auth-file={tokens}",
                 "--authorization-mode=Node,RBAC",
+                # On top of 1.20's defaults; policies and grants: runstate_dev.podsecurity.
+                "--enable-admission-plugins=PodSecurityPolicy",
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 f"--service-account-key-file={pki / 'sa.pub'}",
                 f"--service-account-signing-key-file={pki / 'sa.key'}",
