@@ -25,6 +25,7 @@ from runstate.kube.pods import build_pod, observe
 from runstate.runner.result import ErrorClass, UnitOutcome
 from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeKube
+from tests.pss import restricted_violations
 from tests.unit.operator_harness import Kubelet, Operator, drive, run_status
 from tests.unit.sim import T0, run_spec
 
@@ -479,3 +480,62 @@ async def test_a_node_run_fails_at_setup_unless_the_operator_allows_privileged_p
     assert "operations.allowPrivileged" in state["message"]
     assert kube.pods() == []
     assert "Failed" in kube.event_reasons("r1")
+
+
+# ---- Pod Security: every pod and ssh pod the builders make passes "restricted".
+
+
+def every_pod(connector: dict[str, Any]) -> list[dict[str, Any]]:
+    """Pods of every kind the builders make for `connector`: probes, checks, operations
+    (timeouts, env, a service account, retries), a hook on no host and one per host."""
+    body = spec(
+        connector=connector,
+        connect={"run": "true", "retries": 1, "timeoutSeconds": 5},
+        defaults={"serviceAccountName": "deployer", "env": [{"name": "A", "value": "1"}]},
+        operations=[
+            {"name": "conf", "check": "true", "run": "true", "timeoutSeconds": 9},
+            {"name": "restart", "run": "true", "retries": 2, "image": "busybox:1"},
+        ],
+        hooks={"onCompletion": ["notify", "per-host"]},
+        hookOperations=[
+            {"name": "notify", "run": "true"},
+            {"name": "per-host", "run": "true", "hosts": {"names": ["web1"]}},
+        ],
+    )
+    rb = RunbookSpec.model_validate(body)
+    pods: list[dict[str, Any]] = []
+    for kind, op, command in [
+        (Kind.CONNECT, None, "true"),
+        (Kind.CONNECT, None, ""),
+        (Kind.CHECK, rb.operations[0], "true"),
+        (Kind.RUN, rb.operations[0], "true"),
+        (Kind.RUN, rb.operations[1], "true"),
+        (Kind.HOOK, rb.hook_operations[1], "true"),
+    ]:
+        for host in rb.inventory.hosts:
+            key = WorkKey(kind, op.name if op else "", host.name)
+            pods.append(pod_of(build_intent(rb, key, command, host=host, op=op)))
+    hook = WorkKey(Kind.HOOK, "notify", "")
+    pods.append(pod_of(build_intent(rb, hook, "true", host=None, op=rb.hook_operations[0])))
+    return pods
+
+
+@pytest.mark.parametrize("connector", [{"type": "pod"}, SSH], ids=["pod", "ssh"])
+def test_every_pod_and_ssh_work_pod_meets_the_restricted_profile(
+    connector: dict[str, Any],
+) -> None:
+    pods = every_pod(connector)
+    assert len(pods) == 13
+    for pod in pods:
+        assert restricted_violations(pod) == [], pod["metadata"]["name"]
+        assert pod["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "runstate"
+
+
+def test_node_pods_are_privileged_by_design_and_the_profile_says_so() -> None:
+    rb = RunbookSpec.model_validate(node_spec(allowPrivileged=True))
+    nodes = (Host(name="edge-1"),)
+    obs = Observation(run_spec(), rb, None, None, (), T0, nodes=nodes, privileged_allowed=True)
+    (intent,) = decide(obs).create
+    violations = " ".join(restricted_violations(pod_of(intent)))
+    for rule in ("privileged", "host namespaces", "hostPath"):
+        assert rule in violations.lower() or rule in violations, violations
