@@ -10,6 +10,7 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from runstate_dev import runnerroot
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.kubelet import DEADLINE_MESSAGE
 from tests.devcluster.devcluster_helpers import (
@@ -255,7 +256,9 @@ async def test_env_vars_reach_the_process(
     assert seen["POD_IP"] == "127.0.0.1"
     assert seen["COLOUR"] == "green"
     assert seen["TOKEN"] == "s3cret"
-    assert seen["PATH"] == os.environ["PATH"]
+    # The runner root's bin first (what the operator image would put on PATH), then the
+    # kubelet's own.
+    assert seen["PATH"] == f"{runnerroot.bin_dir()}:{os.environ['PATH']}"
     assert "HOME" in seen
     assert lines[-1] != os.getcwd()  # a private working directory per pod
 

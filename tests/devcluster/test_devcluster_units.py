@@ -313,3 +313,28 @@ def test_api_data_volume_has_the_atomic_writer_layout(tmp_path: Path) -> None:
     assert (target / "id").read_bytes() == b"k"
     assert (target / "dir" / "conf").read_bytes() == b"c"
     assert oct((target / "id").stat().st_mode & 0o777) == oct(0o400)
+
+
+@pytest.mark.parametrize(
+    ("pod_ctx", "container_ctx", "expected"),
+    [
+        ({}, {}, None),  # root: the kubelet's own HOME
+        ({"runAsUser": 0}, {}, None),
+        ({"runAsUser": 65532}, {}, "/"),  # a uid the passwd does not know: "/"
+        ({"runAsUser": 65532}, {"runAsUser": 65534}, "/nonexistent"),  # nobody's home
+    ],
+)
+def test_home_is_that_of_the_processs_user(
+    pod_ctx: dict[str, Any], container_ctx: dict[str, Any], expected: str | None
+) -> None:
+    import os
+    import pwd
+
+    from runstate_dev.kubelet.env import home
+
+    if expected == "/nonexistent":
+        expected = pwd.getpwuid(65534).pw_dir
+    pod: dict[str, Any] = {"spec": {"securityContext": pod_ctx}}
+    assert home(pod, {"securityContext": container_ctx}) == (
+        expected if expected is not None else os.environ.get("HOME", "/root")
+    )

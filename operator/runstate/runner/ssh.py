@@ -88,13 +88,18 @@ def remote_command(command: str, *, sudo: bool) -> str:
     return f"exec /bin/sh -c {shlex.quote(_UNIT_SCRIPT)} runstate-unit {shlex.quote(inner)}"
 
 
+# How long the probe's `true` may take once connected: a session and a shell on a busy host,
+# which the connect timeout (TCP, handshake, authentication) does not cover.
+PROBE_RUN_SECONDS = 30.0
+
+
 async def probe(target: SshTarget) -> UnitOutcome:
     """The Connect stage's no-op: connect, check host key and authentication, run ``true``."""
     return await run_over_ssh(
         replace(target, sudo=False),
         PROBE_COMMAND,
         out=lambda _chunk: None,
-        timeout=target.connect_timeout,
+        timeout=max(target.connect_timeout, PROBE_RUN_SECONDS),
     )
 
 
