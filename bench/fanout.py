@@ -13,7 +13,20 @@ measurement is ever run. One pod watch per measurement namespace observes every 
 pod, pods in flight); it runs in all three. API writes come from the operator's own
 `runstate_api_writes_total` counter, CPU from /proc of every component.
 
+With `--connector ssh`, the ssh row instead (issue 11): `hosts` (default 50) SSH test hosts
+(`runstate_dev.hosts`, real sshd processes, started first and downed last), and on the same
+cluster, in the same run:
+  ssh loop  plain OpenSSH `ssh host true` (`HostFleet.ssh_argv`, a full connection each) for
+            every host × 2 operations, all hosts' first before any second: one at a time, then
+            `parallel` at once (a thread pool)
+  runstate  one Run with the ssh connector over the fleet (key and known hosts from a Secret),
+            operations `true` and `echo second`, config.parallel = `parallel`: Connect (one pod
+            per host) and 2 × hosts work pods, each running `runstate exec --connector=ssh`
+            from the dev runner root (`--runner-root`) as uid 65532, create to COMPLETED
+The rate is op × host per second in both; Connect is reported on its own from the pod watch.
+
     python bench/fanout.py [--hosts 500] [--parallel 50]
+    python bench/fanout.py --connector ssh [--hosts 50] [--parallel 50] [--runner-root DIR]
 """
 
 from __future__ import annotations
