@@ -13,7 +13,20 @@ measurement is ever run. One pod watch per measurement namespace observes every 
 pod, pods in flight); it runs in all three. API writes come from the operator's own
 `runstate_api_writes_total` counter, CPU from /proc of every component.
 
+With `--connector ssh`, the ssh row instead (issue 11): `hosts` (default 50) SSH test hosts
+(`runstate_dev.hosts`, real sshd processes, started first and downed last), and on the same
+cluster, in the same run:
+  ssh loop  plain OpenSSH `ssh host true` (`HostFleet.ssh_argv`, a full connection each) for
+            every host × 2 operations, all hosts' first before any second: one at a time, then
+            `parallel` at once (a thread pool)
+  runstate  one Run with the ssh connector over the fleet (key and known hosts from a Secret),
+            operations `true` and `echo second`, config.parallel = `parallel`: Connect (one pod
+            per host) and 2 × hosts work pods, each running `runstate exec --connector=ssh`
+            from the dev runner root (`--runner-root`) as uid 65532, create to COMPLETED
+The rate is op × host per second in both; Connect is reported on its own from the pod watch.
+
     python bench/fanout.py [--hosts 500] [--parallel 50]
+    python bench/fanout.py --connector ssh [--hosts 50] [--parallel 50] [--runner-root DIR]
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
@@ -40,7 +54,9 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from throughput import free_port, kubectl, metric_sum  # bench/ is sys.path[0] when run
 
+from runstate_dev import runnerroot
 from runstate_dev.cluster import ControlPlane
+from runstate_dev.hosts import MAX_HOSTS, HostFleet
 from runstate_dev.kubelet import terminal_status
 from runstate_dev.redis import RedisServer
 
@@ -109,15 +125,30 @@ def component_pids(work: Path) -> dict[str, int]:
 
 
 class Cpu:
-    """CPU seconds per component over one measurement."""
+    """CPU seconds per component over one measurement.
 
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
+    `groups` are components of several processes (the SSH test hosts' sshd, each with the
+    sessions it reaped); with `children`, the bench's own reaped children (the `ssh` clients
+    of the baseline) are a component of their own.
+    """
+
+    def __init__(
+        self,
+        pids: dict[str, int],
+        groups: dict[str, list[int]] | None = None,
+        children: str | None = None,
+    ) -> None:
+        self.pids, self.groups, self.children = pids, groups or {}, children
         self.start = self._now()
 
     def _now(self) -> dict[str, float]:
         out = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        for name, group in self.groups.items():
+            out[name] = sum(cpu_seconds(pid) for pid in group)
         out["bench client"] = time.process_time()
+        if self.children is not None:
+            times = os.times()
+            out[self.children] = times.children_user + times.children_system
         out[MACHINE] = machine_busy_seconds()
         return out
 
@@ -200,7 +231,9 @@ class PodWatch:
         name = pod["metadata"]["name"]
         self.added.setdefault(name, now)
         labels = pod["metadata"].get("labels") or {}
-        self.operation.setdefault(name, labels.get("runstate.dev/operation", ""))
+        kind = labels.get("runstate.dev/kind", "")
+        operation = labels.get("runstate.dev/operation", "")
+        self.operation.setdefault(name, operation if kind in ("", "run") else kind)
         phase = (pod.get("status") or {}).get("phase")
         if phase in TERMINAL and name not in self.finished:
             self.finished[name] = now
@@ -223,6 +256,14 @@ class PodWatch:
             peak = max(peak, level)
         busy = sum(self.finished[n] - self.added[n] for n in self.finished)
         return peak, busy / (t1 - t0)
+
+    def durations(self) -> dict[str, list[float]]:
+        """Per operation label (or kind): each finished pod's seconds from seen to terminal."""
+        out: dict[str, list[float]] = {}
+        for name, op in self.operation.items():
+            if name in self.finished:
+                out.setdefault(op, []).append(self.finished[name] - self.added[name])
+        return out
 
     def spans(self, t0: float) -> dict[str, tuple[float, float]]:
         """Per operation label: first pod seen and last pod finished, in seconds after t0."""
@@ -352,6 +393,235 @@ def run_obj(hosts: int, parallel: int) -> dict[str, Any]:
     }
 
 
+# --- the ssh row ----------------------------------------------------------------------------
+
+
+SSH_SECRET = "fleet-key"
+
+
+def ssh_secret(fleet: HostFleet) -> dict[str, Any]:
+    """The fleet's client key and known hosts, as the ssh connector reads them."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": SSH_SECRET},
+        "stringData": {
+            "id": fleet.client_key.read_text(),
+            "known_hosts": fleet.known_hosts.read_text(),
+        },
+    }
+
+
+def ssh_run_obj(fleet: HostFleet, parallel: int) -> dict[str, Any]:
+    """The fan-out Run over the fleet: operations `true` and `echo`, each on the host."""
+    return {
+        "apiVersion": "runstate.dev/v1alpha1",
+        "kind": "Run",
+        "metadata": {"name": "fanout"},
+        "spec": {
+            "runbook": {
+                "inventory": {
+                    "hosts": [
+                        {"name": h.name, "data": {"ssh_hostname": h.address, "ssh_port": h.port}}
+                        for h in fleet.hosts
+                    ]
+                },
+                "connector": {
+                    "type": "ssh",
+                    "ssh": {
+                        "user": fleet.user,
+                        "privateKey": {"secretRef": {"name": SSH_SECRET, "key": "id"}},
+                        "knownHosts": {"secretRef": {"name": SSH_SECRET, "key": "known_hosts"}},
+                        "connectTimeoutSeconds": 10,
+                    },
+                },
+                "operations": [
+                    {"name": "first", "run": "true"},
+                    {"name": "second", "run": "echo second"},
+                ],
+                "config": {"parallel": parallel, "podRetention": {"succeededSeconds": 3600}},
+            }
+        },
+    }
+
+
+def ssh_true(fleet: HostFleet, index: int) -> None:
+    """One plain OpenSSH `ssh host true`: a full connection, key exchange and session."""
+    done = subprocess.run(
+        fleet.ssh_argv(index, "true"), stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ssh to host {index}: exit {done.returncode}: {done.stderr[-300:]!r}")
+
+
+def measure_ssh_loop(fleet: HostFleet, workers: int, cpu: Cpu, name: str) -> Result:
+    """`ssh host true` for each host × 2 operations (all hosts' first, then all second), at
+    most `workers` at once (a thread pool); 1 is a plain sequential loop."""
+    hosts = len(fleet.hosts)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for _operation in range(2):  # the second waits for the first on every host, as a Run
+            list(pool.map(lambda i: ssh_true(fleet, i), range(hosts)))
+    t1 = time.perf_counter()
+    return Result(name, 2 * hosts, t1 - t0, cpu.used())
+
+
+async def bench_ssh(
+    args: argparse.Namespace,
+    work: Path,
+    plane: ControlPlane,
+    redis: RedisServer,
+    fleet: HostFleet,
+    procs: Procs,
+) -> None:
+    hosts, parallel = len(fleet.hosts), args.parallel
+    n = hosts * 2
+    kubeconfig = str(plane.kubeconfig)
+    # The kubelet puts the runner root's bin first on every container's PATH.
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "RUNSTATE_DEV_RUNNER_ROOT": args.runner_root}
+    async with await prepare_cluster(kubeconfig, parallel, ("rs",)) as api:
+        core: Any = k8s.CoreV1Api(api)
+        custom: Any = k8s.CustomObjectsApi(api)
+        await checked(
+            core.create_namespaced_secret("rs", ssh_secret(fleet), _preload_content=False)
+        )
+        pids = component_pids(work)
+        kubelet = start_kubelet(work, env, procs)
+        await wait_file(work / "kubelet.ready", kubelet, "process kubelet", 60)
+        pids["process kubelet"] = kubelet.pid
+        operator, metrics_url = await start_operator(args, work, env, redis, procs)
+        pids["operator"] = operator.pid
+        groups = {"SSH test hosts (sshd)": fleet.processes()}
+
+        # The baseline, with everything up and idle: a sequential loop, then `parallel` at once.
+        baselines = []
+        for workers, name in ((1, "ssh, sequential"), (parallel, f"ssh, {parallel} threads")):
+            cpu = Cpu(pids, groups, children="ssh clients")
+            baselines.append(await asyncio.to_thread(measure_ssh_loop, fleet, workers, cpu, name))
+
+        watch = PodWatch(core, "rs")
+        await watch.start()
+        body = ssh_run_obj(fleet, parallel)
+        writes0 = metric_sum(metrics_url, WRITES)
+        cpu = Cpu(pids, groups, children="ssh clients")
+        run, t0, t1 = await run_to_completion(custom, body, operator, work)
+        rs = Result("runstate", n, t1 - t0, cpu.used())
+        rs.peak, rs.mean_in_flight = watch.in_flight(t0, t1)
+        spans = watch.spans(t0)
+        durations = watch.durations()
+        await asyncio.sleep(1.5)  # trailing Events are posted after the status
+        writes1 = metric_sum(metrics_url, WRITES)
+        await watch.stop()
+
+        status = run["status"]
+        resp = await core.list_namespaced_pod("rs", _preload_content=False)
+        pods = json.loads(await resp.read())["items"]
+        succeeded = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
+        problems = []
+        if status["hosts"]["total"] != hosts or status["hosts"].get("unreachable"):
+            problems.append(f"hosts: {status['hosts']}")
+        for op in status["operations"]:
+            if op["success"] != hosts:
+                problems.append(f"operation {op['name']}: success = {op['success']}")
+        if len(status["operations"]) != 2:
+            problems.append(f"{len(status['operations'])} operations in status")
+        if len(pods) != hosts + n or succeeded != hosts + n:
+            problems.append(f"{len(pods)} pods, {succeeded} Succeeded (want {hosts} + {n})")
+        if rs.peak > parallel:
+            problems.append(f"{rs.peak} pods in flight at once, over parallel {parallel}")
+        if problems:
+            raise RuntimeError("run verification failed: " + "; ".join(problems))
+
+    report_ssh(
+        hosts,
+        parallel,
+        baselines,
+        rs,
+        spans=spans,
+        durations=durations,
+        writes=writes_delta(writes0, writes1),
+        status_message=str(status["state"].get("message", "")),
+    )
+
+
+def report_ssh(
+    hosts: int,
+    parallel: int,
+    baselines: list[Result],
+    rs: Result,
+    *,
+    spans: dict[str, tuple[float, float]],
+    durations: dict[str, list[float]],
+    writes: dict[str, float],
+    status_message: str,
+) -> None:
+    n = rs.n
+    print(
+        f"## Fan-out over SSH: {hosts} SSH test hosts × 2 operations, parallel {parallel} "
+        f"(N = {n} op × host per row)\n"
+    )
+    print("| what | op × host /s | seconds | runstate relative |")
+    print("|---|---:|---:|---:|")
+    for r in baselines:
+        print(
+            f"| plain OpenSSH `ssh host true`, {r.name.split(', ')[1]} | {r.rate:.1f} | "
+            f"{r.seconds:.1f} | {rs.rate / r.rate:.3f} |"
+        )
+    print(
+        f"| **runstate: one Run, ssh connector, Connect + 2 operations to COMPLETED** | "
+        f"**{rs.rate:.1f}** | {rs.seconds:.1f} | 1.000 |\n"
+    )
+    connect = spans.get("connect", (0.0, 0.0))
+    ops = [(op, ab) for op, ab in sorted(spans.items(), key=lambda x: x[1]) if op != "connect"]
+    execute = rs.seconds - connect[1]
+    print(f"- Run status: {status_message!r}; all {hosts + n} pods Succeeded, checked.")
+    print(
+        f"- Connect: {hosts} pods (one per host), {connect[0]:.1f}–{connect[1]:.1f} s after the "
+        f"create. Operations: "
+        + ", ".join(f"{op} {a:.1f}–{b:.1f}" for op, (a, b) in ops)
+        + f"; COMPLETED seen at {rs.seconds:.1f}."
+    )
+    if connect[1] > 0 and execute > 0:
+        print(
+            f"- Without Connect (its end → COMPLETED, {execute:.1f} s): "
+            f"{n / execute:.1f} op × host/s."
+        )
+    print(
+        "- Pod wall time, seen → terminal, mean / max: "
+        + ", ".join(
+            f"{op} {sum(d) / len(d):.2f} / {max(d):.2f} s" for op, d in sorted(durations.items())
+        )
+        + f". Pods in flight, peak / mean: {rs.peak} / {rs.mean_in_flight:.1f} (cap {parallel})."
+    )
+    total = sum(writes.values())
+    detail = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(writes.items()))
+    print(f"- API writes by the operator: {total:.0f} ({detail}).\n")
+    results = [*baselines, rs]
+    names = sorted({k for r in results for k in r.cpu} - {MACHINE}, key=lambda k: -rs.cpu.get(k, 0))
+    print(f"CPU seconds per component during each row ({CORES} cores = {CORES} s per wall s):\n")
+    print("| component | " + " | ".join(r.name for r in results) + " |")
+    print("|---|" + "---:|" * len(results))
+    for name in names:
+        cells = " | ".join(f"{r.cpu[name]:.1f}" if name in r.cpu else "–" for r in results)
+        print(f"| {name} | {cells} |")
+    ours = [sum(v for k, v in r.cpu.items() if k != MACHINE) for r in results]
+    print("| **all of the above** | " + " | ".join(f"{o:.1f}" for o in ours) + " |")
+    cells = " | ".join(
+        f"{max(0.0, r.cpu[MACHINE] - o):.1f}" for r, o in zip(results, ours, strict=True)
+    )
+    print(f"| other processes on the machine | {cells} |")
+    cells = " | ".join(f"{r.cpu[MACHINE]:.1f} of {CORES * r.seconds:.1f}" for r in results)
+    print(f"| **machine busy** | {cells} |\n")
+    per = ", ".join(f"{r.name} {1000 * o / r.n:.0f} ms" for r, o in zip(results, ours, strict=True))
+    print(f"Our CPU per op × host (all of the above / N): {per}.")
+    kubelet = rs.cpu.get("process kubelet", 0.0)
+    print(
+        f"Per runstate pod ({hosts + n} pods): process kubelet with the pods' processes "
+        f"{1000 * kubelet / (hosts + n):.0f} ms, operator "
+        f"{1000 * rs.cpu.get('operator', 0.0) / (hosts + n):.0f} ms."
+    )
+
+
 # --- driver -------------------------------------------------------------------------------
 
 
@@ -389,13 +659,105 @@ async def wait_file(path: Path, proc: subprocess.Popen[bytes], what: str, limit:
         await asyncio.sleep(0.1)
 
 
-async def bench(
-    args: argparse.Namespace, work: Path, plane: ControlPlane, redis: RedisServer, procs: Procs
-) -> None:
-    hosts, parallel = args.hosts, args.parallel
-    n = hosts * 2
-    kubeconfig = str(plane.kubeconfig)
-    env = {**os.environ, "KUBECONFIG": kubeconfig}
+def start_kubelet(work: Path, env: dict[str, str], procs: Procs) -> subprocess.Popen[bytes]:
+    """The process kubelet, as the control plane would start it (it skips terminal pods)."""
+    kubelet = spawn(
+        [
+            sys.executable,
+            "-m",
+            "runstate_dev",
+            "kubelet",
+            "--kubeconfig",
+            env["KUBECONFIG"],
+            "--node",
+            NODE,
+            "--pod-log-dir",
+            str(work / "pods"),
+            "--ready-file",
+            str(work / "kubelet.ready"),
+            "--state-dir",
+            str(work / "kubelet"),
+        ],
+        env,
+        work / "kubelet.log",
+    )
+    procs.append(kubelet)
+    return kubelet
+
+
+async def start_operator(
+    args: argparse.Namespace,
+    work: Path,
+    env: dict[str, str],
+    redis: RedisServer,
+    procs: Procs,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """The operator on namespace `rs`, once its metrics answer; and its metrics URL."""
+    port = free_port()
+    operator = spawn(
+        [sys.executable, "-m", "runstate", "operator", "--standalone", "--namespace", "rs"],
+        {
+            **env,
+            **operator_path(args.operator_path),
+            "RUNSTATE_REDIS_URL": redis.url,
+            "RUNSTATE_METRICS_PORT": str(port),
+            "RUNSTATE_METRICS_HOST": "127.0.0.1",
+        },
+        work / "operator.log",
+    )
+    procs.append(operator)
+    metrics_url = f"http://127.0.0.1:{port}/metrics"
+    for _ in range(150):
+        if operator.poll() is not None:
+            raise RuntimeError(f"operator exited with {operator.returncode}")
+        try:
+            metric_sum(metrics_url, WRITES)
+            break
+        except OSError:
+            await asyncio.sleep(0.2)
+    await asyncio.sleep(2)  # kopf's start-up: not part of the measurement
+    return operator, metrics_url
+
+
+async def run_to_completion(
+    custom: Any,
+    body: dict[str, Any],
+    operator: subprocess.Popen[bytes],
+    work: Path,
+    limit: float = 900,
+) -> tuple[dict[str, Any], float, float]:
+    """Create the Run and poll it until COMPLETED: the Run, and perf_counter at both ends."""
+    t0 = time.perf_counter()
+    await checked(
+        custom.create_namespaced_custom_object(
+            "runstate.dev", "v1alpha1", "rs", "runs", body, _preload_content=False
+        )
+    )
+    deadline = t0 + limit
+    while True:
+        raw_run = await checked(
+            custom.get_namespaced_custom_object(
+                "runstate.dev", "v1alpha1", "rs", "runs", "fanout", _preload_content=False
+            )
+        )
+        run: dict[str, Any] = json.loads(raw_run)
+        state = ((run.get("status") or {}).get("state") or {}).get("type")
+        if state == "COMPLETED":
+            return run, t0, time.perf_counter()
+        if state in ("FAILED", "CRASHED", "CANCELLED"):
+            raise RuntimeError(
+                f"the run ended {state}: {run['status']['state']}; "
+                f"failed hosts: {run['status'].get('failedHosts')}"
+            )
+        if time.perf_counter() > deadline or operator.poll() is not None:
+            raise TimeoutError(f"the run is still {state}; see {work}/operator.log")
+        await asyncio.sleep(0.2)
+
+
+async def prepare_cluster(
+    kubeconfig: str, parallel: int, namespaces: tuple[str, ...]
+) -> k8s.ApiClient:
+    """CRDs in, an API client, and `namespaces` created with their default ServiceAccount."""
     await kubectl_retrying(kubeconfig, "apply", "-f", str(ROOT / "crds"))
     await kubectl_retrying(
         kubeconfig, "wait", "--for=condition=Established", "crd/runs.runstate.dev"
@@ -403,13 +765,32 @@ async def bench(
     cfg = k8s.Configuration()
     await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
     cfg.connection_pool_maxsize = parallel + 16
-    async with k8s.ApiClient(cfg) as api:
+    api = k8s.ApiClient(cfg)
+    core: Any = k8s.CoreV1Api(api)
+    for ns in namespaces:
+        await checked(core.create_namespace({"metadata": {"name": ns}}, _preload_content=False))
+        await wait_default_sa(core, ns)
+    return api
+
+
+def writes_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {
+        k.split('"')[1]: after.get(k, 0) - before.get(k, 0)
+        for k in after
+        if after.get(k, 0) != before.get(k, 0)
+    }
+
+
+async def bench(
+    args: argparse.Namespace, work: Path, plane: ControlPlane, redis: RedisServer, procs: Procs
+) -> None:
+    hosts, parallel = args.hosts, args.parallel
+    n = hosts * 2
+    kubeconfig = str(plane.kubeconfig)
+    env = {**os.environ, "KUBECONFIG": kubeconfig}
+    async with await prepare_cluster(kubeconfig, parallel, ("raw", "kubelet", "rs")) as api:
         core: Any = k8s.CoreV1Api(api)
         custom: Any = k8s.CustomObjectsApi(api)
-        for ns in ("raw", "kubelet", "rs"):
-            ns_body = {"metadata": {"name": ns}}
-            await checked(core.create_namespace(ns_body, _preload_content=False))
-            await wait_default_sa(core, ns)
         pids = component_pids(work)
 
         # raw: no kubelet runs yet, so nothing but this loop touches these pods.
@@ -418,28 +799,8 @@ async def bench(
         raw = await measure_raw(core, watch, n, parallel, Cpu(pids))
         await watch.stop()
 
-        # The process kubelet, as the control plane would start it (it skips terminal pods).
-        ready = work / "kubelet.ready"
-        kubelet = spawn(
-            [
-                sys.executable,
-                "-m",
-                "runstate_dev",
-                "kubelet",
-                "--kubeconfig",
-                kubeconfig,
-                "--node",
-                NODE,
-                "--pod-log-dir",
-                str(work / "pods"),
-                "--ready-file",
-                str(ready),
-            ],
-            env,
-            work / "kubelet.log",
-        )
-        procs.append(kubelet)
-        await wait_file(ready, kubelet, "process kubelet", 60)
+        kubelet = start_kubelet(work, env, procs)
+        await wait_file(work / "kubelet.ready", kubelet, "process kubelet", 60)
         pids["process kubelet"] = kubelet.pid
 
         watch = PodWatch(core, "kubelet")
@@ -450,29 +811,7 @@ async def bench(
         await watch.stop()
 
         # runstate: one Run of hosts × 2 operations.
-        port = free_port()
-        operator = spawn(
-            [sys.executable, "-m", "runstate", "operator", "--standalone", "--namespace", "rs"],
-            {
-                **env,
-                **operator_path(args.operator_path),
-                "RUNSTATE_REDIS_URL": redis.url,
-                "RUNSTATE_METRICS_PORT": str(port),
-                "RUNSTATE_METRICS_HOST": "127.0.0.1",
-            },
-            work / "operator.log",
-        )
-        procs.append(operator)
-        metrics_url = f"http://127.0.0.1:{port}/metrics"
-        for _ in range(150):
-            if operator.poll() is not None:
-                raise RuntimeError(f"operator exited with {operator.returncode}")
-            try:
-                metric_sum(metrics_url, WRITES)
-                break
-            except OSError:
-                await asyncio.sleep(0.2)
-        await asyncio.sleep(2)  # kopf's start-up: not part of the measurement
+        operator, metrics_url = await start_operator(args, work, env, redis, procs)
         pids["operator"] = operator.pid
 
         watch = PodWatch(core, "rs")
@@ -480,29 +819,7 @@ async def bench(
         body = run_obj(hosts, parallel)
         writes0 = metric_sum(metrics_url, WRITES)
         cpu = Cpu(pids)
-        t0 = time.perf_counter()
-        await checked(
-            custom.create_namespaced_custom_object(
-                "runstate.dev", "v1alpha1", "rs", "runs", body, _preload_content=False
-            )
-        )
-        deadline = t0 + 900
-        while True:
-            raw_run = await checked(
-                custom.get_namespaced_custom_object(
-                    "runstate.dev", "v1alpha1", "rs", "runs", "fanout", _preload_content=False
-                )
-            )
-            run = json.loads(raw_run)
-            state = ((run.get("status") or {}).get("state") or {}).get("type")
-            if state == "COMPLETED":
-                break
-            if state in ("FAILED", "CRASHED", "CANCELLED"):
-                raise RuntimeError(f"the run ended {state}: {run['status']['state']}")
-            if time.perf_counter() > deadline or operator.poll() is not None:
-                raise TimeoutError(f"the run is still {state}; see {work}/operator.log")
-            await asyncio.sleep(0.2)
-        t1 = time.perf_counter()
+        run, t0, t1 = await run_to_completion(custom, body, operator, work)
         rs = Result("runstate", n, t1 - t0, cpu.used())
         rs.peak, rs.mean_in_flight = watch.in_flight(t0, t1)
         first_pod = min(watch.added.values()) - t0
@@ -531,11 +848,6 @@ async def bench(
         if problems:
             raise RuntimeError("run verification failed: " + "; ".join(problems))
 
-    writes = {
-        k.split('"')[1]: writes1.get(k, 0) - writes0.get(k, 0)
-        for k in writes1
-        if writes1.get(k, 0) != writes0.get(k, 0)
-    }
     report(
         hosts,
         parallel,
@@ -544,7 +856,7 @@ async def bench(
         rs,
         first_pod=first_pod,
         spans=spans,
-        writes=writes,
+        writes=writes_delta(writes0, writes1),
         status_bytes=len(json.dumps(status, separators=(",", ":"))),
         spec_bytes=len(json.dumps(body["spec"], separators=(",", ":"))),
         status_message=str(status["state"].get("message", "")),
@@ -637,14 +949,31 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--hosts", type=int, default=500)
+    parser.add_argument(
+        "--connector",
+        choices=("pod", "ssh"),
+        default="pod",
+        help="pod: the three rows above; ssh: the ssh row (SSH test hosts, plain ssh baseline)",
+    )
+    parser.add_argument("--hosts", type=int, default=None, help="default 500, or 50 with ssh")
     parser.add_argument("--parallel", type=int, default=50)
     parser.add_argument(
         "--operator-path",
         default=None,
         help="run the operator from this source folder (a baseline's operator/), not this tree",
     )
+    parser.add_argument(
+        "--runner-root",
+        default=str(runnerroot.RUNNER_ROOT),
+        help="ssh: the dev runner root the work pods run `runstate exec` from (refreshed from "
+        "this tree; default: the dev cluster's, shared with it)",
+    )
     args = parser.parse_args()
+    ssh = args.connector == "ssh"
+    if args.hosts is None:
+        args.hosts = 50 if ssh else 500
+    if ssh and not 1 <= args.hosts <= MAX_HOSTS:
+        parser.error(f"--hosts: 1 to {MAX_HOSTS} SSH test hosts")
     work = Path(tempfile.mkdtemp(prefix="runstate-fanout-"))
     procs: Procs = []
     ok = False
@@ -654,14 +983,25 @@ def main() -> None:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     try:
-        # Stopped in reverse: operator and kubelet, then Redis, then the control plane.
+        # Stopped in reverse: operator and kubelet, then Redis, the control plane, the hosts.
         with contextlib.ExitStack() as stack:
+            fleet = None
+            if ssh:
+                # Before the control plane, which would refresh the default root on its own.
+                runnerroot.ensure(ROOT, root=Path(args.runner_root))
+                # Started from this (main) thread: die_with_parent follows the thread.
+                fleet = HostFleet(work / "hosts", die_with_parent=True)
+                stack.callback(fleet.down)
+                fleet.up(args.hosts)
             plane = ControlPlane(work / "cluster", kubelet=False, die_with_parent=True).start()
             stack.callback(plane.stop)
             redis = RedisServer(work / "redis", die_with_parent=True).start()
             stack.callback(redis.stop)
             stack.callback(stop_all, procs)
-            asyncio.run(bench(args, work, plane, redis, procs))
+            if fleet is not None:
+                asyncio.run(bench_ssh(args, work, plane, redis, fleet, procs))
+            else:
+                asyncio.run(bench(args, work, plane, redis, procs))
         ok = True
     finally:
         signal.signal(signal.SIGTERM, previous)
