@@ -17,7 +17,7 @@ export RUNSTATE_CACHE := $(CACHE)
         helm chart-lint image kind-up kind-load kind-install
 
 help:
-	@echo "make demo   set up everything, run the operator on the examples, show a run complete"
+	@echo "make demo   set up everything (cluster, operator, 3 SSH test hosts), run the examples, show them work"
 	@echo "make test   lint, type-check and run every test (unit, stores, cluster, integration)"
 	@echo "make down   stop the demo's operator, control plane and Redis, and the SSH test hosts"
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
@@ -61,8 +61,11 @@ operator: cluster
 	  echo "operator started (pid $$!), log $(DEV_DIR)/operator.log, metrics on :$${RUNSTATE_METRICS_PORT:-8080}/metrics"; \
 	fi
 
+# Three SSH test hosts for the ssh example (`hosts up` again is a no-op, or restarts the
+# stopped ones); tools/demo.py reads their addresses from $(HOSTS_DIR)/hosts.json.
 demo: operator
-	KUBECONFIG=$(DEV_DIR)/kubeconfig $(BIN)/python tools/demo.py
+	$(BIN)/python -m runstate_dev hosts up --count 3 --dir $(HOSTS_DIR)
+	KUBECONFIG=$(DEV_DIR)/kubeconfig $(BIN)/python tools/demo.py --hosts-dir $(HOSTS_DIR)
 	@echo "The cluster is still up: export KUBECONFIG=$(DEV_DIR)/kubeconfig"
 
 down:
