@@ -137,6 +137,24 @@ def pods(run: str, kind: str) -> list[str]:
     return kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "name").split()
 
 
+def print_outputs(run: str) -> None:
+    """What each Execute pod's command printed on its host (the runner's termination message)."""
+    selector = f"runstate.dev/run={run},runstate.dev/kind=run"
+    items = json.loads(kubectl("get", "pods", "-n", NAMESPACE, "-l", selector, "-o", "json"))
+    for pod in sorted(items["items"], key=lambda p: p["metadata"]["name"]):
+        annotations = pod["metadata"].get("annotations") or {}
+        where = (
+            f"{annotations.get('runstate.dev/host')} {annotations.get('runstate.dev/operation')}"
+        )
+        for status in (pod.get("status") or {}).get("containerStatuses") or []:
+            message = ((status.get("state") or {}).get("terminated") or {}).get("message") or "{}"
+            try:
+                tail = str(json.loads(message).get("outputTail") or "")
+            except ValueError:
+                tail = message
+            print(f"  {where:<26} {' | '.join(tail.strip().splitlines()[-3:])}")
+
+
 def completed(status: Json) -> bool:
     return (status.get("state") or {}).get("type") == "COMPLETED"
 
@@ -298,6 +316,8 @@ def ssh_demo(hosts_dir: Path) -> bool:
     first = create_run(run_doc)
     status = follow(first)
     print_operations(status)
+    print("what the commands printed on the hosts:")
+    print_outputs(first)
     want = {op: (n, n, 0) for op in operations}
     good = completed(status) and counts(status) == want
     ok &= good
