@@ -50,11 +50,13 @@ system-deps: deps
 cluster: system-deps
 	$(BIN)/python -m runstate_dev up --dir $(DEV_DIR) --redis
 
-# The operator runs in the background (log: $(DEV_DIR)/operator.log) until `make down`.
+# The operator runs in the background (log: $(DEV_DIR)/operator.log) until `make down`. The
+# CRDs are applied (and served) first: kopf may miss a CRD created while it starts.
 operator: cluster
 	@if [ -f $(DEV_DIR)/operator.pid ] && kill -0 $$(cat $(DEV_DIR)/operator.pid) 2>/dev/null; then \
 	  echo "operator already running (pid $$(cat $(DEV_DIR)/operator.pid))"; \
 	else \
+	  KUBECONFIG=$(DEV_DIR)/kubeconfig $(BIN)/python tools/demo.py --crds-only || exit 1; \
 	  . $(DEV_DIR)/env && KUBECONFIG=$(DEV_DIR)/kubeconfig RUNSTATE_METRICS_PORT=$${RUNSTATE_METRICS_PORT:-8080} \
 	    nohup $(BIN)/python -m runstate operator --standalone > $(DEV_DIR)/operator.log 2>&1 & \
 	  echo $$! > $(DEV_DIR)/operator.pid; \

@@ -64,10 +64,22 @@ def load(name: str) -> Json:
 # ---- the cluster side ------------------------------------------------------------------
 
 
-def prepare_namespace() -> None:
+def apply_crds() -> None:
+    """Apply the CRDs and wait until they are served. The Makefile does this before it starts
+    the operator: a CRD created while kopf starts up may never be watched (runs stay new).
+    Polled, not `kubectl wait`: right after the apply a CRD may have no conditions yet."""
     kubectl("apply", "-f", str(ROOT / "crds"))
+    path = '{.status.conditions[?(@.type=="Established")].status}'
     for crd in ("runs.runstate.dev", "runbooks.runstate.dev"):
-        kubectl("wait", "--for=condition=Established", f"crd/{crd}", "--timeout=60s")
+        deadline = time.monotonic() + 60
+        while kubectl("get", "crd", crd, "-o", f"jsonpath={path}").strip() != "True":
+            if time.monotonic() > deadline:
+                sys.exit(f"crd/{crd} is not Established after 60 s")
+            time.sleep(0.2)
+
+
+def prepare_namespace() -> None:
+    apply_crds()
     namespaces = kubectl("get", "namespaces", "-o", "name").split()
     if f"namespace/{NAMESPACE}" not in namespaces:
         kubectl("create", "namespace", NAMESPACE)
@@ -363,7 +375,13 @@ def main() -> int:
         default=Path(os.environ.get("RUNSTATE_CACHE", Path.home() / ".cache/runstate")) / "hosts",
         help="the SSH test hosts' state dir (runstate_dev hosts up --dir)",
     )
+    parser.add_argument(
+        "--crds-only", action="store_true", help="apply the CRDs, wait until served, exit"
+    )
     args = parser.parse_args()
+    if args.crds_only:
+        apply_crds()
+        return 0
     prepare_namespace()
     pod_ok = pod_demo()
     ssh_ok = ssh_demo(args.hosts_dir)
