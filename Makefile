@@ -17,7 +17,7 @@ export RUNSTATE_CACHE := $(CACHE)
         helm chart-lint image kind-up kind-load kind-install
 
 help:
-	@echo "make demo   set up everything, run the operator on the examples, show a run complete"
+	@echo "make demo   set up everything (cluster, operator, 3 SSH test hosts), run the examples, show them work"
 	@echo "make test   lint, type-check and run every test (unit, stores, cluster, integration)"
 	@echo "make down   stop the demo's operator, control plane and Redis, and the SSH test hosts"
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
@@ -51,19 +51,24 @@ system-deps: deps
 cluster: system-deps
 	$(BIN)/python -m runstate_dev up --dir $(DEV_DIR) --redis
 
-# The operator runs in the background (log: $(DEV_DIR)/operator.log) until `make down`.
+# The operator runs in the background (log: $(DEV_DIR)/operator.log) until `make down`. The
+# CRDs are applied (and served) first: kopf may miss a CRD created while it starts.
 operator: cluster
 	@if [ -f $(DEV_DIR)/operator.pid ] && kill -0 $$(cat $(DEV_DIR)/operator.pid) 2>/dev/null; then \
 	  echo "operator already running (pid $$(cat $(DEV_DIR)/operator.pid))"; \
 	else \
+	  KUBECONFIG=$(DEV_DIR)/kubeconfig $(BIN)/python tools/demo.py --crds-only || exit 1; \
 	  . $(DEV_DIR)/env && KUBECONFIG=$(DEV_DIR)/kubeconfig RUNSTATE_METRICS_PORT=$${RUNSTATE_METRICS_PORT:-8080} \
 	    nohup $(BIN)/python -m runstate operator --standalone > $(DEV_DIR)/operator.log 2>&1 & \
 	  echo $$! > $(DEV_DIR)/operator.pid; \
 	  echo "operator started (pid $$!), log $(DEV_DIR)/operator.log, metrics on :$${RUNSTATE_METRICS_PORT:-8080}/metrics"; \
 	fi
 
+# Three SSH test hosts for the ssh example (`hosts up` again is a no-op, or restarts the
+# stopped ones); tools/demo.py reads their addresses from $(HOSTS_DIR)/hosts.json.
 demo: operator
-	KUBECONFIG=$(DEV_DIR)/kubeconfig $(BIN)/python tools/demo.py
+	$(BIN)/python -m runstate_dev hosts up --count 3 --dir $(HOSTS_DIR)
+	KUBECONFIG=$(DEV_DIR)/kubeconfig $(BIN)/python tools/demo.py --hosts-dir $(HOSTS_DIR)
 	@echo "The cluster is still up: export KUBECONFIG=$(DEV_DIR)/kubeconfig"
 
 down:

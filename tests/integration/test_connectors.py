@@ -9,9 +9,12 @@ private key shows up nowhere (the Run, Events, the operator's log, Redis).
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import asyncssh
@@ -411,3 +414,47 @@ def test_the_node_connector_changes_its_nodes_root_and_no_other(
     finally:
         for name in nodes:
             kube_cluster.kubectl("delete", "node", name, "--wait=false", check=False)
+
+
+def _demo() -> ModuleType:
+    """tools/demo.py (a script): the ssh example as `make demo` applies it to its hosts."""
+    path = Path(__file__).resolve().parents[2] / "tools" / "demo.py"
+    spec = importlib.util.spec_from_file_location("runstate_demo", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_ssh_example_configures_and_starts_a_service_then_finds_it_in_state(
+    kube_cluster: Cluster, operator: Operator, fleet: HostFleet
+) -> None:
+    """examples/runbook-ssh.yaml on three hosts, as `make demo` runs it: a release changes
+    every host (config written, service restarted), the same release again changes nothing."""
+    demo = _demo()
+    ns = kube_cluster.namespace()
+    description = json.loads(fleet.description.read_text())
+    description["hosts"] = description["hosts"][:3]
+    port = demo.web_port(description)
+    runbook = demo.fleet_runbook(demo.load("runbook-ssh.yaml"), description, port)
+    kube_cluster.apply(key_secret(demo.SECRET, fleet), ns)
+    kube_cluster.apply(json.dumps(runbook), ns)
+    for release in ("r1", "r2"):  # r2: a new config, so the running service must restart
+        for attempt in ("first", "again"):
+            name = f"{release}-{attempt}"
+            kube_cluster.apply(run(name, "web-fleet", parameters={"release": release}), ns)
+            st = final_status(kube_cluster, ns, name, timeout=120)
+            assert st["state"]["type"] == "COMPLETED", (st["state"], st.get("failedHosts"))
+            changed = 3 if attempt == "first" else 0
+            assert {(o["name"], o["changed"], o["noChange"]) for o in st["operations"]} == {
+                ("nginx-config", changed, 3 - changed),
+                ("web-service", changed, 3 - changed),
+            }
+            if attempt == "again":
+                assert pods_of_run(kube_cluster, ns, name, "run") == []
+        for host in fleet.hosts[:3]:
+            conf = (host.upper / "etc/demo-web/nginx.conf").read_text()
+            assert f"listen {host.address}:{port};" in conf and f'"{release}"' in conf
+            assert (host.upper / "run/demo-web/running.conf").read_text() == conf
+            with urllib.request.urlopen(f"http://{host.address}:{port}/", timeout=5) as answer:
+                assert answer.read().decode() == f"{host.name} release {release}\n"
