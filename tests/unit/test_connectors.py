@@ -211,8 +211,8 @@ def test_an_ssh_runbook_connects_to_every_host_first_with_the_runners_probe() ->
         "--user=deploy",
         "--key=/var/run/runstate/ssh/id",
         "--connect-timeout=10",
-        "--result=/dev/termination-log",
         "--known-hosts=/var/run/runstate/ssh/known_hosts",
+        "--result=/dev/termination-log",
         "--connect-only",
     ]
     assert "RUNSTATE_COMMAND" not in {e["name"] for e in container["env"]}

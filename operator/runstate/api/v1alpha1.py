@@ -27,6 +27,7 @@ from pydantic.alias_generators import to_camel
 from runstate.api.connector import Connector
 from runstate.api.model import ApiModel
 from runstate.api.podtemplate import PodTemplate
+from runstate.api.pyinfra import PyinfraOperation
 
 GROUP = "runstate.dev"
 VERSION = "v1alpha1"
@@ -357,10 +358,17 @@ class Connect(ApiModel):
 
 class Operation(ApiModel):
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
-    run: Annotated[str, Field(min_length=1, description="Shell command (sh -c) run per host")]
+    run: Annotated[str, Field(min_length=1)] | None = Field(
+        default=None, description="Shell command (sh -c) run per host; or pyinfra"
+    )
     check: Annotated[str, Field(min_length=1)] | None = Field(
         default=None,
         description="Prepare stage: exit 0 = already in the desired state, 1-125 = change needed",
+    )
+    pyinfra: PyinfraOperation | None = Field(
+        default=None,
+        description="Instead of run and check: a pyinfra operation (or deploy), whose own "
+        "change detection (dry mode) is the check",
     )
     depends_on: list[str] | None = Field(
         default=None, description="Operations that must finish first (default: the previous one)"
@@ -383,6 +391,14 @@ class Operation(ApiModel):
     def _env_unique(cls, env: list[EnvVar]) -> list[EnvVar]:
         _unique_env(env)
         return env
+
+    @model_validator(mode="after")
+    def _run_or_pyinfra(self) -> Operation:
+        if (self.run is None) == (self.pyinfra is None):
+            raise ValueError("set exactly one of run and pyinfra")
+        if self.pyinfra is not None and self.check is not None:
+            raise ValueError("a pyinfra operation takes no check: pyinfra's dry mode is its check")
+        return self
 
 
 class PodRetention(ApiModel):
@@ -672,6 +688,11 @@ class PlannedOperation(ApiModel):
     name: str
     change: list[str] = Field(default_factory=list, description="Hosts that would change")
     no_change: list[str] = Field(default_factory=list, description="Hosts already in state")
+    commands: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="pyinfra operations: per host that would change, the commands pyinfra "
+        "would run (bounded)",
+    )
     truncated: bool = False
 
 

@@ -86,7 +86,7 @@ def with_hooks(obs: Observation, rb: RunbookSpec, decision: Decision) -> Decisio
     in_flight = sum(1 for u in obs.units if not u.finished and u.key not in decision.delete)
 
     def intent(key: WorkKey, op: Operation, host: Host | None, env: tuple[EnvVar, ...]) -> Intent:
-        return build_intent(rb, key, op.run, host=host, op=op, env=env)
+        return build_intent(rb, key, op.run or "", host=host, op=op, env=env)
 
     plan = hooks.plan_hooks(
         rb,

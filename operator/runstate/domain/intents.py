@@ -11,6 +11,7 @@ It must not do I/O or know about Kubernetes.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -18,7 +19,8 @@ from runstate.api.podtemplate import PodTemplate
 from runstate.api.v1alpha1 import EnvVar, Host, Operation, RunbookSpec
 from runstate.domain import connection
 from runstate.domain.inventory import ResolvedInventory
-from runstate.domain.work import Intent, WorkKey
+from runstate.domain.targets import PyinfraTask
+from runstate.domain.work import Intent, Kind, WorkKey
 
 
 def build_intent(
@@ -60,6 +62,21 @@ def build_intent(
         tolerate=tolerate,
         connection=connection.resolve(connection.connector_of(rb, op), host),
         pod_templates=templates,
+        pyinfra=_pyinfra(op, key),
+    )
+
+
+def _pyinfra(op: Operation | None, key: WorkKey) -> PyinfraTask | None:
+    """What a pyinfra operation asks of the runner: its check is pyinfra's dry mode."""
+    if op is None or op.pyinfra is None:
+        return None
+    block = op.pyinfra
+    return PyinfraTask(
+        op=block.op,
+        args_json=json.dumps(block.args, sort_keys=True),
+        files=block.files,
+        deploy=block.deploy,
+        dry=key.kind is Kind.CHECK,
     )
 
 

@@ -69,7 +69,7 @@ def run(
             starter=starter,
         )
     counted = tally(view, order, change=prepare.change, execute=execute, executing=executing)
-    plan = counted.planned(order) if obs.spec.dry_run and ready else None
+    plan = counted.planned(order, view) if obs.spec.dry_run and ready else None
 
     # A stage behind the committed one means finished work vanished (pods deleted by someone
     # else): the run's progress cannot be reconstructed, which is a crash.

@@ -1,7 +1,8 @@
 """Where a unit of work connects to: the resolved, per-host form of a connector.
 
 Owns the data (`SshConnection`, `NodeConnection`, and `Connection`, None meaning the `pod`
-connector) that an `Intent` carries to the pod builders; how it is resolved is
+connector; `PyinfraTask`, what a pyinfra operation asks of the runner) that an `Intent`
+carries to the pod builders; how it is resolved is
 `runstate.domain.connection`. Data only: no rules, no I/O.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from runstate.api.connector import JumpHost, KeyRef, KnownHosts
+from runstate.api.pyinfra import DeployRef, FilesRef
 
 
 @dataclass(frozen=True)
@@ -34,3 +36,14 @@ class NodeConnection:
 
 #: None: the command runs in the pod itself (the `pod` connector).
 Connection = SshConnection | NodeConnection | None
+
+
+@dataclass(frozen=True)
+class PyinfraTask:
+    """A pyinfra operation (or deploy) for the runner: applied, or in dry mode (a check)."""
+
+    op: str | None
+    args_json: str  # the operation's arguments, as JSON
+    files: FilesRef | None
+    deploy: DeployRef | None
+    dry: bool

@@ -17,7 +17,7 @@ from typing import Any
 
 from runstate.api.podtemplate import PodTemplate
 from runstate.api.v1alpha1 import EnvVar, FailedHost, Stage
-from runstate.domain.targets import Connection
+from runstate.domain.targets import Connection, PyinfraTask
 from runstate.runner.result import ErrorClass
 
 
@@ -85,6 +85,8 @@ class Observed:
     start_delay: float | None = None
     # Its runner connected without checking the host key (insecureSkipHostKeyCheck).
     host_key_check_skipped: bool = False
+    # pyinfra units: the commands pyinfra would run (dry mode) or ran, bounded by the runner.
+    commands: tuple[str, ...] = ()
 
     @property
     def finished(self) -> bool:
@@ -118,6 +120,7 @@ class Intent:
     connection: Connection = None  # None: the command runs in the pod (the pod connector)
     # podTemplates to merge into the pod, in order (the Runbook's defaults, the operation's).
     pod_templates: tuple[PodTemplate, ...] = ()
+    pyinfra: PyinfraTask | None = None  # a pyinfra operation instead of `command`
 
 
 MESSAGE_LIMIT = 512  # characters of a pod's output kept per failed host or hook

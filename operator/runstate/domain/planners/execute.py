@@ -141,7 +141,7 @@ def advance(
         return OpProgress(True, results, counts, failing, ignored)
     for host, last in pending:
         try_ = 0 if last is None else last.key.try_ + 1
-        starter.want(WorkKey(Kind.RUN, op.name, host, view.attempt, try_), op.run, op=op)
+        starter.want(WorkKey(Kind.RUN, op.name, host, view.attempt, try_), op.run or "", op=op)
     return OpProgress(finished, results, counts, failing, ignored)
 
 

@@ -49,14 +49,14 @@ def plan_prepare(
         for host in targets[op.name]:
             if host in failing:
                 continue
-            if op.check is None:
+            if op.check is None and op.pyinfra is None:
                 needed[host] = True
                 continue
             key = WorkKey(Kind.CHECK, op.name, host, view.attempt)
             unit = view.units.get(key)
             if unit is None or not unit.finished:
                 waiting = True
-                starter.want(key, op.check, op=op)
+                starter.want(key, op.check or "", op=op)  # a pyinfra op: its dry mode
                 continue
             verdict = classify_check(unit)
             if verdict is CheckResult.ERROR:

@@ -22,11 +22,15 @@ from runstate.domain.attempt import AttemptView
 from runstate.domain.inventory import ResolvedInventory
 from runstate.domain.planners.execute import ExecutePlan
 from runstate.domain.planners.prepare import ChangeMap
-from runstate.domain.work import Kind, RunResult, UnitResult
+from runstate.domain.work import Kind, RunResult, UnitResult, WorkKey
 from runstate.runner.result import ErrorClass
 
 MAX_FAILED_HOSTS = 20  # status.failedHosts is capped: status must stay far below 1 MiB
 MAX_PLAN_HOSTS = 50  # per operation and list in status.plan
+# pyinfra operations in status.plan: the commands of at most this many changing hosts per
+# operation, at most this many commands each, each cut to this many characters. The runner's
+# result holds what it could keep of the rest.
+MAX_PLAN_COMMAND_HOSTS, MAX_PLAN_COMMANDS, MAX_COMMAND_CHARS = 10, 20, 200
 # The stage a unit's pod works for: a slow start is a warning of that stage.
 STAGE_OF_KIND: Mapping[Kind, Stage] = {
     Kind.CONNECT: Stage.Connect,
@@ -54,9 +58,10 @@ class Tally:
     results: Mapping[str, UnitResult]  # Execute's, and `no_change` where nothing was needed
     changed: int  # changes over all operations and hosts
 
-    def planned(self, order: Sequence[str]) -> tuple[PlannedOperation, ...]:
-        """A dry run's plan: per operation, the hosts it would change and those it would not."""
-        return tuple(_planned(name, self.change[name]) for name in order)
+    def planned(self, order: Sequence[str], view: AttemptView) -> tuple[PlannedOperation, ...]:
+        """A dry run's plan: per operation, the hosts it would change and those it would not,
+        and for pyinfra operations the commands pyinfra would run on the first of them."""
+        return tuple(_planned(name, self.change[name], view) for name in order)
 
 
 def tally(
@@ -176,12 +181,26 @@ def _warnings(view: AttemptView, inv: ResolvedInventory, execute: ExecutePlan) -
     return StageWarnings(**{s.value: n for s, n in warnings.items()})
 
 
-def _planned(name: str, change: Mapping[str, bool]) -> PlannedOperation:
+def _planned(name: str, change: Mapping[str, bool], view: AttemptView) -> PlannedOperation:
     yes = [h for h, v in change.items() if v]
     no = [h for h, v in change.items() if not v]
     return PlannedOperation(
         name=name,
         change=yes[:MAX_PLAN_HOSTS],
         no_change=no[:MAX_PLAN_HOSTS],
+        commands=_commands(name, yes, view),
         truncated=len(yes) > MAX_PLAN_HOSTS or len(no) > MAX_PLAN_HOSTS,
     )
+
+
+def _commands(name: str, hosts: Sequence[str], view: AttemptView) -> dict[str, list[str]]:
+    """The commands a pyinfra operation's dry mode reported, per changing host (bounded)."""
+    out: dict[str, list[str]] = {}
+    for host in hosts:
+        unit = view.units.get(WorkKey(Kind.CHECK, name, host, view.attempt))
+        if unit is None or not unit.commands:
+            continue
+        if len(out) == MAX_PLAN_COMMAND_HOSTS:
+            break
+        out[host] = [c[:MAX_COMMAND_CHARS] for c in unit.commands[:MAX_PLAN_COMMANDS]]
+    return out
