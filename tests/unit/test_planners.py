@@ -415,7 +415,7 @@ def test_tally_counts_changes_and_drops_failed_hosts_an_operation_never_reached(
     # Not executing (a dry run): nothing is dropped.
     dry = tally(view, ("a", "b"), change=change, execute=execute, executing=False)
     assert dry.changed == 4
-    plan = dry.planned(("a", "b"))
+    plan = dry.planned(("a", "b"), view)
     assert [(p.name, p.change, p.no_change) for p in plan] == [
         ("a", ["web1", "web2", "web3"], []),
         ("b", ["web2"], ["web1"]),
