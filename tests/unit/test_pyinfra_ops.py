@@ -179,3 +179,17 @@ def test_on_a_node_pyinfra_runs_chrooted_into_its_root() -> None:
     argv = pod_of(intent)["spec"]["containers"][0]["command"]
     assert argv[2:4] == ["--connector=local", "--chroot=/host"]
     assert "--pyinfra-op=files.line" in argv
+
+
+def test_the_whole_per_host_plan_goes_to_the_store_once() -> None:
+    from runstate.controller import hotstate
+
+    commands = tuple(f"command {i}" for i in range(30))
+    units = (check_unit("web1", 1, commands), check_unit("web2", 0))
+    d = first(spec(), units, dryRun=True)
+    assert d.summary is not None
+    new = hotstate.new_results(d.summary, set())
+    assert new.payload["@plan|motd|web1"] == {"commands": list(commands)}  # all 30
+    assert "@plan|motd|web2" not in new.payload  # no change: pyinfra reported no command
+    again = hotstate.new_results(d.summary, set(new.payload))
+    assert not [k for k in again.payload if k.startswith("@plan|")]

@@ -37,6 +37,7 @@ from runstate_stores.base import HistoryEntry, StateRecord
 LAUNCHED = "@launched|"  # + kind|attempt|try|operation|host: a unit the operator started
 FAILED = "@failed|"  # + host: a host that failed (its FailedHost)
 INVENTORY = "@inventory"  # a Node inventory's hosts, as the run started with them
+PLANNED = "@plan|"  # + operation|host: the commands a pyinfra operation's dry mode reported
 
 Payload = dict[str, Mapping[str, Any]]  # results-hash entries to write
 
@@ -121,6 +122,9 @@ def new_results(summary: Summary, known: set[str]) -> NewResults:
         if key not in known:
             payload[key] = value
             results.append((operation_of(key), str(value["result"])))
+    for key, commands in summary.commands.items():
+        if f"{PLANNED}{key}" not in known:
+            payload[f"{PLANNED}{key}"] = {"commands": list(commands)}
     failures: list[Stage] = []
     for host in summary.failed_hosts:
         key = f"{FAILED}{host.host}"

@@ -8,7 +8,7 @@ state, nor start or stop units.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from runstate.api.v1alpha1 import (
     FailedHost,
@@ -50,6 +50,9 @@ class Summary:
     failed_hosts: tuple[FailedHost, ...]
     results: Mapping[str, UnitResult]  # "operation|host" → result (for the store)
     plan: tuple[PlannedOperation, ...] | None = None
+    # "operation|host" → the commands a pyinfra operation's dry mode reported (for the store:
+    # the whole per-host plan, of which status.plan shows a bounded part).
+    commands: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,11 @@ def summarize(
         failed_hosts=tuple(sorted(failed.values(), key=lambda f: f.host))[:MAX_FAILED_HOSTS],
         results=tally.results,
         plan=plan,
+        commands={
+            f"{k.operation}|{k.host}": u.commands
+            for k, u in view.units.items()
+            if k.kind is Kind.CHECK and u.commands
+        },
     )
 
 
