@@ -21,11 +21,9 @@ import asyncssh
 import pytest
 import redis
 
-from runstate_dev import build
-from runstate_dev._proc import ComponentError
 from runstate_dev.hosts import HostFleet
-from tests.availability import unavailable
 from tests.conftest import Cluster, Operator, wait_for
+from tests.hosts import fleet_of
 from tests.integration.test_runs import events_of, final_status, run
 
 pytestmark = pytest.mark.integration
@@ -41,15 +39,7 @@ WRITE = (
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
     """Four real SSH hosts: host-0..2 are the inventory, host-3 is a jump host."""
-    state_dir = tmp_path_factory.mktemp("connector-hosts") / "fleet"
-    try:
-        hosts = HostFleet(state_dir, die_with_parent=True).up(4)
-    except (ComponentError, build.BuildError) as exc:
-        unavailable(f"SSH test hosts cannot start: {exc}")
-    try:
-        yield hosts
-    finally:
-        hosts.down()
+    yield from fleet_of(tmp_path_factory, "connector-hosts", 4)
 
 
 def inventory(fleet: HostFleet, count: int = 3) -> list[dict[str, Any]]:

@@ -15,11 +15,9 @@ from typing import Any
 
 import pytest
 
-from runstate_dev import build
-from runstate_dev._proc import ComponentError
 from runstate_dev.hosts import HostFleet
-from tests.availability import unavailable
 from tests.conftest import Cluster, Operator
+from tests.hosts import fleet_of
 from tests.integration.test_connectors import inventory, key_secret, pods_of_run
 from tests.integration.test_runs import final_status, run
 
@@ -30,15 +28,8 @@ NGINX_CONF = "worker_processes 2;\nevents {}\n"
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
-    state_dir = tmp_path_factory.mktemp("pyinfra-hosts") / "fleet"
-    try:
-        hosts = HostFleet(state_dir, die_with_parent=True).up(3)
-    except (ComponentError, build.BuildError) as exc:
-        unavailable(f"SSH test hosts cannot start: {exc}")
-    try:
-        yield hosts
-    finally:
-        hosts.down()
+    """Three real SSH hosts."""
+    yield from fleet_of(tmp_path_factory, "pyinfra-hosts", 3)
 
 
 def pyinfra_runbook(name: str, fleet: HostFleet, ops: list[dict[str, Any]], **spec: Any) -> str:

@@ -16,11 +16,9 @@ from typing import Any
 import pytest
 
 from runstate.kube.connectors import RESTRICTED_CONTAINER, RESTRICTED_POD
-from runstate_dev import build
-from runstate_dev._proc import ComponentError
 from runstate_dev.hosts import HostFleet
-from tests.availability import unavailable
 from tests.conftest import Cluster, Operator
+from tests.hosts import fleet_of
 from tests.integration.test_runs import final_status
 from tests.pss import restricted_violations
 from tests.restricted import PSP_ANNOTATION, RESTRICTED_POLICY, RestrictedNamespace
@@ -31,16 +29,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
     """One real SSH host for the `ssh` Runbook."""
-    try:
-        hosts = HostFleet(
-            tmp_path_factory.mktemp("restricted-hosts") / "fleet", die_with_parent=True
-        ).up(1)
-    except (ComponentError, build.BuildError) as exc:
-        unavailable(f"SSH test hosts cannot start: {exc}")
-    try:
-        yield hosts
-    finally:
-        hosts.down()
+    yield from fleet_of(tmp_path_factory, "restricted-hosts", 1)
 
 
 def runbook(name: str, **spec: Any) -> dict[str, Any]:

@@ -14,24 +14,14 @@ import asyncssh
 import pytest
 
 from runstate.runner.ssh import SshTarget
-from runstate_dev import build
-from runstate_dev._proc import ComponentError
 from runstate_dev.hosts import HostFleet
-from tests.availability import unavailable
+from tests.hosts import fleet_of
 
 
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
     """Three real SSH hosts for the whole runner session."""
-    state_dir = tmp_path_factory.mktemp("runner-hosts") / "fleet"
-    try:
-        hosts = HostFleet(state_dir, die_with_parent=True).up(3)
-    except (ComponentError, build.BuildError) as exc:
-        unavailable(f"SSH test hosts cannot start: {exc}")
-    try:
-        yield hosts
-    finally:
-        hosts.down()
+    yield from fleet_of(tmp_path_factory, "runner-hosts", 3)
 
 
 def target(fleet: HostFleet, index: int, **changes: object) -> SshTarget:
