@@ -45,10 +45,13 @@ HOST_NAME = "host"
 class _Failed(Exception):
     """The unit ended early: ``error`` None is an operation pyinfra failed (exit code 1)."""
 
-    def __init__(self, error: ErrorClass | None, message: str) -> None:
+    def __init__(
+        self, error: ErrorClass | None, message: str, commands: tuple[str, ...] | None = None
+    ) -> None:
         super().__init__(message)
         self.error = error
         self.message = message
+        self.commands = commands
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,7 @@ def run_pyinfra(unit: PyinfraUnit, where: Where, *, out: Callable[[bytes], None]
                 _prepare(unit, state, host)
                 changed, commands = _planned(state, host)
                 if not unit.dry:
+                    changed, commands = None, ()  # not known until pyinfra has applied it
                     _execute(state, host)
                     changed, commands = _done(state, host, log.errors)
             finally:
@@ -139,13 +143,14 @@ def run_pyinfra(unit: PyinfraUnit, where: Where, *, out: Callable[[bytes], None]
             output_tail=log.tail.text(),
             host_key_check_skipped=_skipped(where),
             changed=changed,
-            commands=commands,
+            commands=failed.commands if failed.commands is not None else commands,
             warnings=log.warnings,
         )
+    skipped = " (host key not checked: insecure_skip_host_key_check)" if _skipped(where) else ""
     return UnitOutcome(
         exit_code=1 if unit.dry and changed else 0,
         error=None,
-        message=_verdict(unit, where, changed, len(commands)),
+        message=_verdict(unit, where, changed, len(commands)) + skipped,
         duration_seconds=time.monotonic() - started,
         output_tail=log.tail.text(),
         host_key_check_skipped=_skipped(where),
@@ -188,6 +193,7 @@ def _connected_state(
     config = Config(CONNECT_TIMEOUT=max(1, math.ceil(where.connect_timeout)), SUDO=unit.sudo)
     state = State(inventory, config)
     state.cwd = str(_deploy_dir(unit))
+    state.print_output = True  # the commands' output, through pyinfra's echo, to the log
     errors: list[str] = []
 
     class _Errors(BaseStateCallback):  # type: ignore[misc]
@@ -318,12 +324,19 @@ def _done(state: State, host: Host, errors: list[str]) -> tuple[bool, tuple[str,
             continue
         meta = op_data.operation_meta
         commands += [_command_text(c) for c in (meta._commands or [])]
+        name = _op_name(state, op_hash)
         if not meta.is_complete():
-            raise _Failed(None, f"{_op_name(state, op_hash)}: not run (an earlier one failed)")
+            raise _Failed(None, f"{name}: not run (an earlier one failed)", tuple(commands))
         if not meta.did_succeed():
-            raise _Failed(None, f"{_op_name(state, op_hash)} failed: {_errors(errors, host)}")
+            why = _errors([*_last_output(meta), *errors], host)
+            raise _Failed(None, f"{name} failed: {why}", tuple(commands))
         changed = changed or meta.did_change()
     return changed, tuple(commands)
+
+
+def _last_output(meta: Any, lines: int = 5) -> list[str]:
+    """The last lines the failed command printed (stderr, else stdout)."""
+    return (meta.stderr_lines or meta.stdout_lines)[-lines:]  # type: ignore[no-any-return]
 
 
 def _errors(lines: list[str], host: Host) -> str:
@@ -461,20 +474,31 @@ class _Log(logging.Handler):
             self.errors.append(text)
         elif record.levelno >= logging.WARNING:
             self.warnings += 1
+        self._write(text)
+
+    def echo(self, message: object = None, **_style: object) -> None:
+        """pyinfra's ``echo``: the output of the commands it runs (``state.print_output``)."""
+        self._write("" if message is None else str(message))
+
+    def _write(self, text: str) -> None:
         line = f"{text}\n".encode(errors="replace")
         self.tail.add(line)
         self.out(line)
 
     @contextlib.contextmanager
     def capturing(self) -> Iterator[None]:
+        from pyinfra.api import output
+
         logger = logging.getLogger("pyinfra")
-        before = (logger.level, logger.propagate)
+        before = (logger.level, logger.propagate, output._echo)
         logger.setLevel(logging.INFO)
         logger.propagate = False
         logger.addHandler(self)
+        output.set_echo(self.echo)
         try:
             yield
         finally:
             logger.removeHandler(self)
             logger.setLevel(before[0])
             logger.propagate = before[1]
+            output.set_echo(before[2])
