@@ -22,6 +22,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -187,6 +188,7 @@ def _connected_state(
     from pyinfra.api.exceptions import PyinfraError
     from pyinfra.api.state import StateStage
 
+    _check_key(where.ssh)
     name, connector_data = connector_host(where, sockets)
     data = {**unit.host_data, **connector_data}  # the connector's own keys win
     inventory = Inventory(([(name, data)], {}))
@@ -214,6 +216,21 @@ def _connected_state(
         raise _Failed(_connect_error_class(message, where), f"{where.label}: {message}")
     state.set_stage(StateStage.Prepare)
     return state, host
+
+
+def _check_key(target: SshTarget | None) -> None:
+    """A key file that cannot be read is the runner's error (as for plain commands), found
+    before pyinfra tries (its greenlet would die with a traceback on stderr)."""
+    if target is None or target.private_key is None:
+        return
+    try:
+        with open(target.private_key, "rb"):
+            pass
+    except OSError as exc:
+        raise _Failed(
+            ErrorClass.RUNNER_ERROR,
+            f"cannot read the private key file {target.private_key}: {exc.strerror}",
+        ) from None
 
 
 def _deploy_dir(unit: PyinfraUnit) -> Path:
@@ -495,6 +512,7 @@ class _Log(logging.Handler):
         logger.propagate = False
         logger.addHandler(self)
         output.set_echo(self.echo)
+        hub = _quiet_gevent_hub()
         try:
             yield
         finally:
@@ -502,3 +520,14 @@ class _Log(logging.Handler):
             logger.setLevel(before[0])
             logger.propagate = before[1]
             output.set_echo(before[2])
+            hub.exception_stream = sys.stderr
+
+
+def _quiet_gevent_hub() -> Any:
+    """gevent prints the traceback of a greenlet that raised (pyinfra re-raises it to us, and
+    we report it in one line): not on the pod's log."""
+    import gevent
+
+    hub = gevent.get_hub()
+    hub.exception_stream = None
+    return hub
