@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ PYINFRA = Path(sys.executable).parent / "pyinfra"
 
 
 def pyinfra_exec(
-    fleet: HostFleet, index: int, tmp_path: Path, op: str, args: dict[str, object], *extra: str
+    fleet: HostFleet, index: int, tmp_path: Path, op: str, args: Mapping[str, object], *extra: str
 ) -> tuple[subprocess.CompletedProcess[bytes], UnitOutcome]:
     result = tmp_path / f"result-{uuid.uuid4().hex[:8]}"
     completed, outcome, _data = runstate_exec(
@@ -38,9 +39,7 @@ def unique(name: str) -> str:
     return f"/etc/runstate-pyinfra-{name}-{uuid.uuid4().hex[:6]}"
 
 
-def test_files_line_dry_apply_dry_changes_one_hosts_file(
-    fleet: HostFleet, tmp_path: Path
-) -> None:
+def test_files_line_dry_apply_dry_changes_one_hosts_file(fleet: HostFleet, tmp_path: Path) -> None:
     path = unique("line")
     args = {"path": path, "line": "managed by runstate"}
     completed, dry = pyinfra_exec(fleet, 0, tmp_path, "files.line", args, "--dry")
@@ -88,7 +87,7 @@ def test_server_user_creates_a_user_on_one_host_only(fleet: HostFleet, tmp_path:
     user = f"rs{uuid.uuid4().hex[:6]}"
     completed, outcome = pyinfra_exec(fleet, 2, tmp_path, "server.user", {"user": user})
     assert (completed.returncode, outcome.changed) == (0, True), completed.stderr
-    assert any(c.startswith(f"useradd") for c in outcome.commands)
+    assert any(c.startswith("useradd") for c in outcome.commands)
     passwd = (fleet.hosts[2].upper / "etc" / "passwd").read_text()
     assert f"\n{user}:" in passwd
     for other in (0, 1):
@@ -112,7 +111,9 @@ def test_a_failing_operation_exits_1_with_pyinfras_message(
     assert outcome.message.startswith(f"{op} failed: ")
     assert words in outcome.message
     assert "Error: executed 0 commands" in outcome.message
-    assert "Traceback" not in outcome.message + completed.stdout.decode() + completed.stderr.decode()
+    assert (
+        "Traceback" not in outcome.message + completed.stdout.decode() + completed.stderr.decode()
+    )
 
 
 def test_an_argument_pyinfra_refuses_is_its_message_not_a_traceback(

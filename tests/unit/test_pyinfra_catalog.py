@@ -29,14 +29,47 @@ from runstate.pyinfra.catalog import REFUSED_GLOBALS, operation, problems
             ],
         ),
         ("files.line", {"path": "/x"}, [("args.line", "files.line needs the argument 'line'")]),
-        ("server.user", {"user": "a", "colour": "red"}, [("args.colour", "server.user takes no argument 'colour'")]),
+        (
+            "server.user",
+            {"user": "a", "colour": "red"},
+            [("args.colour", "server.user takes no argument 'colour'")],
+        ),
         ("put", {}, [("op", "'put' is not an operation of pyinfra: give it as module.function")]),
-        ("files.put.extra", {}, [("op", "'files.put.extra' is not an operation of pyinfra: give it as module.function")]),
-        ("Files.Put", {}, [("op", "'Files.Put' is not an operation of pyinfra: give it as module.function")]),
-        ("file.put", {}, [("op", "pyinfra has no operations module 'file' (did you mean 'files'?)")]),
-        ("files.putt", {}, [("op", "pyinfra's files module has no operation 'putt' (did you mean 'files.put'?)")]),
-        ("files.os", {}, [("op", "pyinfra's files module has no operation 'os'")]),  # a module attribute, no operation
-        ("files._inner", {}, [("op", "'files._inner' is not an operation of pyinfra: give it as module.function")]),
+        (
+            "files.put.extra",
+            {},
+            [
+                (
+                    "op",
+                    "'files.put.extra' is not an operation of pyinfra: give it as module.function",
+                )
+            ],
+        ),
+        (
+            "Files.Put",
+            {},
+            [("op", "'Files.Put' is not an operation of pyinfra: give it as module.function")],
+        ),
+        (
+            "file.put",
+            {},
+            [("op", "pyinfra has no operations module 'file' (did you mean 'files'?)")],
+        ),
+        (
+            "files.putt",
+            {},
+            [("op", "pyinfra's files module has no operation 'putt' (did you mean 'files.put'?)")],
+        ),
+        (
+            "files.os",
+            {},
+            [("op", "pyinfra's files module has no operation 'os'")],
+        ),  # a module attribute, no operation
+        (
+            "files._inner",
+            {},
+            [("op", "'files._inner' is not an operation of pyinfra: give it as module.function")],
+        ),
     ],
 )
 def test_problems_name_the_field_and_say_why(
@@ -46,7 +79,8 @@ def test_problems_name_the_field_and_say_why(
 
 
 @pytest.mark.parametrize(
-    "argument", ["_sudo_user", "_su_user", "_env", "_chdir", "_ignore_errors", "_shell_executable", "name"]
+    "argument",
+    ["_sudo_user", "_su_user", "_env", "_chdir", "_ignore_errors", "_shell_executable", "name"],
 )
 def test_pyinfra_global_arguments_that_say_how_to_run_are_accepted(argument: str) -> None:
     assert problems("server.shell", {"commands": ["true"], argument: "x"}) == []

@@ -115,9 +115,7 @@ def test_ssh_maps_onto_pyinfras_ssh_connector_strictly() -> None:
 
 
 def test_skipping_the_host_key_check_is_pyinfras_no() -> None:
-    _, data = connector_host(
-        Where(ssh=target(known_hosts=None, insecure_skip_host_key_check=True))
-    )
+    _, data = connector_host(Where(ssh=target(known_hosts=None, insecure_skip_host_key_check=True)))
     assert data["ssh_strict_host_key_checking"] == "no"
     assert data["ssh_known_hosts_file"] == os.devnull
 

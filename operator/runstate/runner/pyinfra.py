@@ -34,8 +34,8 @@ from runstate.runner.result import ErrorClass, UnitOutcome
 from runstate.runner.ssh import SshTarget
 
 if TYPE_CHECKING:
-    from pyinfra.api import State
     from pyinfra.api.host import Host
+    from pyinfra.api.state import State
 
 __all__ = ["PyinfraUnit", "Where", "connector_host", "run_pyinfra"]
 
@@ -84,7 +84,9 @@ class Where:
         return "local" if self.chroot is None else f"chroot {self.chroot}"
 
 
-def connector_host(where: Where, sockets: Mapping[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+def connector_host(
+    where: Where, sockets: Mapping[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
     """The pyinfra inventory name and connector data for ``where`` (``sockets``: a jump
     host's channel as paramiko's ``sock``)."""
     if where.chroot is not None:
@@ -183,10 +185,11 @@ def _connected_state(
     unit: PyinfraUnit, where: Where, sockets: Mapping[str, Any], log: _Log
 ) -> tuple[State, Host]:
     """A pyinfra State with the unit's one host in its inventory, connected, or _Failed."""
-    from pyinfra.api import BaseStateCallback, Config, Inventory, State
+    from pyinfra.api.config import Config
     from pyinfra.api.connect import connect_all
     from pyinfra.api.exceptions import PyinfraError
-    from pyinfra.api.state import StateStage
+    from pyinfra.api.inventory import Inventory
+    from pyinfra.api.state import BaseStateCallback, State, StateStage
 
     _check_key(where.ssh)
     name, connector_data = connector_host(where, sockets)
@@ -198,7 +201,7 @@ def _connected_state(
     state.print_output = True  # the commands' output, through pyinfra's echo, to the log
     errors: list[str] = []
 
-    class _Errors(BaseStateCallback):  # type: ignore[misc]
+    class _Errors(BaseStateCallback):
         @staticmethod
         def host_connect_error(state: State, host: Host, error: BaseException) -> None:
             errors.append(str(error.args[0] if error.args else error))
@@ -418,7 +421,9 @@ def _jump_socket(where: Where) -> Iterator[dict[str, Any]]:
         assert transport is not None
         try:
             channel = transport.open_channel(
-                "direct-tcpip", (target.host, target.port), ("127.0.0.1", 0),
+                "direct-tcpip",
+                (target.host, target.port),
+                ("127.0.0.1", 0),
                 timeout=jump.connect_timeout,
             )
         except Exception as exc:
@@ -446,13 +451,20 @@ def _jump_client(jump: SshTarget) -> Any:
         pkey = paramiko.PKey.from_path(jump.private_key) if jump.private_key else None
     except (OSError, paramiko.SSHException, ValueError) as exc:
         raise _Failed(
-            ErrorClass.RUNNER_ERROR, f"cannot read the jump host's key file {jump.private_key}: {exc}"
+            ErrorClass.RUNNER_ERROR,
+            f"cannot read the jump host's key file {jump.private_key}: {exc}",
         ) from None
     try:
         client.connect(
-            jump.host, jump.port, username=jump.user, pkey=pkey, allow_agent=False,
-            look_for_keys=False, timeout=jump.connect_timeout,
-            banner_timeout=jump.connect_timeout, auth_timeout=jump.connect_timeout,
+            jump.host,
+            jump.port,
+            username=jump.user,
+            pkey=pkey,
+            allow_agent=False,
+            look_for_keys=False,
+            timeout=jump.connect_timeout,
+            banner_timeout=jump.connect_timeout,
+            auth_timeout=jump.connect_timeout,
         )
     except Exception as exc:
         raise _Failed(_paramiko_error_class(exc), f"jump host {jump.label}: {exc}") from None
