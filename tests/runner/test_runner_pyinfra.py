@@ -8,6 +8,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -266,3 +267,17 @@ def test_runstate_and_the_pyinfra_command_line_agree_on_files_put(
     assert runstate_would_change() is pyinfra_cli_would_change(fleet, 0, files, args) is False
     (files / "motd").write_text("welcome, again\n")  # the file differs on the host now
     assert runstate_would_change() is pyinfra_cli_would_change(fleet, 0, files, args) is True
+
+
+def test_a_unit_longer_than_its_timeout_is_ended(fleet: HostFleet, tmp_path: Path) -> None:
+    started = time.monotonic()
+    completed, outcome = pyinfra_exec(
+        fleet, 0, tmp_path, "server.shell", {"commands": ["sleep 30"]}, "--timeout=2"
+    )
+    assert (completed.returncode, outcome.error) == (205, ErrorClass.TIMEOUT)
+    assert time.monotonic() - started < 20
+    completed, outcome = pyinfra_exec(
+        fleet, 0, tmp_path, "server.shell", {"commands": ["echo in-time"]}, "--timeout=30"
+    )
+    assert (completed.returncode, outcome.changed) == (0, True)
+    assert b"in-time" in completed.stdout

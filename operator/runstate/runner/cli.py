@@ -39,7 +39,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from runstate.runner.local import run_locally
-from runstate.runner.pyinfra import PyinfraUnit, Where, run_pyinfra
+from runstate.runner.pyinfra import PyinfraUnit, Where, run_pyinfra_within
 from runstate.runner.result import ErrorClass, UnitOutcome, process_exit_code
 from runstate.runner.ssh import SshTarget, probe, run_over_ssh
 
@@ -135,6 +135,7 @@ def pyinfra_unit_from(args: argparse.Namespace) -> tuple[PyinfraUnit, Where]:
         host_data=_json_object("--host-data", args.host_data, HOST_DATA_ENV),
         dry=args.dry,
         sudo=args.sudo,
+        timeout=args.timeout,
     )
     if args.connector == "local":
         return unit, Where(chroot=args.chroot, connect_timeout=args.connect_timeout)
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         if is_pyinfra(args):  # synchronous: pyinfra runs on gevent, not asyncio
-            outcome = run_pyinfra(*pyinfra_unit_from(args), out=_out)
+            outcome = run_pyinfra_within(*pyinfra_unit_from(args), out=_out)
         else:
             outcome = asyncio.run(run(args))
     except UsageError as exc:

@@ -22,6 +22,8 @@ import contextlib
 import logging
 import math
 import os
+import select
+import signal
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from pyinfra.api.host import Host
     from pyinfra.api.state import State
 
-__all__ = ["PyinfraUnit", "Where", "connector_host", "run_pyinfra"]
+__all__ = ["PyinfraUnit", "Where", "connector_host", "run_pyinfra", "run_pyinfra_within"]
 
 HOST_NAME = "host"
 """The pyinfra inventory name of the one host of a unit (in pyinfra's log: ``[host]``)."""
@@ -67,6 +69,7 @@ class PyinfraUnit:
     host_data: Mapping[str, Any] = field(default_factory=dict)
     dry: bool = False
     sudo: bool = False
+    timeout: float | None = None  # for the whole unit (connect, facts, commands)
 
 
 @dataclass(frozen=True)
@@ -398,6 +401,71 @@ def _disconnect(state: State) -> None:
 
     with contextlib.suppress(Exception):
         disconnect_all(state)
+
+
+# ---- the unit's timeout ------------------------------------------------------------------
+
+
+def run_pyinfra_within(
+    unit: PyinfraUnit, where: Where, *, out: Callable[[bytes], None]
+) -> UnitOutcome:
+    """``run_pyinfra``, ended after ``unit.timeout`` seconds: pyinfra runs in a forked child
+    (its own process group, killed whole at the deadline) that hands its outcome back through
+    a pipe. pyinfra's own ``_timeout`` needs gevent's monkey-patching, which the runner does
+    not do; a signal cannot reach a process blocked in gevent's loop."""
+    if unit.timeout is None:
+        return run_pyinfra(unit, where, out=out)
+    started = time.monotonic()
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: run, hand back the outcome, never return
+        os.close(read_end)
+        os.setpgid(0, 0)
+        _child(unit, where, out, write_end)
+    os.close(write_end)
+    data = _read_until(read_end, started + unit.timeout)
+    if data is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if data is None:
+        return UnitOutcome(
+            exit_code=None,
+            error=ErrorClass.TIMEOUT,
+            message=f"the pyinfra unit ran longer than {unit.timeout:g}s on {where.label}",
+            duration_seconds=time.monotonic() - started,
+        )
+    try:
+        return UnitOutcome.decode(data)
+    except ValueError as exc:
+        return UnitOutcome(None, ErrorClass.RUNNER_ERROR, f"pyinfra child: {exc}", 0.0)
+
+
+def _child(unit: PyinfraUnit, where: Where, out: Callable[[bytes], None], fd: int) -> None:
+    code = 0
+    try:
+        outcome = run_pyinfra(unit, where, out=out)
+    except BaseException as exc:  # the parent reports it; nothing may escape a forked child
+        outcome = UnitOutcome(None, ErrorClass.RUNNER_ERROR, f"{type(exc).__name__}: {exc}", 0.0)
+        code = 1
+    with contextlib.suppress(OSError):
+        os.write(fd, outcome.encode())
+        sys.stdout.flush()
+    os._exit(code)
+
+
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    """Everything written to ``fd`` until its end, or None when ``deadline`` passes first."""
+    chunks: list[bytes] = []
+    with os.fdopen(fd, "rb", buffering=0) as pipe:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
+                return None
+            chunk = pipe.read(65536)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
 
 
 # ---- the jump host ------------------------------------------------------------------------
