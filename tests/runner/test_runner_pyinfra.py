@@ -126,6 +126,12 @@ def test_an_argument_pyinfra_refuses_is_its_message_not_a_traceback(
     assert (completed.returncode, outcome.error) == (1, None)
     assert "missing.conf" in outcome.message
     assert "Traceback" not in completed.stdout.decode() + completed.stderr.decode()
+    # Dry, exit code 1 would read "would change": pyinfra's refusal has a class of its own.
+    completed, outcome = pyinfra_exec(
+        fleet, 0, tmp_path, "files.put", {"src": "missing.conf", "dest": "/etc/x"}, "--dry"
+    )
+    assert (completed.returncode, outcome.error) == (206, ErrorClass.OPERATION_ERROR)
+    assert "missing.conf" in outcome.message
 
 
 def test_connection_failures_have_the_runners_error_classes(

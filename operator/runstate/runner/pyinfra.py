@@ -108,12 +108,8 @@ def connector_host(
     }
     if target.private_key is not None:
         data["ssh_key"] = str(target.private_key)
-    if target.insecure_skip_host_key_check:
-        data["ssh_strict_host_key_checking"] = "no"
-        data["ssh_known_hosts_file"] = str(target.known_hosts or os.devnull)
-    else:
-        data["ssh_strict_host_key_checking"] = "yes"
-        data["ssh_known_hosts_file"] = str(target.known_hosts or os.devnull)
+    data["ssh_known_hosts_file"] = str(target.known_hosts or os.devnull)  # never ~/.ssh's
+    data["ssh_strict_host_key_checking"] = "no" if target.insecure_skip_host_key_check else "yes"
     if sockets:
         data["ssh_paramiko_connect_kwargs"] = dict(sockets)
     return target.host, data  # pyinfra: a bare name is an SSH host
@@ -130,10 +126,10 @@ def run_pyinfra(unit: PyinfraUnit, where: Where, *, out: Callable[[bytes], None]
     commands: tuple[str, ...] = ()
     try:
         with log.capturing(), _jump_socket(where) as sockets:
-            state, host = _connected_state(unit, where, sockets, log)
+            state, host = _connected_state(unit, where, sockets)
             try:
                 _prepare(unit, state, host)
-                changed, commands = _planned(state, host)
+                changed, commands = _planned(unit, state, host)
                 if not unit.dry:
                     changed, commands = None, ()  # not known until pyinfra has applied it
                     _execute(state, host)
@@ -185,7 +181,7 @@ def _skipped(where: Where) -> bool:
 
 
 def _connected_state(
-    unit: PyinfraUnit, where: Where, sockets: Mapping[str, Any], log: _Log
+    unit: PyinfraUnit, where: Where, sockets: Mapping[str, Any]
 ) -> tuple[State, Host]:
     """A pyinfra State with the unit's one host in its inventory, connected, or _Failed."""
     from pyinfra.api.config import Config
@@ -277,7 +273,13 @@ def _prepare(unit: PyinfraUnit, state: State, host: Host) -> None:
     except _Failed:
         raise
     except Exception as exc:  # pyinfra's or the deploy's: its message, never a traceback
-        raise _Failed(None, f"{unit.op or unit.deploy}: {_describe(exc)}") from None
+        raise _Failed(_refused(unit), f"{unit.op or unit.deploy}: {_describe(exc)}") from None
+
+
+def _refused(unit: PyinfraUnit) -> ErrorClass | None:
+    """The class of pyinfra refusing the operation while preparing it: applied, a failed
+    operation (exit code 1); dry, OperationError, as exit code 1 means "would change"."""
+    return ErrorClass.OPERATION_ERROR if unit.dry else None
 
 
 def _operation(op: str | None) -> Callable[..., Any]:
@@ -308,7 +310,7 @@ def _describe(exc: BaseException) -> str:
     return text if isinstance(exc, PyinfraError) and text else f"{type(exc).__name__}: {text}"
 
 
-def _planned(state: State, host: Host) -> tuple[bool, tuple[str, ...]]:
+def _planned(unit: PyinfraUnit, state: State, host: Host) -> tuple[bool, tuple[str, ...]]:
     """What pyinfra's change detection found: (would change, the commands it would run)."""
     from pyinfra.context import ctx_host, ctx_state
 
@@ -323,7 +325,8 @@ def _planned(state: State, host: Host) -> tuple[bool, tuple[str, ...]]:
             with ctx_state.use(state), ctx_host.use(host):
                 commands += [_command_text(c) for c in op_data.command_generator()]
         except Exception as exc:
-            raise _Failed(None, f"{_op_name(state, op_hash)}: {_describe(exc)}") from None
+            name = _op_name(state, op_hash)
+            raise _Failed(_refused(unit), f"{name}: {_describe(exc)}") from None
     return changed, tuple(commands)
 
 

@@ -45,6 +45,7 @@ class ErrorClass(StrEnum):
     HOST_KEY_MISMATCH = "HostKeyMismatch"  # a key for the host, not the one it presented
     AUTHENTICATION_FAILED = "AuthenticationFailed"  # the host refused the client key
     TIMEOUT = "Timeout"  # the command ran longer than allowed
+    OPERATION_ERROR = "OperationError"  # pyinfra --dry: pyinfra could not work out the change
     RUNNER_ERROR = "RunnerError"  # the runner itself failed (bad arguments, unreadable key …)
 
 
@@ -54,6 +55,7 @@ EXIT_CODES: dict[ErrorClass, int] = {
     ErrorClass.HOST_KEY_MISMATCH: 203,
     ErrorClass.AUTHENTICATION_FAILED: 204,
     ErrorClass.TIMEOUT: 205,
+    ErrorClass.OPERATION_ERROR: 206,
     ErrorClass.RUNNER_ERROR: 210,
 }
 """The runner process's exit code per error class: all ≥ 200, so never a command's own code."""
