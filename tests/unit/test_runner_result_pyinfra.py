@@ -139,3 +139,56 @@ def test_the_plain_runner_does_not_import_pyinfra() -> None:
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, check=False)
     assert completed.returncode == 0, completed.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["--connector=local", "--dry", "--", "true"], "--dry without --pyinfra-op"),
+        (["--connector=local", "--pyinfra-op=files.line", "--", "true"], "takes no command"),
+        (
+            ["--connector=local", "--pyinfra-op=files.line", "--pyinfra-args=[1]"],
+            "not a JSON object",
+        ),
+        (
+            ["--connector=local", "--pyinfra-op=files.line", "--host-data={"],
+            "--host-data: not JSON",
+        ),
+        (
+            ["--connector=local", "--pyinfra-op=files.line", "--pyinfra-deploy=d.py"],
+            "not allowed with",
+        ),
+    ],
+)
+def test_pyinfra_options_misused_are_usage_errors(argv: list[str], words: str) -> None:
+    from runstate.runner.cli import UsageError, build_parser, is_pyinfra, pyinfra_unit_from
+
+    with pytest.raises(UsageError, match=words):
+        args = build_parser().parse_args(argv)
+        if is_pyinfra(args):
+            pyinfra_unit_from(args)
+
+
+def test_pyinfra_options_make_a_unit() -> None:
+    from runstate.runner.cli import build_parser, pyinfra_unit_from
+
+    args = build_parser().parse_args(
+        [
+            "--connector=local",
+            "--chroot=/host",
+            "--pyinfra-op=files.line",
+            '--pyinfra-args={"path": "/etc/x", "line": "y"}',
+            "--pyinfra-files=/files",
+            '--host-data={"role": "web"}',
+            "--dry",
+            "--sudo",
+            "--timeout=30",
+        ]
+    )
+    unit, where = pyinfra_unit_from(args)
+    assert unit.op == "files.line"
+    assert unit.args == {"path": "/etc/x", "line": "y"}
+    assert unit.files == Path("/files")
+    assert unit.host_data == {"role": "web"}
+    assert (unit.dry, unit.sudo, unit.timeout) == (True, True, 30.0)
+    assert (where.ssh, where.chroot) == (None, "/host")

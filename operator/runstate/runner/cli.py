@@ -120,7 +120,23 @@ def _add_pyinfra_options(parser: argparse.ArgumentParser) -> None:
 
 
 def is_pyinfra(args: argparse.Namespace) -> bool:
-    return bool(args.pyinfra_op or args.pyinfra_deploy)
+    """Whether the arguments describe a pyinfra unit; UsageError for pyinfra options without
+    an operation or deploy (a plain command would silently ignore them)."""
+    if args.pyinfra_op or args.pyinfra_deploy:
+        return True
+    stray = [
+        option
+        for option, value in (
+            ("--dry", args.dry),
+            ("--pyinfra-args", args.pyinfra_args),
+            ("--pyinfra-files", args.pyinfra_files),
+            ("--host-data", args.host_data),
+        )
+        if value
+    ]
+    if stray:
+        raise UsageError(f"{', '.join(stray)} without --pyinfra-op or --pyinfra-deploy")
+    return False
 
 
 def pyinfra_unit_from(args: argparse.Namespace) -> tuple[PyinfraUnit, Where]:
