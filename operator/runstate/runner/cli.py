@@ -5,6 +5,14 @@ runstate exec --connector {ssh,local} [--host H] [--port P] [--user U] [--key FI
               [--jump [USER@]HOST[:PORT] [--jump-key FILE] [--jump-known-hosts FILE]]
               [--connect-timeout S] [--timeout S] [--sudo] [--connect-only]
               [--chroot DIR] [--forward-env NAME,...] [--result FILE] [-- COMMAND ...]
+runstate exec --connector ... (--pyinfra-op MODULE.FUNCTION [--pyinfra-args JSON]
+              | --pyinfra-deploy FILE) [--pyinfra-files DIR] [--host-data JSON] [--dry]
+
+A pyinfra unit (``runner.pyinfra``) runs pyinfra's operation (or deploy file) on the host
+instead of a command: ``--dry`` asks pyinfra whether it would change anything (exit code 1:
+it would, 0: it would not), else pyinfra applies it (0: done, ``changed`` in the result; 1:
+pyinfra reports the operation failed). ``--pyinfra-args`` and ``--host-data`` are JSON objects
+(default: the variables ``RUNSTATE_PYINFRA_ARGS`` / ``RUNSTATE_HOST_DATA``, else ``{}``).
 
 The command is the words after ``--`` joined with spaces (one shell command line, as ssh does),
 else the environment variable ``RUNSTATE_COMMAND``; ``--connect-only`` runs the Connect stage's
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import re
 import shlex
@@ -30,12 +39,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from runstate.runner.local import run_locally
+from runstate.runner.pyinfra import PyinfraUnit, Where, run_pyinfra_within
 from runstate.runner.result import ErrorClass, UnitOutcome, process_exit_code
 from runstate.runner.ssh import SshTarget, probe, run_over_ssh
 
 __all__ = ["COMMAND_ENV", "DEFAULT_RESULT", "main"]
 
 COMMAND_ENV = "RUNSTATE_COMMAND"
+PYINFRA_ARGS_ENV = "RUNSTATE_PYINFRA_ARGS"
+HOST_DATA_ENV = "RUNSTATE_HOST_DATA"
 # Variables a POSIX shell can export (Kubernetes also allows '-' and '.' in env names).
 _SHELL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_RESULT = "/dev/termination-log"
@@ -88,8 +100,73 @@ def build_parser() -> argparse.ArgumentParser:
         help="ssh: comma-separated variables of this environment exported to the command",
     )
     parser.add_argument("--result", default=DEFAULT_RESULT, metavar="FILE")
+    _add_pyinfra_options(parser)
     parser.add_argument("command", nargs="*", help="after --: the command line")
     return parser
+
+
+def _add_pyinfra_options(parser: argparse.ArgumentParser) -> None:
+    what = parser.add_mutually_exclusive_group()
+    what.add_argument("--pyinfra-op", metavar="MODULE.FUNCTION", help="a pyinfra operation")
+    what.add_argument("--pyinfra-deploy", type=Path, metavar="FILE", help="a pyinfra deploy file")
+    parser.add_argument("--pyinfra-args", metavar="JSON", help="the operation's arguments")
+    parser.add_argument(
+        "--pyinfra-files", type=Path, metavar="DIR", help="where relative `src` paths are read"
+    )
+    parser.add_argument("--host-data", metavar="JSON", help="pyinfra host data (an object)")
+    parser.add_argument(
+        "--dry", action="store_true", help="pyinfra's dry run: exit code 1 if it would change"
+    )
+
+
+def is_pyinfra(args: argparse.Namespace) -> bool:
+    """Whether the arguments describe a pyinfra unit; UsageError for pyinfra options without
+    an operation or deploy (a plain command would silently ignore them)."""
+    if args.pyinfra_op or args.pyinfra_deploy:
+        return True
+    stray = [
+        option
+        for option, value in (
+            ("--dry", args.dry),
+            ("--pyinfra-args", args.pyinfra_args),
+            ("--pyinfra-files", args.pyinfra_files),
+            ("--host-data", args.host_data),
+        )
+        if value
+    ]
+    if stray:
+        raise UsageError(f"{', '.join(stray)} without --pyinfra-op or --pyinfra-deploy")
+    return False
+
+
+def pyinfra_unit_from(args: argparse.Namespace) -> tuple[PyinfraUnit, Where]:
+    """The pyinfra unit the arguments describe and where it runs; UsageError when bad."""
+    if args.command or args.connect_only:
+        raise UsageError("a pyinfra unit takes no command and no --connect-only")
+    unit = PyinfraUnit(
+        op=args.pyinfra_op,
+        args=_json_object("--pyinfra-args", args.pyinfra_args, PYINFRA_ARGS_ENV),
+        deploy=args.pyinfra_deploy,
+        files=args.pyinfra_files,
+        host_data=_json_object("--host-data", args.host_data, HOST_DATA_ENV),
+        dry=args.dry,
+        sudo=args.sudo,
+        timeout=args.timeout,
+    )
+    if args.connector == "local":
+        return unit, Where(chroot=args.chroot, connect_timeout=args.connect_timeout)
+    return unit, Where(ssh=target_from_args(args), connect_timeout=args.connect_timeout)
+
+
+def _json_object(option: str, text: str | None, env: str) -> dict[str, object]:
+    text = text if text is not None else os.environ.get(env, "{}")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{option}: not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option}: not a JSON object")
+    return value
 
 
 def target_from_args(args: argparse.Namespace) -> SshTarget:
@@ -164,18 +241,20 @@ def command_from(args: argparse.Namespace) -> str:
 async def run(args: argparse.Namespace) -> UnitOutcome:
     """The unit the arguments describe, run: never raises for what a host or command does."""
     command = command_from(args)
-
-    def out(chunk: bytes) -> None:
-        sys.stdout.buffer.write(chunk)
-        sys.stdout.buffer.flush()
-
     if args.connector == "local":
-        return await run_locally(command or "true", out=out, timeout=args.timeout, root=args.chroot)
+        return await run_locally(
+            command or "true", out=_out, timeout=args.timeout, root=args.chroot
+        )
     target = target_from_args(args)
     if args.connect_only:
         return await probe(target)
     command = exports(args.forward_env, os.environ) + command
-    return await run_over_ssh(target, command, out=out, timeout=args.timeout)
+    return await run_over_ssh(target, command, out=_out, timeout=args.timeout)
+
+
+def _out(chunk: bytes) -> None:
+    sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
 
 
 def exports(names: str, env: Mapping[str, str]) -> str:
@@ -191,7 +270,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     result_path = _result_path(argv)
     try:
         args = build_parser().parse_args(argv)
-        outcome = asyncio.run(run(args))
+        if is_pyinfra(args):  # synchronous: pyinfra runs on gevent, not asyncio
+            outcome = run_pyinfra_within(*pyinfra_unit_from(args), out=_out)
+        else:
+            outcome = asyncio.run(run(args))
     except UsageError as exc:
         print(f"runstate exec: usage: {exc}", file=sys.stderr)
         outcome = UnitOutcome(

@@ -1,8 +1,10 @@
 """The runner's typed result: what one unit (operation × host) came to, as the operator reads it.
 
-Owns ``UnitOutcome`` (exit code, error class, one-line message, duration, output tail), its JSON
-encoding bounded to the Kubernetes termination message limit (4096 bytes: the tail is trimmed
-first, then the message), its decoding on the operator side, and the rule mapping an outcome to
+Owns ``UnitOutcome`` (exit code, error class, one-line message, duration, output tail and, for
+pyinfra units, whether pyinfra changed / would change the host, the commands it ran / would run
+and its warning count), its JSON encoding bounded to the Kubernetes termination message limit
+(4096 bytes: the commands are trimmed first, then the tail, then the message), its decoding on the
+operator side (results without the pyinfra fields decode as before), and the rule mapping an outcome to
 the runner process's own exit code (the pod's exit code).
 
 Must not do I/O or know SSH, Kubernetes or the operator: it is data and pure functions, shared by
@@ -14,9 +16,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, replace
 from enum import StrEnum
+from typing import Any
 
 __all__ = [
     "EXIT_CODES",
+    "MAX_COMMAND_CHARS",
     "MAX_RESULT_BYTES",
     "ErrorClass",
     "UnitOutcome",
@@ -25,6 +29,9 @@ __all__ = [
 
 MAX_RESULT_BYTES = 4096
 """Kubernetes truncates a container's termination message beyond 4096 bytes."""
+
+MAX_COMMAND_CHARS = 300
+"""A pyinfra command longer than this is cut (with …) in the result."""
 
 _MAX_MESSAGE_CHARS = 1000
 _COMMAND_CODE_CEILING = 199
@@ -38,6 +45,7 @@ class ErrorClass(StrEnum):
     HOST_KEY_MISMATCH = "HostKeyMismatch"  # a key for the host, not the one it presented
     AUTHENTICATION_FAILED = "AuthenticationFailed"  # the host refused the client key
     TIMEOUT = "Timeout"  # the command ran longer than allowed
+    OPERATION_ERROR = "OperationError"  # pyinfra --dry: pyinfra could not work out the change
     RUNNER_ERROR = "RunnerError"  # the runner itself failed (bad arguments, unreadable key …)
 
 
@@ -47,6 +55,7 @@ EXIT_CODES: dict[ErrorClass, int] = {
     ErrorClass.HOST_KEY_MISMATCH: 203,
     ErrorClass.AUTHENTICATION_FAILED: 204,
     ErrorClass.TIMEOUT: 205,
+    ErrorClass.OPERATION_ERROR: 206,
     ErrorClass.RUNNER_ERROR: 210,
 }
 """The runner process's exit code per error class: all ≥ 200, so never a command's own code."""
@@ -60,6 +69,11 @@ class UnitOutcome:
     ended it), else None; ``error`` says why it did not (None when it did, whatever its code).
     ``host_key_check_skipped`` is True when the connection was made with
     ``insecure_skip_host_key_check`` (a Connect stage warning for the operator).
+
+    pyinfra units only: ``changed`` is whether pyinfra would change the host (``--dry``) or
+    changed it (None: not a pyinfra unit, or it did not get that far); ``commands`` the
+    commands pyinfra would run / ran (each cut to ``MAX_COMMAND_CHARS``; ``commands_omitted``
+    says how many more there were); ``warnings`` how many warnings pyinfra logged.
     """
 
     exit_code: int | None
@@ -68,16 +82,32 @@ class UnitOutcome:
     duration_seconds: float
     output_tail: str = ""
     host_key_check_skipped: bool = False
+    changed: bool | None = None
+    commands: tuple[str, ...] = ()
+    commands_omitted: int = 0
+    warnings: int = 0
 
     @property
     def succeeded(self) -> bool:
         return self.error is None and self.exit_code == 0
 
     def encode(self) -> bytes:
-        """Compact JSON, always at most ``MAX_RESULT_BYTES`` bytes: the output tail is cut from
-        its start first (its last bytes are kept), then the message from its end."""
-        outcome = replace(self, message=_one_line(self.message))
+        """Compact JSON, always at most ``MAX_RESULT_BYTES`` bytes: the last commands are
+        dropped first (counted in ``commands_omitted``), then the output tail is cut from its
+        start (its last bytes are kept), then the message from its end."""
+        outcome = replace(
+            self,
+            message=_one_line(self.message),
+            commands=tuple(_cut(c, MAX_COMMAND_CHARS) for c in self.commands),
+        )
         data = _dump(outcome)
+        while len(data) > MAX_RESULT_BYTES and outcome.commands:
+            outcome = replace(
+                outcome,
+                commands=outcome.commands[:-1],
+                commands_omitted=outcome.commands_omitted + 1,
+            )
+            data = _dump(outcome)
         while len(data) > MAX_RESULT_BYTES and outcome.output_tail:
             excess = len(data) - MAX_RESULT_BYTES
             outcome = replace(outcome, output_tail=outcome.output_tail[excess:])
@@ -115,7 +145,29 @@ class UnitOutcome:
             duration_seconds=float(duration),
             output_tail=str(raw.get("outputTail", "")),
             host_key_check_skipped=bool(raw.get("hostKeyCheckSkipped", False)),
+            **_decode_pyinfra_fields(raw),
         )
+
+
+def _decode_pyinfra_fields(raw: dict[str, object]) -> dict[str, Any]:
+    """The optional fields of pyinfra units (absent from other results: their defaults)."""
+    changed = raw.get("changed")
+    if changed is not None and not isinstance(changed, bool):
+        raise ValueError(f"not a runner result: changed {changed!r}")
+    commands = raw.get("commands", [])
+    if not isinstance(commands, list):
+        raise ValueError(f"not a runner result: commands {commands!r}")
+    omitted = raw.get("commandsOmitted", 0)
+    warnings = raw.get("warnings", 0)
+    for name, value in (("commandsOmitted", omitted), ("warnings", warnings)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"not a runner result: {name} {value!r}")
+    return {
+        "changed": changed,
+        "commands": tuple(str(c) for c in commands),
+        "commands_omitted": omitted,
+        "warnings": warnings,
+    }
 
 
 def process_exit_code(outcome: UnitOutcome) -> int:
@@ -130,10 +182,11 @@ def process_exit_code(outcome: UnitOutcome) -> int:
 
 
 def _one_line(message: str) -> str:
-    line = " ".join(message.split())
-    if len(line) > _MAX_MESSAGE_CHARS:
-        line = line[: _MAX_MESSAGE_CHARS - 1] + "…"
-    return line
+    return _cut(" ".join(message.split()), _MAX_MESSAGE_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _dump(outcome: UnitOutcome) -> bytes:
@@ -146,4 +199,12 @@ def _dump(outcome: UnitOutcome) -> bytes:
     }
     if outcome.host_key_check_skipped:
         body["hostKeyCheckSkipped"] = True
+    if outcome.changed is not None:
+        body["changed"] = outcome.changed
+    if outcome.commands:
+        body["commands"] = list(outcome.commands)
+    if outcome.commands_omitted:
+        body["commandsOmitted"] = outcome.commands_omitted
+    if outcome.warnings:
+        body["warnings"] = outcome.warnings
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode(errors="replace")
