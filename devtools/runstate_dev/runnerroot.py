@@ -5,7 +5,7 @@ pods run `runstate exec` from the operator image, as a non-root user (uid 65532)
 dev venv cannot serve them: its interpreter may live under a private home (pyenv in /root).
 So this module keeps what the image's `/opt/runstate` holds, at `RUNNER_ROOT`: a venv of
 Debian's own Python 3.11 (the image's minor version), world-readable, with the operator's
-dependencies installed once, and the working tree's `runstate` and `runstate_stores` packages
+dependencies installed once (again when a pyproject.toml changes), and the working tree's `runstate` and `runstate_stores` packages
 copied in fresh by every `ensure()` (a rebuilt image, in a second). The kubelet puts
 `RUNNER_ROOT/bin` first on every container's PATH.
 
@@ -14,6 +14,7 @@ Owns that directory. It copies source files by path and must not import the oper
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -41,8 +42,11 @@ def bin_dir(root: Path = RUNNER_ROOT) -> Path:
 def ensure(source: Path, *, root: Path = RUNNER_ROOT) -> Path:
     """The runner root with `source`'s packages (a runstate checkout) in it; its bin dir."""
     source = source.absolute()
-    if not (root / _READY).exists():
+    marker = root / _READY
+    wanted = _dependencies_digest(source)
+    if not marker.exists() or marker.read_text().strip() != wanted:
         _install(source, root)
+        marker.write_text(wanted + "\n")
     site = _site_packages(root)
     for package, _ in _PACKAGES:
         target = site / Path(package).name
@@ -62,7 +66,15 @@ def _install(source: Path, root: Path) -> None:
     # The distributions themselves, for their dependencies and the `runstate` script; the
     # packages are then replaced by copies of the working tree on every ensure().
     _run([*pip, *(str(source / dist) for _, dist in _PACKAGES)])
-    (root / _READY).write_text("ok\n")
+
+
+def _dependencies_digest(source: Path) -> str:
+    """What the installed dependencies follow: the distributions' pyproject.toml files. A new
+    or changed dependency (a new pin of pyinfra) reinstalls them, as a rebuilt image would."""
+    digest = hashlib.sha256()
+    for _, dist in _PACKAGES:
+        digest.update((source / dist / "pyproject.toml").read_bytes())
+    return digest.hexdigest()
 
 
 def _site_packages(root: Path) -> Path:

@@ -193,3 +193,56 @@ def test_the_whole_per_host_plan_goes_to_the_store_once() -> None:
     assert "@plan|motd|web2" not in new.payload  # no change: pyinfra reported no command
     again = hotstate.new_results(d.summary, set(new.payload))
     assert not [k for k in again.payload if k.startswith("@plan|")]
+
+
+@pytest.mark.parametrize(
+    ("pyinfra", "field", "message"),
+    [
+        ({"op": "files.nope"}, "spec.operations[0].pyinfra.op", "files"),
+        (
+            {"op": "files.put", "args": {"src": "a", "dset": "/x"}},
+            "spec.operations[0].pyinfra.args.dset",
+            "did you mean 'dest'",
+        ),
+    ],
+)
+def test_an_operation_pyinfra_lacks_fails_at_setup_naming_the_field(
+    pyinfra: dict[str, Any], field: str, message: str
+) -> None:
+    d = first(spec({"name": "put", "pyinfra": pyinfra}))
+    assert d.create == ()
+    assert d.progress.state.name == "Failed"
+    assert f"{field}: " in d.progress.state.message and message in d.progress.state.message
+
+
+def test_the_runners_pyinfra_result_reaches_the_plan_and_the_warnings() -> None:
+    from runstate.kube.pods import observe
+    from runstate.runner.result import UnitOutcome
+
+    d = first(spec())
+    intent = next(i for i in d.create if i.key.host == "web1")
+    pod = pod_of(intent)
+    outcome = UnitOutcome(
+        exit_code=1,
+        error=None,
+        message="files.line would change",
+        duration_seconds=0.5,
+        changed=True,
+        commands=("echo managed >> /etc/motd",),
+        warnings=2,
+    )
+    pod["status"] = {
+        "phase": "Failed",
+        "containerStatuses": [
+            {
+                "name": "work",
+                "state": {"terminated": {"exitCode": 1, "message": outcome.encode().decode()}},
+            }
+        ],
+    }
+    unit = observe(pod)
+    assert unit is not None
+    assert unit.commands == ("echo managed >> /etc/motd",) and unit.warnings == 2
+    later = first(spec(), (unit, check_unit("web2", 0)), dryRun=True)
+    assert later.summary.plan[0].commands == {"web1": ["echo managed >> /etc/motd"]}
+    assert later.summary.stage_warnings.Prepare == 2

@@ -30,6 +30,7 @@ class AttemptView:
     deleting: tuple[WorkKey, ...]  # this attempt's units (hooks aside) whose pod is being deleted
     retries: Mapping[Kind, int]  # units that are a retry (try > 0), per kind
     slow_starts: Mapping[Kind, int]  # units that took longer than `slow_start` to start
+    tool_warnings: Mapping[Kind, int]  # warnings pyinfra logged in this attempt's units
 
     @classmethod
     def build(cls, units: Iterable[Observed], attempt: int, slow_start: float) -> AttemptView:
@@ -41,6 +42,7 @@ class AttemptView:
         deleting: list[WorkKey] = []
         retries: Counter[Kind] = Counter()
         slow: Counter[Kind] = Counter()
+        logged: Counter[Kind] = Counter()
         in_flight = 0
         started = False
         for u in units:
@@ -54,7 +56,10 @@ class AttemptView:
                 retries[key.kind] += key.try_ > 0
             elif seen.start_delay is not None and seen.start_delay > slow_start:
                 slow[key.kind] -= 1  # the same pod seen twice: the later sighting counts
+            if seen is not None:
+                logged[key.kind] -= seen.warnings  # the same pod seen twice: the later counts
             mine[key] = u
+            logged[key.kind] += u.warnings
             if u.start_delay is not None and u.start_delay > slow_start:
                 slow[key.kind] += 1
             if u.deleting and key.kind is not Kind.HOOK:
@@ -82,6 +87,7 @@ class AttemptView:
             deleting=tuple(deleting),
             retries=retries,
             slow_starts=slow,
+            tool_warnings=logged,
         )
 
     def in_flight_keys(self) -> tuple[WorkKey, ...]:

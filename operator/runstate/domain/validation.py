@@ -40,6 +40,7 @@ from runstate.api.v1alpha1 import (
     TIME_ZONE,
     EnvVar,
     Host,
+    Operation,
     Retries,
     RunbookSpec,
     RunSpec,
@@ -49,6 +50,7 @@ from runstate.domain import connection, hooks, triggers
 from runstate.domain.dag import Dag, build_dag
 from runstate.domain.errors import SpecError
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
+from runstate.pyinfra import catalog
 
 # Env var names the operator sets on every pod (RUNSTATE_HOST, RUNSTATE_PARAM_<NAME>, ...): a
 # user's env of the same name would silently replace the operator's value.
@@ -116,11 +118,26 @@ def _env(env: Sequence[EnvVar], where: str) -> None:
         seen[var.name] = i
 
 
+def _pyinfra(ops: Sequence[Operation], where: str) -> None:
+    """pyinfra operations that pyinfra's library does not have, or whose arguments it would
+    refuse: judged against the pinned pyinfra itself, before any pod starts."""
+    for i, op in enumerate(ops):
+        block = op.pyinfra
+        if block is None or block.op is None:
+            continue
+        problems = catalog.problems(block.op, block.args)
+        if problems:
+            field, message = problems[0]
+            raise SpecError(f"{where}[{i}].pyinfra.{field}", message)
+
+
 def _rest(spec: RunbookSpec, *, privileged_allowed: bool) -> Dag:
     """Every check of `validate_runbook` but the inventory's; the DAG it built."""
     dag = build_dag(spec.operations)
     hooks.validate_hooks(spec)
     connection.validate(spec, privileged_allowed=privileged_allowed)
+    _pyinfra(spec.operations, "spec.operations")
+    _pyinfra(spec.hook_operations, "spec.hookOperations")
     _env(spec.defaults.env, "spec.defaults.env")
     for i, op in enumerate(spec.operations):
         _env(op.env, f"spec.operations[{i}].env")

@@ -85,8 +85,10 @@ class Observed:
     start_delay: float | None = None
     # Its runner connected without checking the host key (insecureSkipHostKeyCheck).
     host_key_check_skipped: bool = False
-    # pyinfra units: the commands pyinfra would run (dry mode) or ran, bounded by the runner.
+    # pyinfra units: the commands pyinfra would run (dry mode) or ran, bounded by the runner,
+    # and how many warnings pyinfra logged (each a warning of the unit's stage).
     commands: tuple[str, ...] = ()
+    warnings: int = 0
 
     @property
     def finished(self) -> bool:

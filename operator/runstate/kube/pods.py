@@ -202,6 +202,8 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
     message = status.get("message") or ""
     started = finished = None
     skipped = False
+    commands: tuple[str, ...] = ()
+    warnings = 0
     runner = _runs_runner(pod)
     for cs in status.get("containerStatuses") or []:
         if cs.get("name") != CONTAINER:
@@ -219,6 +221,7 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
             if outcome is not None:
                 reason, message = _runner_verdict(outcome, reason)
                 skipped = outcome.host_key_check_skipped
+                commands, warnings = outcome.commands, outcome.warnings
             started, finished = term.get("startedAt"), term.get("finishedAt")
         elif state.get("running"):
             started = state["running"].get("startedAt")
@@ -235,6 +238,8 @@ def observe(pod: Mapping[str, Any]) -> Observed | None:
         deleting=bool(meta.get("deletionTimestamp")),
         start_delay=seconds_between(meta.get("creationTimestamp"), started),
         host_key_check_skipped=skipped,
+        commands=commands,
+        warnings=warnings,
     )
 
 

@@ -186,6 +186,7 @@ def _warnings(view: AttemptView, inv: ResolvedInventory, execute: ExecutePlan) -
         warnings[stage] += view.retries.get(kind, 0)
     for kind, stage in STAGE_OF_KIND.items():
         warnings[stage] += view.slow_starts.get(kind, 0)
+        warnings[stage] += view.tool_warnings.get(kind, 0)  # pyinfra's own warnings
     return StageWarnings(**{s.value: n for s, n in warnings.items()})
 
 
