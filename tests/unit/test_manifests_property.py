@@ -99,12 +99,25 @@ def _object(node: dict[str, Any], depth: int) -> st.SearchStrategy[dict[str, Any
         values = from_openapi(extra, depth + 1) if isinstance(extra, dict) else st.text(max_size=8)
         return st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=3)
     required = set(node.get("required") or [])
-    if depth > 6:
+    if depth > DEEPEST:
         props = {k: v for k, v in props.items() if k in required}
     return st.fixed_dictionaries(
-        {k: from_openapi(v, depth + 1) for k, v in props.items() if k in required},
-        optional={k: from_openapi(v, depth + 1) for k, v in props.items() if k not in required},
+        {k: from_openapi(v, _depth(k, depth)) for k, v in props.items() if k in required},
+        optional={
+            k: from_openapi(v, _depth(k, depth)) for k, v in props.items() if k not in required
+        },
     )
+
+
+# Below this depth, objects are drawn with their required fields only.
+DEEPEST = 6
+
+
+def _depth(field: str, depth: int) -> int:
+    """A podTemplate's fields are Kubernetes' own types (hundreds of optional fields, which
+    the API server judges, not runstate): drawn with their required fields only, which is what
+    runstate reads of them (names, mount paths)."""
+    return DEEPEST if field == "podTemplate" else depth + 1
 
 
 def spec_strategy(kind: str) -> st.SearchStrategy[Any]:
