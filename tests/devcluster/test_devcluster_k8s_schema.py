@@ -5,6 +5,7 @@ fixtures install them."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -55,7 +56,9 @@ def test_kubectl_apply_installs_the_crds(control_plane: ControlPlane) -> None:
     applied = _kubectl(control_plane, "apply", "-f", str(ROOT / "crds"))
     assert applied.returncode == 0, applied.stderr
     for name in ("runbooks.runstate.dev", "runs.runstate.dev"):
-        crd = wait_for(f"{name} established", lambda name=name: _established(control_plane, name))
+        crd: dict[str, Any] = wait_for(
+            f"{name} established", functools.partial(_established, control_plane, name)
+        )
         conditions = {c["type"]: c["status"] for c in crd["status"]["conditions"]}
         assert conditions.get("NonStructuralSchema") is None, crd["status"]
         # The annotation holds the whole CRD; all annotations together: at most 262144 bytes.

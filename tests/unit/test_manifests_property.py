@@ -11,6 +11,7 @@ is driven through the real reconcilers on FakeKube with pods that finish at once
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC
 from typing import Any
 
@@ -29,7 +30,10 @@ RECONCILES_TO_A_STATUS = 3
 ROUNDS_TO_GO = 40
 
 
+@functools.cache
 def _openapi(kind: str) -> dict[str, Any]:
+    """The CRD's schema, parsed once: `run_specs` asks for it at every example, and the CRDs
+    (with Kubernetes' own pod schemas) are some 250 KB of YAML each. Read only."""
     for text in render_crd_files().values():
         crd = yaml.safe_load(text)
         if crd["spec"]["names"]["kind"] == kind:
@@ -120,6 +124,7 @@ def _depth(field: str, depth: int) -> int:
     return DEEPEST if field == "podTemplate" else depth + 1
 
 
+@functools.cache
 def spec_strategy(kind: str) -> st.SearchStrategy[Any]:
     return from_openapi(_openapi(kind)["properties"]["spec"])
 

@@ -295,7 +295,8 @@ def test_a_node_pod_keeps_its_host_volume_and_gets_the_templates() -> None:
 
 
 def _template_schema(crd: dict[str, Any], *path: str) -> dict[str, Any]:
-    node = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    node: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    node = node["properties"]["spec"]
     for part in path:
         node = node["items"] if part == "[]" else node["properties"][part]
     return node

@@ -155,7 +155,7 @@ def _template_names(template: PodTemplate, where: str) -> None:
 def _mounts(templates: Sequence[tuple[str, PodTemplate]], own: set[str], scope: str) -> None:
     """Every volumeMount of `templates` (merged, in order) names one of their volumes or
     runstate's `own` ones for the pods of `scope`."""
-    volumes = own | {str(v.get("name")) for _, t in templates for v in t.volumes}
+    volumes = own | {v["name"] for _, t in templates for v in t.volumes if "name" in v}
     for where, template in templates:
         for i, mount in enumerate(template.volume_mounts):
             name = mount.get("name")
