@@ -13,7 +13,9 @@ import pytest
 from runstate.api.connector import ConnectorType
 from runstate.api.crds import build_crds, kubernetes_schema
 from runstate.api.podtemplate import PodTemplate
+from runstate.api.v1alpha1 import RunbookSpec
 from runstate.domain import validation
+from runstate.domain.errors import SpecError
 from runstate.domain.targets import NodeConnection
 from runstate.kube import connectors
 from runstate.kube.podtemplate import apply_templates
@@ -372,3 +374,35 @@ def test_validation_knows_runstate_own_volume_names() -> None:
     assert all(
         n.startswith(validation.RESERVED_VOLUME_PREFIX) for n in validation.OWN_VOLUMES.values()
     )
+
+
+def _ssh_runbook(**extra: Any) -> RunbookSpec:
+    ssh = {
+        "privateKey": {"secretRef": {"name": "key", "key": "id"}},
+        "insecureSkipHostKeyCheck": True,
+    }
+    mount = {"name": connectors.SSH_VOLUME, "mountPath": "/keys"}
+    return RunbookSpec.model_validate(
+        {
+            "inventory": {"hosts": [{"name": "web1"}]},
+            "connector": {"type": "ssh", "ssh": ssh},
+            "operations": [{"name": "a", "run": "true", "podTemplate": {"volumeMounts": [mount]}}],
+            **extra,
+        }
+    )
+
+
+def test_an_ssh_operation_may_mount_runstate_own_key_volume() -> None:
+    validation.validate_runbook(_ssh_runbook())
+
+
+def test_a_hook_may_not_mount_runstate_own_volumes_it_may_run_without() -> None:
+    hook = {
+        "name": "notify",
+        "run": "true",
+        "podTemplate": {"volumeMounts": [{"name": connectors.SSH_VOLUME, "mountPath": "/k"}]},
+    }
+    spec = _ssh_runbook(hookOperations=[hook], hooks={"onFailure": ["notify"]})
+    with pytest.raises(SpecError) as exc:
+        validation.validate_runbook(spec)
+    assert exc.value.field == "spec.hookOperations[0].podTemplate.volumeMounts[0].name"

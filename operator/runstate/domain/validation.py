@@ -179,7 +179,12 @@ def _env_once(templates: Sequence[tuple[str, PodTemplate]], env: Sequence[EnvVar
                 )
 
 
-def _own_volumes(spec: RunbookSpec, op: Operation | None) -> set[str]:
+def _own_volumes(spec: RunbookSpec, op: Operation | None, *, hook: bool = False) -> set[str]:
+    """runstate's own volumes in every pod a template of `op` (None: the defaults') goes to.
+    A hook may run on no host, in a plain pod without them; the defaults' template goes to
+    hook pods too."""
+    if hook or (op is None and spec.hook_operations):
+        return set()
     own = OWN_VOLUMES.get(connection.connector_of(spec, op).type)
     return set() if own is None else {own}
 
@@ -202,7 +207,8 @@ def _pod_templates(spec: RunbookSpec) -> None:
             )
             for where, template in own:
                 _template_names(template, where)
-            _mounts([*base, *own], _own_volumes(spec, op), f"spec.{field}[{i}]")
+            volumes = _own_volumes(spec, op, hook=field == "hookOperations")
+            _mounts([*base, *own], volumes, f"spec.{field}[{i}]")
             _env_once([*base, *own], [*spec.defaults.env, *op.env])
 
 
