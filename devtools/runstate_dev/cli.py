@@ -3,7 +3,8 @@
 This module owns the user-facing verbs: ``build`` (cache the control-plane
 binaries), ``up`` (start a detached cluster, optionally with Redis, and write
 ``DIR/env``), ``down``, ``env``, ``kubelet`` (the process kubelet itself,
-as started by ``up``) and ``hosts {up,down,list}`` (the real SSH test hosts).
+as started by ``up``), ``hosts {up,down,list}`` (the real SSH test hosts) and
+``k8s-schema`` (Kubernetes' own schemas of the podTemplate fields, see ``k8s_schema``).
 """
 
 from __future__ import annotations
@@ -93,6 +94,25 @@ def _env(state_dir: Path) -> int:
         )
         return 1
     sys.stdout.write(path.read_text())
+    return 0
+
+
+def _k8s_schema(state_dir: Path, out: Path | None) -> int:
+    from runstate_dev import k8s_schema
+
+    plane = ControlPlane.attach(state_dir)
+    if plane is None:
+        print(
+            f"[devcluster] no running dev cluster in {state_dir}; start one with `up`",
+            file=sys.stderr,
+        )
+        return 1
+    text = k8s_schema.render(k8s_schema.fetch(plane))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        print(f"[devcluster] wrote {out} ({len(text)} bytes)", file=sys.stderr)
     return 0
 
 
@@ -213,6 +233,15 @@ def _parser(prog: str) -> argparse.ArgumentParser:
             sub.add_argument(
                 "--port", type=int, default=None, help="sshd port (default 22 when free)"
             )
+    schema = verbs.add_parser(
+        "k8s-schema",
+        help="write Kubernetes' own schemas of the podTemplate fields, from the dev cluster's "
+        "/openapi/v2 (checked in as operator/runstate/api/kubernetes.json)",
+    )
+    schema.add_argument(
+        "--dir", type=Path, default=None, help=f"state dir (default {default_dir()})"
+    )
+    schema.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
     from runstate_dev import kubelet
 
     kubelet.add_arguments(verbs.add_parser("kubelet", help="run the process kubelet"))
@@ -237,6 +266,8 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev")
 
             return kubelet.run_from_args(args)
         state_dir = (args.dir or default_dir()).absolute()
+        if args.verb == "k8s-schema":
+            return _k8s_schema(state_dir, args.out)
         if args.verb == "up":
             return _up(state_dir, args.redis)
         if args.verb == "down":

@@ -49,7 +49,11 @@ def test_crds_are_structural_with_status_columns_and_category() -> None:
 
 def _assert_structural(node: dict[str, Any], where: str) -> None:
     assert "$ref" not in node and "anyOf" not in node and "allOf" not in node, where
-    assert "type" in node or node.get("x-kubernetes-preserve-unknown-fields"), where
+    assert (
+        "type" in node
+        or node.get("x-kubernetes-preserve-unknown-fields")
+        or node.get("x-kubernetes-int-or-string")  # a Quantity or IntOrString of Kubernetes'
+    ), where
     for name, sub in (node.get("properties") or {}).items():
         _assert_structural(sub, f"{where}.{name}")
     if "items" in node:

@@ -11,6 +11,7 @@ is driven through the real reconcilers on FakeKube with pods that finish at once
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC
 from typing import Any
 
@@ -29,7 +30,10 @@ RECONCILES_TO_A_STATUS = 3
 ROUNDS_TO_GO = 40
 
 
+@functools.cache
 def _openapi(kind: str) -> dict[str, Any]:
+    """The CRD's schema, parsed once: `run_specs` asks for it at every example, and the CRDs
+    (with Kubernetes' own pod schemas) are some 250 KB of YAML each. Read only."""
     for text in render_crd_files().values():
         crd = yaml.safe_load(text)
         if crd["spec"]["names"]["kind"] == kind:
@@ -99,14 +103,28 @@ def _object(node: dict[str, Any], depth: int) -> st.SearchStrategy[dict[str, Any
         values = from_openapi(extra, depth + 1) if isinstance(extra, dict) else st.text(max_size=8)
         return st.dictionaries(st.text(min_size=1, max_size=8), values, max_size=3)
     required = set(node.get("required") or [])
-    if depth > 6:
+    if depth > DEEPEST:
         props = {k: v for k, v in props.items() if k in required}
     return st.fixed_dictionaries(
-        {k: from_openapi(v, depth + 1) for k, v in props.items() if k in required},
-        optional={k: from_openapi(v, depth + 1) for k, v in props.items() if k not in required},
+        {k: from_openapi(v, _depth(k, depth)) for k, v in props.items() if k in required},
+        optional={
+            k: from_openapi(v, _depth(k, depth)) for k, v in props.items() if k not in required
+        },
     )
 
 
+# Below this depth, objects are drawn with their required fields only.
+DEEPEST = 6
+
+
+def _depth(field: str, depth: int) -> int:
+    """A podTemplate's fields are Kubernetes' own types (hundreds of optional fields, which
+    the API server judges, not runstate): drawn with their required fields only, which is what
+    runstate reads of them (names, mount paths)."""
+    return DEEPEST if field == "podTemplate" else depth + 1
+
+
+@functools.cache
 def spec_strategy(kind: str) -> st.SearchStrategy[Any]:
     return from_openapi(_openapi(kind)["properties"]["spec"])
 

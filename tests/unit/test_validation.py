@@ -554,6 +554,83 @@ HOSTILE: list[tuple[str, dict[str, Any], dict[str, Any] | None, str]] = [
         "spec.limit",
     ),
     (
+        "a mount naming no volume of the templates",
+        put(
+            rb_with(("defaults", "podTemplate"), {"volumes": [{"name": "conf", "emptyDir": {}}]}),
+            ("operations", 2, "podTemplate"),
+            {
+                "volumeMounts": [
+                    {"name": "conf", "mountPath": "/c"},
+                    {"name": "x", "mountPath": "/x"},
+                ]
+            },
+        ),
+        None,
+        "spec.operations[2].podTemplate.volumeMounts[1].name",
+    ),
+    (
+        "a defaults mount of a volume only one operation has",
+        put(
+            rb_with(
+                ("defaults", "podTemplate"), {"volumeMounts": [{"name": "v", "mountPath": "/v"}]}
+            ),
+            ("operations", 0, "podTemplate"),
+            {"volumes": [{"name": "v", "emptyDir": {}}]},
+        ),
+        None,
+        "spec.defaults.podTemplate.volumeMounts[0].name",
+    ),
+    (
+        "a mount of runstate's ssh volume in a pod-connector run",
+        rb_with(
+            ("operations", 1, "podTemplate"),
+            {"volumeMounts": [{"name": "runstate-ssh", "mountPath": "/k"}]},
+        ),
+        None,
+        "spec.operations[1].podTemplate.volumeMounts[0].name",
+    ),
+    (
+        "a template volume with runstate's prefix",
+        rb_with(
+            ("operations", 2, "podTemplate"), {"volumes": [{"name": "runstate-x", "emptyDir": {}}]}
+        ),
+        None,
+        "spec.operations[2].podTemplate.volumes[0].name",
+    ),
+    (
+        "a template env var with runstate's prefix",
+        rb_with(
+            ("defaults", "podTemplate"),
+            {"env": [{"name": "A"}, {"name": "RUNSTATE_HOST", "value": "x"}]},
+        ),
+        None,
+        "spec.defaults.podTemplate.env[1].name",
+    ),
+    (
+        "a template env var the spec's env also sets",
+        put(
+            rb_with(("defaults", "env"), [{"name": "TIER", "value": "web"}]),
+            ("operations", 1, "podTemplate"),
+            {"env": [{"name": "TIER", "value": "db"}]},
+        ),
+        None,
+        "spec.operations[1].podTemplate.env[0].name",
+    ),
+    (
+        "a template label runstate selects by",
+        rb_with(("defaults", "podTemplate"), {"labels": {"runstate.dev/run": "mine"}}),
+        None,
+        "spec.defaults.podTemplate.labels",
+    ),
+    (
+        "a template managed-by label",
+        rb_with(
+            ("operations", 0, "podTemplate"), {"labels": {"app.kubernetes.io/managed-by": "me"}}
+        ),
+        None,
+        "spec.operations[0].podTemplate.labels",
+    ),
+    (
         "an inline runbook's bad timeout",
         base_runbook(),
         {"runbook": rb_with(("operations", 0, "timeoutSeconds"), 10**12)},
@@ -604,6 +681,31 @@ def test_hostile_manifest_is_answered_naming_its_field(
                 rb_with(("defaults", "env"), [{"name": "A", "value": "1"}]),
                 ("operations", 0, "env"),
                 [{"name": "A", "value": "2"}],
+            ),
+            None,
+        ),
+        # A podTemplate's mounts name volumes of the defaults' template or the operation's.
+        (
+            put(
+                rb_with(
+                    ("defaults", "podTemplate"),
+                    {
+                        "volumes": [{"name": "conf", "configMap": {"name": "conf"}}],
+                        "volumeMounts": [{"name": "conf", "mountPath": "/etc/conf"}],
+                        "env": [{"name": "MODE", "value": "x"}],
+                        "labels": {"team": "infra"},
+                        "securityContext": {"runAsUser": 1000},
+                    },
+                ),
+                ("operations", 1, "podTemplate"),
+                {
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "volumeMounts": [
+                        {"name": "scratch", "mountPath": "/scratch"},
+                        {"name": "conf", "mountPath": "/etc/other"},
+                    ],
+                    "env": [{"name": "MODE", "value": "y"}],
+                },
             ),
             None,
         ),

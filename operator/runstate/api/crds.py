@@ -9,11 +9,15 @@ drift from the models. Pure: no I/O beyond what the caller does with the returne
 from __future__ import annotations
 
 import copy
+import functools
+import json
+from importlib import resources
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
+from runstate.api.podtemplate import K8S_SCHEMA
 from runstate.api.v1alpha1 import GROUP, VERSION, RunbookSpec, RunbookStatus, RunSpec, RunStatus
 
 Schema = dict[str, Any]
@@ -43,9 +47,27 @@ def _resolve(node: Schema, defs: dict[str, Schema]) -> Schema:
     return node
 
 
+@functools.cache
+def _kubernetes() -> dict[str, Schema]:
+    """Kubernetes' own structural schemas, vendored by `runstate_dev k8s-schema`."""
+    text = resources.files("runstate.api").joinpath("kubernetes.json").read_text()
+    definitions: dict[str, Schema] = json.loads(text)["definitions"]
+    return definitions
+
+
+def kubernetes_schema(definition: str, description: str | None = None) -> Schema:
+    """The vendored schema of `definition` (`Volume` ...), described by `description` (the
+    field's own) instead of Kubernetes' text: the CRDs embed it several times."""
+    schema = copy.deepcopy(_kubernetes()[definition])
+    schema.pop("description", None)
+    return {"description": description, **schema} if description else schema
+
+
 def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
     """Rewrite one pydantic JSON-schema node into a structural Kubernetes schema node."""
     node = _resolve(node, defs)
+    if K8S_SCHEMA in node:
+        return kubernetes_schema(node[K8S_SCHEMA], node.get("description"))
     if "anyOf" in node:  # Optional[X] is the only union the models use
         options = [o for o in node["anyOf"] if o.get("type") != "null"]
         if len(options) != 1:
@@ -237,4 +259,4 @@ def render_crd_files() -> dict[str, str]:
     return files
 
 
-__all__ = ["build_crds", "render_crd_files", "schema_of"]
+__all__ = ["build_crds", "kubernetes_schema", "render_crd_files", "schema_of"]

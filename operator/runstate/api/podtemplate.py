@@ -2,36 +2,92 @@
 
 The fields are Kubernetes' own types (Volume, VolumeMount, Toleration, Affinity, ...), passed to
 the pods as they are; the operator's own settings (labels it selects by, its security defaults,
-its env) cannot be taken away by them. Data shapes only; how a template is merged into a pod is
-`runstate.kube.podtemplate`. Must not import anything with I/O.
+its env) cannot be taken away by them. In Python they stay plain dicts and lists (the API
+server validates them with Kubernetes' schema, which the CRDs carry: each field names its
+definition with `K8S_SCHEMA`, which `runstate.api.crds` replaces with the vendored schema of
+`kubernetes.json`). What the operator itself relies on (mounts name volumes, reserved names)
+is judged in `runstate.domain.validation`; how templates are merged into a pod is
+`runstate.kube.podtemplate`. Data shapes only: must not import anything with I/O.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from runstate.api.model import ApiModel
 
+# The JSON-schema key naming a definition of `kubernetes.json` (`Volume`, `Affinity` ...).
+K8S_SCHEMA = "x-runstate-kubernetes"
+
+
+def _one(definition: str) -> WithJsonSchema:
+    return WithJsonSchema({K8S_SCHEMA: definition})
+
+
+def _many(definition: str) -> WithJsonSchema:
+    return WithJsonSchema({"type": "array", "items": {K8S_SCHEMA: definition}})
+
+
+_Object = dict[str, Any]
+_Strings = dict[str, str]
+
 
 class PodTemplate(ApiModel):
-    labels: dict[str, str] = Field(default_factory=dict, description="Added to every work pod")
-    annotations: dict[str, str] = Field(default_factory=dict, description="Added to every work pod")
-    volumes: list[dict[str, Any]] = Field(default_factory=list)
-    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    affinity: dict[str, Any] | None = None
-    image_pull_secrets: list[dict[str, Any]] = Field(default_factory=list)
-    security_context: dict[str, Any] | None = Field(
-        default=None, description="The pod's securityContext, over runstate's restricted one"
+    """Pod fields added to runstate's work pods; a later template (an operation's over the
+    Runbook's defaults) replaces an earlier one's entry of the same name."""
+
+    labels: _Strings = Field(
+        default_factory=dict,
+        description="Added to every work pod; runstate's own labels (app.kubernetes.io/"
+        "managed-by, runstate.dev/*) cannot be set",
     )
-    container_security_context: dict[str, Any] | None = Field(
+    annotations: _Strings = Field(
+        default_factory=dict, description="Added to every work pod; runstate's own win"
+    )
+    volumes: Annotated[list[_Object], _many("Volume")] = Field(
+        default_factory=list,
+        description="Pod volumes, after runstate's own; names starting with runstate- are "
+        "runstate's",
+    )
+    volume_mounts: Annotated[list[_Object], _many("VolumeMount")] = Field(
+        default_factory=list,
+        description="Mounts of the work container; each names a volume of the templates (or "
+        "runstate's own)",
+    )
+    node_selector: _Strings = Field(
+        default_factory=dict, description="The pod's nodeSelector, merged over earlier templates"
+    )
+    tolerations: Annotated[list[_Object], _many("Toleration")] = Field(
+        default_factory=list, description="Added to the pod's tolerations"
+    )
+    affinity: Annotated[_Object | None, _one("Affinity")] = Field(
+        default=None, description="The pod's affinity; a later template's replaces it whole"
+    )
+    image_pull_secrets: Annotated[list[_Object], _many("LocalObjectReference")] = Field(
+        default_factory=list, description="Secrets to pull the work image with"
+    )
+    security_context: Annotated[_Object | None, _one("PodSecurityContext")] = Field(
         default=None,
-        description="The work container's securityContext, over runstate's restricted one",
+        description="The pod's securityContext, merged key by key over runstate's restricted one",
     )
-    priority_class_name: str | None = None
-    resources: dict[str, Any] | None = None
-    env: list[dict[str, Any]] = Field(default_factory=list)
-    env_from: list[dict[str, Any]] = Field(default_factory=list)
+    container_security_context: Annotated[_Object | None, _one("SecurityContext")] = Field(
+        default=None,
+        description="The work container's securityContext, merged key by key over runstate's "
+        "restricted one",
+    )
+    priority_class_name: str | None = Field(default=None, description="The pod's priorityClassName")
+    resources: Annotated[_Object | None, _one("ResourceRequirements")] = Field(
+        default=None,
+        description="The work container's resources; replaces spec.defaults.resources and an "
+        "earlier template's whole",
+    )
+    env: Annotated[list[_Object], _many("EnvVar")] = Field(
+        default_factory=list,
+        description="Added to the work container's env; names starting with RUNSTATE_ are "
+        "runstate's",
+    )
+    env_from: Annotated[list[_Object], _many("EnvFromSource")] = Field(
+        default_factory=list, description="Added to the work container's envFrom"
+    )

@@ -21,6 +21,7 @@ from runstate.domain.targets import SshConnection
 from runstate.domain.work import INFRASTRUCTURE_REASONS, Intent, Kind, Observed, Phase, WorkKey
 from runstate.kube import connectors
 from runstate.kube.nodes import tolerations
+from runstate.kube.podtemplate import apply_templates
 from runstate.runner.result import UnitOutcome
 
 LABEL_RUN = f"{GROUP}/run"
@@ -160,7 +161,7 @@ def build_pod(
         },
         "spec": spec,
     }
-    return pod
+    return apply_templates(pod, intent.pod_templates)
 
 
 # The runner ends a command that overruns its timeout itself, with a typed Timeout result; the
