@@ -14,7 +14,7 @@ from runstate.api.connector import ConnectorType
 from runstate.api.crds import build_crds, kubernetes_schema
 from runstate.api.podtemplate import PodTemplate
 from runstate.api.v1alpha1 import RunbookSpec
-from runstate.domain import validation
+from runstate.domain import templates, validation
 from runstate.domain.errors import SpecError
 from runstate.domain.targets import NodeConnection
 from runstate.kube import connectors
@@ -367,12 +367,12 @@ def test_each_crd_fits_kubectl_apply_with_margin() -> None:
 
 def test_validation_knows_runstate_own_volume_names() -> None:
     """The domain cannot import the pod builders: its copy of their volume names must agree."""
-    assert validation.OWN_VOLUMES == {
+    assert templates.OWN_VOLUMES == {
         ConnectorType.SSH: connectors.SSH_VOLUME,
         ConnectorType.NODE: connectors.HOST_VOLUME,
     }
     assert all(
-        n.startswith(validation.RESERVED_VOLUME_PREFIX) for n in validation.OWN_VOLUMES.values()
+        n.startswith(templates.RESERVED_VOLUME_PREFIX) for n in templates.OWN_VOLUMES.values()
     )
 
 

@@ -1,9 +1,11 @@
-"""Every static check of a Runbook or Run spec, in one place, each naming the field it is about.
+"""The static checks of a Runbook or Run spec, each naming the field it is about.
 
 The models (`runstate.api.v1alpha1`) reject what one field shows on its own (bounds, patterns,
 shapes), and the generated CRD schema rejects most of that at apply time already. What needs
 more of the spec (hosts an operation names, the DAG, hooks, env names against each other, the
-schedule) is judged here and raised as a `SpecError`:
+schedule, pyinfra operations against the pinned pyinfra) is judged here, or in the room this
+module calls for it (`connection` for connectors, `templates` for podTemplates), and raised as
+a `SpecError`:
 
 - `validate_runbook(spec)`: what the Runbook's status and every Run's Setup stage judge;
 - `validate_run(spec, runbook)`: a Run's own spec on top of its Runbook's (limit, parameters);
@@ -29,8 +31,6 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from runstate.api.connector import ConnectorType
-from runstate.api.podtemplate import PodTemplate
 from runstate.api.v1alpha1 import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -50,24 +50,12 @@ from runstate.api.v1alpha1 import (
     RunSpec,
     param_env_name,
 )
-from runstate.domain import connection, hooks, triggers
+from runstate.domain import connection, hooks, templates, triggers
 from runstate.domain.dag import Dag, build_dag
 from runstate.domain.errors import SpecError
 from runstate.domain.inventory import ResolvedInventory, resolve_inventory
+from runstate.domain.templates import RESERVED_ENV_PREFIX
 from runstate.pyinfra import catalog
-
-# Env var names the operator sets on every pod (RUNSTATE_HOST, RUNSTATE_PARAM_<NAME>, ...): a
-# user's env of the same name would silently replace the operator's value.
-RESERVED_ENV_PREFIX = "RUNSTATE_"
-
-
-# Volume names runstate gives its own volumes (`runstate.kube.connectors`: the ssh key, the
-# Node's root); a podTemplate may mount them, never name a volume of its own so.
-RESERVED_VOLUME_PREFIX = "runstate-"
-OWN_VOLUMES = {ConnectorType.SSH: "runstate-ssh", ConnectorType.NODE: "runstate-host"}
-# Labels the operator sets on its pods and selects them by.
-RESERVED_LABEL, RESERVED_LABEL_PREFIX = "app.kubernetes.io/managed-by", "runstate.dev/"
-
 
 # What a value that misses a pattern of the API should have been (pydantic would quote the
 # regular expression).
@@ -143,89 +131,6 @@ def _pyinfra(ops: Sequence[Operation], where: str) -> None:
             raise SpecError(f"{where}[{i}].pyinfra.{field}", message)
 
 
-def _template_names(template: PodTemplate, where: str) -> None:
-    """What one template may not name: runstate's volumes, env and labels."""
-    for i, volume in enumerate(template.volumes):
-        name = str(volume.get("name") or "")
-        if name.startswith(RESERVED_VOLUME_PREFIX):
-            raise SpecError(
-                f"{where}.volumes[{i}].name",
-                f"{name!r}: volume names starting with {RESERVED_VOLUME_PREFIX} are runstate's",
-            )
-    for i, var in enumerate(template.env):
-        name = str(var.get("name") or "")
-        if name.startswith(RESERVED_ENV_PREFIX):
-            raise SpecError(
-                f"{where}.env[{i}].name",
-                f"{name!r}: names starting with {RESERVED_ENV_PREFIX} are set by runstate",
-            )
-    for key in template.labels:
-        if key == RESERVED_LABEL or key.startswith(RESERVED_LABEL_PREFIX):
-            raise SpecError(
-                f"{where}.labels", f"{key!r}: runstate sets this label on its pods itself"
-            )
-
-
-def _mounts(templates: Sequence[tuple[str, PodTemplate]], own: set[str], scope: str) -> None:
-    """Every volumeMount of `templates` (merged, in order) names one of their volumes or
-    runstate's `own` ones for the pods of `scope`."""
-    volumes = own | {v["name"] for _, t in templates for v in t.volumes if "name" in v}
-    for where, template in templates:
-        for i, mount in enumerate(template.volume_mounts):
-            name = mount.get("name")
-            if name not in volumes:
-                raise SpecError(
-                    f"{where}.volumeMounts[{i}].name",
-                    f"{name!r} is no volume of the pod templates of {scope}",
-                )
-
-
-def _env_once(templates: Sequence[tuple[str, PodTemplate]], env: Sequence[EnvVar]) -> None:
-    """A podTemplate's env var must not also be in the spec's env of the same pods: the pod
-    would keep the spec's value and silently drop the template's."""
-    spec_env = {var.name for var in env}
-    for where, template in templates:
-        for i, var in enumerate(template.env):
-            if var.get("name") in spec_env:
-                raise SpecError(
-                    f"{where}.env[{i}].name",
-                    f"{var.get('name')!r} is also in the env of these pods; set it in one place",
-                )
-
-
-def _own_volumes(spec: RunbookSpec, op: Operation | None, *, hook: bool = False) -> set[str]:
-    """runstate's own volumes in every pod a template of `op` (None: the defaults') goes to.
-    A hook may run on no host, in a plain pod without them; the defaults' template goes to
-    hook pods too."""
-    if hook or (op is None and spec.hook_operations):
-        return set()
-    own = OWN_VOLUMES.get(connection.connector_of(spec, op).type)
-    return set() if own is None else {own}
-
-
-def _pod_templates(spec: RunbookSpec) -> None:
-    """podTemplates as runstate relies on them: no reserved names, and each operation's pods
-    (the defaults' template, then its own) mount only volumes they have."""
-    defaults = spec.defaults.pod_template
-    base = [] if defaults is None else [("spec.defaults.podTemplate", defaults)]
-    for where, template in base:
-        _template_names(template, where)
-    _mounts(base, _own_volumes(spec, None), "spec.defaults")
-    _env_once(base, spec.defaults.env)
-    for field, ops in (("operations", spec.operations), ("hookOperations", spec.hook_operations)):
-        for i, op in enumerate(ops):
-            own = (
-                []
-                if op.pod_template is None
-                else [(f"spec.{field}[{i}].podTemplate", op.pod_template)]
-            )
-            for where, template in own:
-                _template_names(template, where)
-            volumes = _own_volumes(spec, op, hook=field == "hookOperations")
-            _mounts([*base, *own], volumes, f"spec.{field}[{i}]")
-            _env_once([*base, *own], [*spec.defaults.env, *op.env])
-
-
 def _rest(spec: RunbookSpec, *, privileged_allowed: bool) -> Dag:
     """Every check of `validate_runbook` but the inventory's; the DAG it built."""
     dag = build_dag(spec.operations)
@@ -238,7 +143,7 @@ def _rest(spec: RunbookSpec, *, privileged_allowed: bool) -> Dag:
         _env(op.env, f"spec.operations[{i}].env")
     for i, op in enumerate(spec.hook_operations):
         _env(op.env, f"spec.hookOperations[{i}].env")
-    _pod_templates(spec)
+    templates.validate(spec)
     triggers.validate(spec.trigger)
     return dag
 
@@ -368,9 +273,7 @@ def setup_uncached(
 
 
 __all__ = [
-    "OWN_VOLUMES",
     "RESERVED_ENV_PREFIX",
-    "RESERVED_VOLUME_PREFIX",
     "describe",
     "retry_delay",
     "setup",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runstate.domain.targets import Connection, NodeConnection, PyinfraTask, SshConnection
+from runstate.domain.templates import HOST_VOLUME, SSH_VOLUME
 from runstate.domain.work import Intent, Kind
 
 # Not root, and the uid and gid of the operator image's own user.
@@ -43,11 +44,10 @@ RESTRICTED_CONTAINER: dict[str, Any] = {
 }
 PRIVILEGED_CONTAINER: dict[str, Any] = {"privileged": True, "runAsUser": 0, "runAsNonRoot": False}
 
-SSH_VOLUME = "runstate-ssh"
 SSH_DIR = "/var/run/runstate/ssh"
 KEY_FILE, KNOWN_HOSTS_FILE = "id", "known_hosts"
 KEY_MODE = 0o400  # the key and known_hosts files: readable by their owner (and fsGroup) only
-HOST_VOLUME, HOST_ROOT = "runstate-host", "/host"
+HOST_ROOT = "/host"
 RESULT_FILE = "/dev/termination-log"
 # pyinfra operations: the files their `src` arguments name, and a deploy file.
 FILES_VOLUME, PYINFRA_FILES_DIR = "runstate-pyinfra-files", "/var/run/runstate/pyinfra/files"
