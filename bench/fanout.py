@@ -706,6 +706,14 @@ def measure_pyinfra_cli(argv: list[str], work: Path, n: int, cpu: Cpu, name: str
     return result
 
 
+def pod_outcome(pod: dict[str, Any]) -> tuple[str, str, int | None]:
+    """A pod's kind label, phase and exit code."""
+    kind = (pod["metadata"].get("labels") or {}).get("runstate.dev/kind", "")
+    statuses = pod["status"].get("containerStatuses") or [{}]
+    code = ((statuses[0].get("state") or {}).get("terminated") or {}).get("exitCode")
+    return kind, str(pod["status"].get("phase")), code
+
+
 def hosts_without(fleet: HostFleet, line: str) -> list[str]:
     """The hosts whose file (read from the host's overlay upper dir) lacks `line`."""
     missing = []
@@ -774,15 +782,22 @@ async def bench_pyinfra(
         status = run["status"]
         resp = await core.list_namespaced_pod("rs", _preload_content=False)
         pods = json.loads(await resp.read())["items"]
-        succeeded = sum(1 for p in pods if p["status"].get("phase") == "Succeeded")
+        # A Prepare pod ends as a `check` command does: exit 1 (Failed) is "would change".
+        outcomes = sorted(pod_outcome(p) for p in pods)
+        want = sorted(
+            [("connect", "Succeeded", 0)] * hosts
+            + [("check", "Failed", 1)] * hosts
+            + [("run", "Succeeded", 0)] * hosts
+        )
         problems = []
         if status["hosts"]["total"] != hosts or status["hosts"].get("unreachable"):
             problems.append(f"hosts: {status['hosts']}")
         ops = status["operations"]
         if len(ops) != 1 or (ops[0]["changed"], ops[0]["error"]) != (hosts, 0):
             problems.append(f"operations in status: {ops}")
-        if len(pods) != 3 * hosts or succeeded != 3 * hosts:
-            problems.append(f"{len(pods)} pods, {succeeded} Succeeded (want 3 × {hosts})")
+        if outcomes != want:
+            got = {o: outcomes.count(o) for o in set(outcomes)}
+            problems.append(f"pods (kind, phase, exit code): {got}, want {hosts} of each of 3")
         if rs.peak > parallel:
             problems.append(f"{rs.peak} pods in flight at once, over parallel {parallel}")
         for line in (rs_line, cli_line):
@@ -834,8 +849,9 @@ def report_pyinfra(
     names = {"connect": "Connect", "check": "Prepare (dry)"}
     phases = sorted(spans.items(), key=lambda x: x[1])
     print(
-        f"- Run status: {status_message!r}; all {3 * hosts} pods Succeeded, every host's "
-        "file has both lines, checked."
+        f"- Run status: {status_message!r}; checked: {hosts} Connect pods Succeeded, {hosts} "
+        f"Prepare pods exit 1 (would change), {hosts} Execute pods Succeeded, changed = "
+        f"{hosts}, every host's file has both lines."
     )
     print(
         "- Phases (first pod seen → last pod finished, s after the create): "
@@ -846,7 +862,7 @@ def report_pyinfra(
         "- Pod wall time, seen → terminal, mean / max: "
         + ", ".join(
             f"{names.get(op, 'Execute')} {sum(d) / len(d):.2f} / {max(d):.2f} s"
-            for op, d in sorted(durations.items())
+            for op, d in sorted(durations.items(), key=lambda x: spans.get(x[0], (0.0, 0.0)))
         )
         + f". Pods in flight, peak / mean: {rs.peak} / {rs.mean_in_flight:.1f} (cap {parallel})."
     )
