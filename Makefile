@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 
 export RUNSTATE_CACHE := $(CACHE)
 
-.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout bench-fanout-ssh bench-store bench-decide bench-compare \
+.PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout bench-fanout-ssh bench-fanout-pyinfra bench-store bench-decide bench-compare \
         helm chart-lint image kind-up kind-load kind-install
 
 help:
@@ -23,6 +23,7 @@ help:
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
 	@echo "make bench-fanout  fan-out benchmark, one run of 500 hosts × 2 operations (results: docs/performance.md)"
 	@echo "make bench-fanout-ssh  fan-out over SSH: 50 SSH test hosts × 2 operations, ssh connector vs plain ssh host true (results: docs/performance.md)"
+	@echo "make bench-fanout-pyinfra  pyinfra over SSH: 50 SSH test hosts × files.line, runstate vs the pyinfra CLI (results: docs/performance.md)"
 	@echo "make bench-store  state-store transitions/s: RedisStateStore vs redis-benchmark and PyStator (results: docs/performance.md)"
 	@echo "make bench-compare BASELINE=<rev>  throughput and fan-out, a baseline revision's operator vs this tree's, in one run"
 	@echo "make bench-decide  one engine decision of a 10,000-host run, inline vs in a thread (results: docs/performance.md)"
@@ -108,6 +109,10 @@ bench-fanout: system-deps
 RUNNER_ROOT ?= /opt/runstate-dev
 bench-fanout-ssh: system-deps
 	$(BIN)/python bench/fanout.py --connector ssh --runner-root $(RUNNER_ROOT)
+
+# The same, one pyinfra operation (files.line) against the pyinfra CLI on the same hosts.
+bench-fanout-pyinfra: system-deps
+	$(BIN)/python bench/fanout.py --connector ssh --pyinfra --runner-root $(RUNNER_ROOT)
 
 # PyStator 0.0.47 gets a venv of its own under $(CACHE)/bench-pystator (made by the script).
 bench-store: system-deps

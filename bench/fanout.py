@@ -25,8 +25,18 @@ cluster, in the same run:
             from the dev runner root (`--runner-root`) as uid 65532, create to COMPLETED
 The rate is op × host per second in both; Connect is reported on its own from the pod watch.
 
+With `--connector ssh --pyinfra`, the pyinfra row (issue 12) instead, on the same kind of fleet:
+  pyinfra   the `pyinfra` CLI (this venv's, pinned) applying `files.line` (path /etc/motd, a
+            line no host has yet) to every host, an inventory file listing them, `--parallel`
+            = `parallel`: once `--dry` (connect, facts, nothing changed), once `-y` (applied)
+  runstate  one Run with the ssh connector and ONE pyinfra operation, `files.line` with
+            another new line: Connect, Prepare (pyinfra's dry mode, a pod per host) and
+            Execute (a pod per host that needs the change: all), create to COMPLETED
+Every host's file is checked for the line after each; N = hosts op × host per row.
+
     python bench/fanout.py [--hosts 500] [--parallel 50]
-    python bench/fanout.py --connector ssh [--hosts 50] [--parallel 50] [--runner-root DIR]
+    python bench/fanout.py --connector ssh [--pyinfra] [--hosts 50] [--parallel 50]
+        [--runner-root DIR]
 """
 
 from __future__ import annotations
@@ -34,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -412,8 +423,14 @@ def ssh_secret(fleet: HostFleet) -> dict[str, Any]:
     }
 
 
-def ssh_run_obj(fleet: HostFleet, parallel: int) -> dict[str, Any]:
-    """The fan-out Run over the fleet: operations `true` and `echo`, each on the host."""
+SSH_OPERATIONS = [{"name": "first", "run": "true"}, {"name": "second", "run": "echo second"}]
+
+
+def ssh_run_obj(
+    fleet: HostFleet, parallel: int, operations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The fan-out Run over the fleet: by default operations `true` and `echo`, each on the
+    host."""
     return {
         "apiVersion": "runstate.dev/v1alpha1",
         "kind": "Run",
@@ -435,10 +452,7 @@ def ssh_run_obj(fleet: HostFleet, parallel: int) -> dict[str, Any]:
                         "connectTimeoutSeconds": 10,
                     },
                 },
-                "operations": [
-                    {"name": "first", "run": "true"},
-                    {"name": "second", "run": "echo second"},
-                ],
+                "operations": operations or SSH_OPERATIONS,
                 "config": {"parallel": parallel, "podRetention": {"succeededSeconds": 3600}},
             }
         },
@@ -466,6 +480,20 @@ def measure_ssh_loop(fleet: HostFleet, workers: int, cpu: Cpu, name: str) -> Res
     return Result(name, 2 * hosts, t1 - t0, cpu.used())
 
 
+async def ssh_components(
+    args: argparse.Namespace, work: Path, env: dict[str, str], redis: RedisServer, procs: Procs
+) -> tuple[dict[str, int], subprocess.Popen[bytes], str]:
+    """Process kubelet and operator up (the control plane's components already are): the
+    pids whose CPU is counted, the operator and its metrics URL."""
+    pids = component_pids(work)
+    kubelet = start_kubelet(work, env, procs)
+    await wait_file(work / "kubelet.ready", kubelet, "process kubelet", 60)
+    pids["process kubelet"] = kubelet.pid
+    operator, metrics_url = await start_operator(args, work, env, redis, procs)
+    pids["operator"] = operator.pid
+    return pids, operator, metrics_url
+
+
 async def bench_ssh(
     args: argparse.Namespace,
     work: Path,
@@ -485,12 +513,7 @@ async def bench_ssh(
         await checked(
             core.create_namespaced_secret("rs", ssh_secret(fleet), _preload_content=False)
         )
-        pids = component_pids(work)
-        kubelet = start_kubelet(work, env, procs)
-        await wait_file(work / "kubelet.ready", kubelet, "process kubelet", 60)
-        pids["process kubelet"] = kubelet.pid
-        operator, metrics_url = await start_operator(args, work, env, redis, procs)
-        pids["operator"] = operator.pid
+        pids, operator, metrics_url = await ssh_components(args, work, env, redis, procs)
         groups = {"SSH test hosts (sshd)": fleet.processes()}
 
         # The baseline, with everything up and idle: a sequential loop, then `parallel` at once.
@@ -596,7 +619,18 @@ def report_ssh(
     total = sum(writes.values())
     detail = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(writes.items()))
     print(f"- API writes by the operator: {total:.0f} ({detail}).\n")
-    results = [*baselines, rs]
+    print_cpu([*baselines, rs])
+    kubelet = rs.cpu.get("process kubelet", 0.0)
+    print(
+        f"Per runstate pod ({hosts + n} pods): process kubelet with the pods' processes "
+        f"{1000 * kubelet / (hosts + n):.0f} ms, operator "
+        f"{1000 * rs.cpu.get('operator', 0.0) / (hosts + n):.0f} ms."
+    )
+
+
+def print_cpu(results: list[Result]) -> None:
+    """CPU seconds per component in each row (the last is runstate's), and per op × host."""
+    rs = results[-1]
     names = sorted({k for r in results for k in r.cpu} - {MACHINE}, key=lambda k: -rs.cpu.get(k, 0))
     print(f"CPU seconds per component during each row ({CORES} cores = {CORES} s per wall s):\n")
     print("| component | " + " | ".join(r.name for r in results) + " |")
@@ -614,11 +648,233 @@ def report_ssh(
     print(f"| **machine busy** | {cells} |\n")
     per = ", ".join(f"{r.name} {1000 * o / r.n:.0f} ms" for r, o in zip(results, ours, strict=True))
     print(f"Our CPU per op × host (all of the above / N): {per}.")
+
+
+# --- the pyinfra row ------------------------------------------------------------------------
+
+
+PYINFRA_OP = "files.line"
+PYINFRA_PATH = "/etc/motd"
+
+
+def pyinfra_inventory(fleet: HostFleet, path: Path) -> Path:
+    """A pyinfra inventory file (Python) of the fleet: each host's name, with its address and
+    port as host data, as the Run's inventory has them (user, key and known hosts are given
+    on the command line)."""
+    hosts = [(h.name, {"ssh_hostname": h.address, "ssh_port": h.port}) for h in fleet.hosts]
+    path.write_text(f"hosts = {hosts!r}\n")
+    return path
+
+
+def pyinfra_argv(
+    fleet: HostFleet, inventory: Path, parallel: int, line: str, *, dry: bool
+) -> list[str]:
+    """The `pyinfra` command line (this venv's) applying `files.line` to the fleet; `--dry`
+    only reports, `-y` applies without asking (and skips the separate change detection)."""
+    return [
+        str(Path(sys.executable).parent / "pyinfra"),
+        "--dry" if dry else "-y",
+        "--parallel",
+        str(parallel),
+        "--ssh-user",
+        fleet.user,
+        "--ssh-key",
+        str(fleet.client_key),
+        "--data",
+        f"ssh_known_hosts_file={fleet.known_hosts}",
+        "--data",
+        "ssh_strict_host_key_checking=yes",
+        str(inventory),
+        PYINFRA_OP,
+        f"path={PYINFRA_PATH}",
+        f"line={line}",
+    ]
+
+
+def measure_pyinfra_cli(argv: list[str], work: Path, n: int, cpu: Cpu, name: str) -> Result:
+    """One `pyinfra` process over the fleet, start to exit; its output goes to a log."""
+    t0 = time.perf_counter()
+    done = subprocess.run(
+        argv, cwd=work, stdin=subprocess.DEVNULL, capture_output=True, check=False
+    )
+    t1 = time.perf_counter()
+    result = Result(name, n, t1 - t0, cpu.used())
+    log = work / f"{name.replace(' ', '_')}.log"
+    log.write_bytes(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"{name}: exit {done.returncode}, see {log}: {done.stderr[-300:]!r}")
+    return result
+
+
+def pod_outcome(pod: dict[str, Any]) -> tuple[str, str, int | None]:
+    """A pod's kind label, phase and exit code."""
+    kind = (pod["metadata"].get("labels") or {}).get("runstate.dev/kind", "")
+    statuses = pod["status"].get("containerStatuses") or [{}]
+    code = ((statuses[0].get("state") or {}).get("terminated") or {}).get("exitCode")
+    return kind, str(pod["status"].get("phase")), code
+
+
+def hosts_without(fleet: HostFleet, line: str) -> list[str]:
+    """The hosts whose file (read from the host's overlay upper dir) lacks `line`."""
+    missing = []
+    for host in fleet.hosts:
+        path = host.upper / PYINFRA_PATH.lstrip("/")
+        if not path.exists() or line not in path.read_text().splitlines():
+            missing.append(host.name)
+    return missing
+
+
+async def bench_pyinfra(
+    args: argparse.Namespace,
+    work: Path,
+    plane: ControlPlane,
+    redis: RedisServer,
+    fleet: HostFleet,
+    procs: Procs,
+) -> None:
+    hosts, parallel = len(fleet.hosts), args.parallel
+    kubeconfig = str(plane.kubeconfig)
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "RUNSTATE_DEV_RUNNER_ROOT": args.runner_root}
+    # Lines no host has yet (the hosts are fresh, the token makes sure): work on every host.
+    token = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    cli_line = f"runstate bench {token}: pyinfra CLI"
+    rs_line = f"runstate bench {token}: runstate"
+    inventory = pyinfra_inventory(fleet, work / "inventory.py")
+    async with await prepare_cluster(kubeconfig, parallel, ("rs",)) as api:
+        core: Any = k8s.CoreV1Api(api)
+        custom: Any = k8s.CustomObjectsApi(api)
+        await checked(
+            core.create_namespaced_secret("rs", ssh_secret(fleet), _preload_content=False)
+        )
+        pids, operator, metrics_url = await ssh_components(args, work, env, redis, procs)
+        groups = {"SSH test hosts (sshd)": fleet.processes()}
+
+        # The baseline, with everything up and idle: the pyinfra CLI, dry, then applying.
+        baselines = []
+        for dry, name in ((True, "pyinfra --dry"), (False, "pyinfra -y")):
+            cpu = Cpu(pids, groups, children="pyinfra CLI")
+            argv = pyinfra_argv(fleet, inventory, parallel, cli_line, dry=dry)
+            baselines.append(
+                await asyncio.to_thread(measure_pyinfra_cli, argv, work, hosts, cpu, name)
+            )
+            missing = hosts_without(fleet, cli_line)
+            if len(missing) != (hosts if dry else 0):
+                raise RuntimeError(f"after {name}: {len(missing)} hosts without the line")
+
+        watch = PodWatch(core, "rs")
+        await watch.start()
+        operation = {
+            "name": "line",
+            "pyinfra": {"op": PYINFRA_OP, "args": {"path": PYINFRA_PATH, "line": rs_line}},
+        }
+        body = ssh_run_obj(fleet, parallel, [operation])
+        writes0 = metric_sum(metrics_url, WRITES)
+        cpu = Cpu(pids, groups, children="pyinfra CLI")
+        run, t0, t1 = await run_to_completion(custom, body, operator, work)
+        rs = Result("runstate", hosts, t1 - t0, cpu.used())
+        rs.peak, rs.mean_in_flight = watch.in_flight(t0, t1)
+        spans = watch.spans(t0)
+        durations = watch.durations()
+        await asyncio.sleep(1.5)  # trailing Events are posted after the status
+        writes1 = metric_sum(metrics_url, WRITES)
+        await watch.stop()
+
+        status = run["status"]
+        resp = await core.list_namespaced_pod("rs", _preload_content=False)
+        pods = json.loads(await resp.read())["items"]
+        # A Prepare pod ends as a `check` command does: exit 1 (Failed) is "would change".
+        outcomes = sorted(pod_outcome(p) for p in pods)
+        want = sorted(
+            [("connect", "Succeeded", 0)] * hosts
+            + [("check", "Failed", 1)] * hosts
+            + [("run", "Succeeded", 0)] * hosts
+        )
+        problems = []
+        if status["hosts"]["total"] != hosts or status["hosts"].get("unreachable"):
+            problems.append(f"hosts: {status['hosts']}")
+        ops = status["operations"]
+        if len(ops) != 1 or (ops[0]["changed"], ops[0]["error"]) != (hosts, 0):
+            problems.append(f"operations in status: {ops}")
+        if outcomes != want:
+            got = {o: outcomes.count(o) for o in set(outcomes)}
+            problems.append(f"pods (kind, phase, exit code): {got}, want {hosts} of each of 3")
+        if rs.peak > parallel:
+            problems.append(f"{rs.peak} pods in flight at once, over parallel {parallel}")
+        for line in (rs_line, cli_line):
+            if missing := hosts_without(fleet, line):
+                problems.append(f"{len(missing)} hosts without {line!r}, e.g. {missing[0]}")
+        if problems:
+            raise RuntimeError("run verification failed: " + "; ".join(problems))
+
+    report_pyinfra(
+        hosts,
+        parallel,
+        baselines,
+        rs,
+        spans=spans,
+        durations=durations,
+        writes=writes_delta(writes0, writes1),
+        status_message=str(status["state"].get("message", "")),
+    )
+
+
+def report_pyinfra(
+    hosts: int,
+    parallel: int,
+    baselines: list[Result],
+    rs: Result,
+    *,
+    spans: dict[str, tuple[float, float]],
+    durations: dict[str, list[float]],
+    writes: dict[str, float],
+    status_message: str,
+) -> None:
+    version = importlib.metadata.version("pyinfra")
+    print(
+        f"## pyinfra over SSH: {hosts} SSH test hosts × `{PYINFRA_OP}`, parallel {parallel} "
+        f"(N = {hosts} op × host per row)\n"
+    )
+    print("| what | op × host /s | seconds | runstate relative |")
+    print("|---|---:|---:|---:|")
+    labels = {
+        "pyinfra --dry": f"pyinfra {version} CLI `--dry`: connect, facts, no change",
+        "pyinfra -y": f"pyinfra {version} CLI `-y`: connect, facts, apply",
+    }
+    for r in baselines:
+        print(f"| {labels[r.name]} | {r.rate:.2f} | {r.seconds:.1f} | {rs.rate / r.rate:.3f} |")
+    print(
+        f"| **runstate: one Run, Connect + Prepare (dry) + Execute to COMPLETED** | "
+        f"**{rs.rate:.2f}** | {rs.seconds:.1f} | 1.000 |\n"
+    )
+    names = {"connect": "Connect", "check": "Prepare (dry)"}
+    phases = sorted(spans.items(), key=lambda x: x[1])
+    print(
+        f"- Run status: {status_message!r}; checked: {hosts} Connect pods Succeeded, {hosts} "
+        f"Prepare pods exit 1 (would change), {hosts} Execute pods Succeeded, changed = "
+        f"{hosts}, every host's file has both lines."
+    )
+    print(
+        "- Phases (first pod seen → last pod finished, s after the create): "
+        + ", ".join(f"{names.get(op, 'Execute')} {a:.1f}–{b:.1f}" for op, (a, b) in phases)
+        + f"; COMPLETED seen at {rs.seconds:.1f}."
+    )
+    print(
+        "- Pod wall time, seen → terminal, mean / max: "
+        + ", ".join(
+            f"{names.get(op, 'Execute')} {sum(d) / len(d):.2f} / {max(d):.2f} s"
+            for op, d in sorted(durations.items(), key=lambda x: spans.get(x[0], (0.0, 0.0)))
+        )
+        + f". Pods in flight, peak / mean: {rs.peak} / {rs.mean_in_flight:.1f} (cap {parallel})."
+    )
+    total = sum(writes.values())
+    detail = ", ".join(f"{k}: {v:.0f}" for k, v in sorted(writes.items()))
+    print(f"- API writes by the operator: {total:.0f} ({detail}).\n")
+    print_cpu([*baselines, rs])
     kubelet = rs.cpu.get("process kubelet", 0.0)
     print(
-        f"Per runstate pod ({hosts + n} pods): process kubelet with the pods' processes "
-        f"{1000 * kubelet / (hosts + n):.0f} ms, operator "
-        f"{1000 * rs.cpu.get('operator', 0.0) / (hosts + n):.0f} ms."
+        f"Per runstate pod ({3 * hosts} pods): process kubelet with the pods' processes "
+        f"{1000 * kubelet / (3 * hosts):.0f} ms, operator "
+        f"{1000 * rs.cpu.get('operator', 0.0) / (3 * hosts):.0f} ms."
     )
 
 
@@ -955,6 +1211,11 @@ def main() -> None:
         default="pod",
         help="pod: the three rows above; ssh: the ssh row (SSH test hosts, plain ssh baseline)",
     )
+    parser.add_argument(
+        "--pyinfra",
+        action="store_true",
+        help="with --connector ssh: the pyinfra row (files.line; the pyinfra CLI as baseline)",
+    )
     parser.add_argument("--hosts", type=int, default=None, help="default 500, or 50 with ssh")
     parser.add_argument("--parallel", type=int, default=50)
     parser.add_argument(
@@ -970,6 +1231,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     ssh = args.connector == "ssh"
+    if args.pyinfra and not ssh:
+        parser.error("--pyinfra needs --connector ssh")
     if args.hosts is None:
         args.hosts = 50 if ssh else 500
     if ssh and not 1 <= args.hosts <= MAX_HOSTS:
@@ -998,7 +1261,9 @@ def main() -> None:
             redis = RedisServer(work / "redis", die_with_parent=True).start()
             stack.callback(redis.stop)
             stack.callback(stop_all, procs)
-            if fleet is not None:
+            if fleet is not None and args.pyinfra:
+                asyncio.run(bench_pyinfra(args, work, plane, redis, fleet, procs))
+            elif fleet is not None:
                 asyncio.run(bench_ssh(args, work, plane, redis, fleet, procs))
             else:
                 asyncio.run(bench(args, work, plane, redis, procs))
