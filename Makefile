@@ -105,14 +105,15 @@ bench-fanout: system-deps
 	$(BIN)/python bench/fanout.py
 
 # Its own SSH test hosts, control plane and Redis in a temporary dir (never $(DEV_DIR) or
-# $(HOSTS_DIR)); the work pods run `runstate exec` from RUNNER_ROOT, refreshed from this tree.
-RUNNER_ROOT ?= /opt/runstate-dev
+# $(HOSTS_DIR)); the work pods run `runstate exec` from a runner root refreshed from this tree
+# (default: this checkout's under /opt/runstate-dev; RUNNER_ROOT=<dir> to choose one).
+RUNNER_ROOT ?=
 bench-fanout-ssh: system-deps
-	$(BIN)/python bench/fanout.py --connector ssh --runner-root $(RUNNER_ROOT)
+	$(BIN)/python bench/fanout.py --connector ssh $(if $(RUNNER_ROOT),--runner-root $(RUNNER_ROOT))
 
 # The same, one pyinfra operation (files.line) against the pyinfra CLI on the same hosts.
 bench-fanout-pyinfra: system-deps
-	$(BIN)/python bench/fanout.py --connector ssh --pyinfra --runner-root $(RUNNER_ROOT)
+	$(BIN)/python bench/fanout.py --connector ssh --pyinfra $(if $(RUNNER_ROOT),--runner-root $(RUNNER_ROOT))
 
 # PyStator 0.0.47 gets a venv of its own under $(CACHE)/bench-pystator (made by the script).
 bench-store: system-deps

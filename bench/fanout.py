@@ -1225,7 +1225,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--runner-root",
-        default=str(runnerroot.RUNNER_ROOT),
+        default=str(runnerroot.default_root()),
         help="ssh: the dev runner root the work pods run `runstate exec` from (refreshed from "
         "this tree; default: the dev cluster's, shared with it)",
     )

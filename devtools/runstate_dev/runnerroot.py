@@ -3,17 +3,19 @@
 The process kubelet has no images: a pod's command runs on the machine. `ssh` and `node` work
 pods run `runstate exec` from the operator image, as a non-root user (uid 65532) for `ssh`. The
 dev venv cannot serve them: its interpreter may live under a private home (pyenv in /root).
-So this module keeps what the image's `/opt/runstate` holds, at `RUNNER_ROOT`: a venv of
+So this module keeps what the image's `/opt/runstate` holds, in a runner root (`default_root()`:
+one per checkout under /opt/runstate-dev): a venv of
 Debian's own Python 3.11 (the image's minor version), world-readable, with the operator's
 dependencies installed once (again when a pyproject.toml changes), and the working tree's `runstate` and `runstate_stores` packages
 copied in fresh by every `ensure()` (a rebuilt image, in a second). The kubelet puts
-`RUNNER_ROOT/bin` first on every container's PATH.
+the root's `bin` first on every container's PATH.
 
 Owns that directory. It copies source files by path and must not import the operator.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -22,8 +24,10 @@ from pathlib import Path
 
 from runstate_dev.build import BuildError
 
-RUNNER_ROOT = Path(os.environ.get("RUNSTATE_DEV_RUNNER_ROOT", "/opt/runstate-dev"))
 SYSTEM_PYTHON = "/usr/bin/python3"
+# Where runner roots live; each checkout has its own (two worktrees' clusters on one machine
+# must not replace each other's runner), unless RUNSTATE_DEV_RUNNER_ROOT names one.
+_PARENT = Path("/opt/runstate-dev")
 # (package directory in the working tree, its distribution's directory) copied into the venv.
 _PACKAGES = (("operator/runstate", "."), ("stores/runstate_stores", "stores"))
 _READY = ".deps-installed"
@@ -35,12 +39,33 @@ def checkout() -> Path | None:
     return top if all((top / package).is_dir() for package, _ in _PACKAGES) else None
 
 
-def bin_dir(root: Path = RUNNER_ROOT) -> Path:
-    return root / "bin"
+def default_root() -> Path:
+    """RUNSTATE_DEV_RUNNER_ROOT, else `/opt/runstate-dev/<checkout's id>`."""
+    named = os.environ.get("RUNSTATE_DEV_RUNNER_ROOT")
+    if named:
+        return Path(named)
+    top = checkout()
+    tag = hashlib.sha256(str(top).encode()).hexdigest()[:12] if top else "default"
+    return _PARENT / tag
 
 
-def ensure(source: Path, *, root: Path = RUNNER_ROOT) -> Path:
-    """The runner root with `source`'s packages (a runstate checkout) in it; its bin dir."""
+def bin_dir(root: Path | None = None) -> Path:
+    return (root or default_root()) / "bin"
+
+
+def ensure(source: Path, *, root: Path | None = None) -> Path:
+    """The runner root with `source`'s packages (a runstate checkout) in it; its bin dir.
+    One process at a time per root (a lock file next to it): clusters of the same checkout
+    starting at once take turns."""
+    root = root or default_root()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    root.parent.chmod(0o755)
+    with open(root.parent / f"{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _ensure_locked(source, root)
+
+
+def _ensure_locked(source: Path, root: Path) -> Path:
     source = source.absolute()
     marker = root / _READY
     wanted = _dependencies_digest(source)
@@ -101,4 +126,4 @@ def _run(argv: list[str]) -> None:
         raise BuildError(f"{' '.join(argv)} failed:\n{result.stdout}{result.stderr}")
 
 
-__all__ = ["RUNNER_ROOT", "bin_dir", "ensure"]
+__all__ = ["bin_dir", "checkout", "default_root", "ensure"]
