@@ -288,7 +288,7 @@ def test_a_node_pod_keeps_its_host_volume_and_gets_the_templates() -> None:
         pod_templates=(t(tolerations=[{"operator": "Exists"}], volumes=[SCRATCH]),),
     )
     names = [v["name"] for v in p["spec"]["volumes"]]
-    assert names == [connectors.HOST_VOLUME, "scratch"]
+    assert names == [templates.HOST_VOLUME, "scratch"]
     assert p["spec"]["tolerations"] == [{"operator": "Exists"}]
     assert container(p)["securityContext"] == connectors.PRIVILEGED_CONTAINER
 
@@ -365,11 +365,11 @@ def test_each_crd_fits_kubectl_apply_with_margin() -> None:
         assert size < ANNOTATION_LIMIT * 0.6, (crd["metadata"]["name"], size)
 
 
-def test_validation_knows_runstate_own_volume_names() -> None:
-    """The domain cannot import the pod builders: its copy of their volume names must agree."""
+def test_runstates_own_volume_names_are_reserved() -> None:
+    """The pod builders name their volumes from `templates` (one home): all reserved."""
     assert templates.OWN_VOLUMES == {
-        ConnectorType.SSH: connectors.SSH_VOLUME,
-        ConnectorType.NODE: connectors.HOST_VOLUME,
+        ConnectorType.SSH: templates.SSH_VOLUME,
+        ConnectorType.NODE: templates.HOST_VOLUME,
     }
     assert all(
         n.startswith(templates.RESERVED_VOLUME_PREFIX) for n in templates.OWN_VOLUMES.values()
@@ -381,7 +381,7 @@ def _ssh_runbook(**extra: Any) -> RunbookSpec:
         "privateKey": {"secretRef": {"name": "key", "key": "id"}},
         "insecureSkipHostKeyCheck": True,
     }
-    mount = {"name": connectors.SSH_VOLUME, "mountPath": "/keys"}
+    mount = {"name": templates.SSH_VOLUME, "mountPath": "/keys"}
     return RunbookSpec.model_validate(
         {
             "inventory": {"hosts": [{"name": "web1"}]},
@@ -400,7 +400,7 @@ def test_a_hook_may_not_mount_runstate_own_volumes_it_may_run_without() -> None:
     hook = {
         "name": "notify",
         "run": "true",
-        "podTemplate": {"volumeMounts": [{"name": connectors.SSH_VOLUME, "mountPath": "/k"}]},
+        "podTemplate": {"volumeMounts": [{"name": templates.SSH_VOLUME, "mountPath": "/k"}]},
     }
     spec = _ssh_runbook(hookOperations=[hook], hooks={"onFailure": ["notify"]})
     with pytest.raises(SpecError) as exc:
