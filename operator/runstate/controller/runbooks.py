@@ -14,6 +14,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from runstate import metrics
 from runstate.api.v1alpha1 import RunbookSpec
 from runstate.controller.apply import Applier
 from runstate.controller.cache import Cache
@@ -155,6 +156,7 @@ class RunbookReconciler:
             self._asked.pop(key, None)
             return None
         view = RunbookView.of(body)
+        metrics.prime_runbook(view.namespace, view.name)
         bodies = [b for k in self.cache.runs_of_runbook(key) if (b := self.cache.run(k))]
         views = [RunView.of(b) for b in bodies]
         asked = self._asked.setdefault(key, set())

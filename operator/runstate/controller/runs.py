@@ -21,6 +21,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from runstate import metrics
 from runstate.api.v1alpha1 import FINALIZER, HistoryItem, Host, RunbookSpec, RunSpec
 from runstate.controller import hotstate
 from runstate.controller.announce import Labels
@@ -322,7 +323,7 @@ class RunReconciler:
             hot=hot,
             units=decided.units,
             parameters=decided.spec.parameters if decided.spec else {},
-            labels=Labels(run.namespace, run.runbook_name or ""),
+            labels=_labels(run),
             history=mem.status.history or [],
             written=mem.status.written,
             last_write=mem.status.last_write or mem.status.first_seen,
@@ -363,3 +364,10 @@ class RunReconciler:
             due = effects.cleanup_due_in
             mem.cleanup.due_at = None if due is None else time.monotonic() + due
         return outcome.requeue_after
+
+
+def _labels(run: RunView) -> Labels:
+    """The run's metric labels, its Runbook's alerting series primed at 0 on first sight."""
+    labels = Labels(run.namespace, run.runbook_name or "")
+    metrics.prime_runbook(labels.namespace, labels.runbook)
+    return labels

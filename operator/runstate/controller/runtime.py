@@ -19,7 +19,7 @@ from aiohttp import web
 from runstate import metrics, server
 from runstate.controller.apply import Applier
 from runstate.controller.cache import IndexCache
-from runstate.controller.dispatch import Dispatcher, QueueKey, resync, run_key
+from runstate.controller.dispatch import Dispatcher, Kind, QueueKey, resync, run_key
 from runstate.controller.informer import PodInformer
 from runstate.controller.metered import Metered
 from runstate.controller.peering import PeeringGate
@@ -76,7 +76,6 @@ async def start(
         by_runbook=indexes.runs_by_runbook,
         pods=informer,
     )
-    metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts))
     metered = Metered(store)
     r = cfg.reconcile
     slots = Slots(
@@ -107,6 +106,9 @@ async def start(
     )
     rt = Runtime(cfg, kube, store, queue, runs, runbooks)
     gate = _peering_gate(cfg, kube, identity, runs.forget)
+    # A standby replica exports no per-run gauge: its cache is not kept up to date.
+    metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts, lambda: gate.active))
+    metrics.prime_operator(store.name, [kind.value for kind in Kind])
 
     async def ready_to_act() -> None:
         # kopf pauses only its own watches for a peer of higher priority; our workers wait too.
