@@ -157,11 +157,17 @@ def prime_runbook(namespace: str, runbook: str) -> None:
         STAGE_WARNINGS.labels(namespace, runbook, stage).inc(0)
 
 
+#: The resources whose writes can conflict (`API_CONFLICTS`): the Run and its status.
+CONFLICT_RESOURCES = ("runs", "runs/status")
+
+
 def prime_operator(store: str, kinds: Iterable[str]) -> None:
-    """Create, at 0, the store and reconcile error series the operator's alerts read."""
+    """Create, at 0, the error series the operator's alerts and dashboard read."""
     STORE_ERRORS.labels(store).inc(0)
     for kind in kinds:
         RECONCILE_ERRORS.labels(kind).inc(0)
+    for resource in CONFLICT_RESOURCES:
+        API_CONFLICTS.labels(resource).inc(0)
 
 
 class RunsCollector(Collector):

@@ -60,6 +60,8 @@ def test_priming_the_operator_creates_its_error_series_at_zero() -> None:
     assert samples("runstate_store_errors_total", "store")[("prime-store",)] == 0.0
     reconcile = samples("runstate_reconcile_errors_total", "kind")
     assert {("run",), ("runbook",)} <= set(reconcile)
+    conflicts = samples("runstate_api_conflicts_total", "resource")
+    assert {("runs",), ("runs/status",)} <= set(conflicts)
 
 
 async def test_reconciling_a_runbook_primes_its_series() -> None:
