@@ -141,33 +141,46 @@ FAILURE_STATE_TYPES = ("FAILED", "CRASHED")
 #: pyinfra's stages, the `stage` label of the per-runbook counters.
 STAGES = tuple(stage.value for stage in Stage)
 
-_primed: set[tuple[str, str]] = set()
+#: Values of OPERATION_RESULTS' `result` label (`domain.work.RunResult`).
+RESULTS = ("success", "error", "ignored", "partial", "no_change")
+
+_primed: set[tuple[str, ...]] = set()
 
 
-def prime_runbook(namespace: str, runbook: str) -> None:
-    """Create, at 0, every series an alert on this runbook reads (once per process)."""
-    if (namespace, runbook) in _primed:
-        return
-    _primed.add((namespace, runbook))
-    for state_type in FAILURE_STATE_TYPES:
-        for reason in sorted(FAILURE_REASONS):
-            RUN_FAILURES.labels(namespace, runbook, state_type, reason).inc(0)
-    for stage in STAGES:
-        HOST_FAILURES.labels(namespace, runbook, stage).inc(0)
-        STAGE_WARNINGS.labels(namespace, runbook, stage).inc(0)
+def prime_runbook(namespace: str, runbook: str, operations: Iterable[str] = ()) -> None:
+    """Create, at 0, every per-runbook series the alerts and the dashboard take `increase()`
+    of, and each operation's results (once per process)."""
+    if (namespace, runbook) not in _primed:
+        _primed.add((namespace, runbook))
+        for state_type in FAILURE_STATE_TYPES:
+            for reason in sorted(FAILURE_REASONS):
+                RUN_FAILURES.labels(namespace, runbook, state_type, reason).inc(0)
+        for stage in STAGES:
+            HOST_FAILURES.labels(namespace, runbook, stage).inc(0)
+            STAGE_WARNINGS.labels(namespace, runbook, stage).inc(0)
+    for operation in operations:
+        if (namespace, runbook, operation) not in _primed:
+            _primed.add((namespace, runbook, operation))
+            for result in RESULTS:
+                OPERATION_RESULTS.labels(namespace, runbook, operation, result).inc(0)
 
 
 #: The resources whose writes can conflict (`API_CONFLICTS`): the Run and its status.
 CONFLICT_RESOURCES = ("runs", "runs/status")
 
 
-def prime_operator(store: str, kinds: Iterable[str]) -> None:
-    """Create, at 0, the error series the operator's alerts and dashboard read."""
+def prime_operator(
+    store: str, kinds: Iterable[str], transitions: Iterable[tuple[str, str]]
+) -> None:
+    """Create, at 0, the operator-wide series: errors, conflicts and every allowed state
+    transition (`from_type` "" for a new run)."""
     STORE_ERRORS.labels(store).inc(0)
     for kind in kinds:
         RECONCILE_ERRORS.labels(kind).inc(0)
     for resource in CONFLICT_RESOURCES:
         API_CONFLICTS.labels(resource).inc(0)
+    for from_type, to_type in transitions:
+        STATE_TRANSITIONS.labels(from_type, to_type).inc(0)
 
 
 class RunsCollector(Collector):

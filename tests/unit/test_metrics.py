@@ -7,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from runstate import __version__, metrics
 from runstate.controller.view import ObjectKey
+from runstate.domain.work import RunResult
 from runstate_stores import InMemoryStateStore
 from tests.fakekube import FakeKube
 from tests.unit.operator_harness import Operator
@@ -55,8 +56,21 @@ def test_priming_twice_keeps_what_was_counted() -> None:
     assert sum(failures.values()) == 1.0
 
 
-def test_priming_the_operator_creates_its_error_series_at_zero() -> None:
-    metrics.prime_operator("prime-store", ["run", "runbook"])
+def test_priming_a_runbooks_operations_creates_each_result_at_zero() -> None:
+    metrics.prime_runbook("prime-ns", "ops", ["update", "install"])
+    found = of("runstate_operation_results_total", "prime-ns", "ops", "operation result")
+    assert set(found) == {
+        ("prime-ns", "ops", op, result.value)
+        for op in ("update", "install")
+        for result in RunResult
+    }
+    assert set(found.values()) == {0.0}
+
+
+def test_priming_the_operator_creates_its_error_and_transition_series_at_zero() -> None:
+    metrics.prime_operator("prime-store", ["run", "runbook"], [("RUNNING", "FAILED")])
+    transitions = samples("runstate_state_transitions_total", "from_type", "to_type")
+    assert ("RUNNING", "FAILED") in transitions
     assert samples("runstate_store_errors_total", "store")[("prime-store",)] == 0.0
     reconcile = samples("runstate_reconcile_errors_total", "kind")
     assert {("run",), ("runbook",)} <= set(reconcile)

@@ -248,6 +248,7 @@ class RunReconciler:
     def _runbook(self, run: RunView, spec: RunSpec) -> tuple[RunbookSpec | None, str | None]:
         """The Runbook to run (inline, or by reference), or why there is none."""
         if spec.runbook is not None:
+            _prime(run, spec.runbook)
             return spec.runbook, None
         name = run.runbook_name or ""
         body = self.cache.runbook((run.namespace, name))
@@ -258,6 +259,7 @@ class RunReconciler:
         parsed = self.runbooks.parse(RunbookView.of(body))
         if isinstance(parsed, str):
             raise InvalidRunbook(parsed)
+        _prime(run, parsed)
         return parsed, None
 
     async def _nodes(
@@ -371,3 +373,9 @@ def _labels(run: RunView) -> Labels:
     labels = Labels(run.namespace, run.runbook_name or "")
     metrics.prime_runbook(labels.namespace, labels.runbook)
     return labels
+
+
+def _prime(run: RunView, runbook: RunbookSpec) -> None:
+    """Its valid Runbook's operations get their result series, at 0, before the first result."""
+    operations = (op.name for op in runbook.operations)
+    metrics.prime_runbook(run.namespace, run.runbook_name or "", operations)

@@ -27,6 +27,7 @@ from runstate.controller.queue import WorkQueue
 from runstate.controller.runbooks import RunbookReconciler
 from runstate.controller.runs import RunReconciler
 from runstate.controller.slots import Slots
+from runstate.domain import policy
 from runstate.kube.api import KubeApi
 from runstate.settings import Settings
 from runstate_stores.base import AsyncStateStore, StoreUnavailable
@@ -108,7 +109,11 @@ async def start(
     gate = _peering_gate(cfg, kube, identity, runs.forget)
     # A standby replica exports no per-run gauge: its cache is not kept up to date.
     metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts, lambda: gate.active))
-    metrics.prime_operator(store.name, [kind.value for kind in Kind])
+    metrics.prime_operator(
+        store.name,
+        [kind.value for kind in Kind],
+        [(f.value if f else "", t.value) for f, ts in policy.ALLOWED.items() for t in ts],
+    )
 
     async def ready_to_act() -> None:
         # kopf pauses only its own watches for a peer of higher priority; our workers wait too.
