@@ -179,9 +179,14 @@ def incidents(kube_cluster: Cluster, operator: Operator, prometheus: Prometheus)
     for body in RUNBOOKS.values():
         kube_cluster.apply(body, ns)
     primed = f'runstate_run_failures_total{{namespace="{ns}",state_type="CRASHED",reason="infrastructure"}}'
+    results = f'runstate_operation_results_total{{namespace="{ns}",result="error"}}'
     wait_for(  # primed at 0 and scraped, before anything fails
-        "the primed failure counters in Prometheus",
-        lambda: {s["metric"]["runbook"] for s in prometheus.query(primed)} == set(RUNBOOKS),
+        "the primed failure and result counters in Prometheus",
+        lambda: (
+            {s["metric"]["runbook"] for s in prometheus.query(primed)} == set(RUNBOOKS)
+            and {s["metric"]["operation"] for s in prometheus.query(results)}
+            == {"break", "wait", "update"}
+        ),
         timeout=30,
     )
     kube_cluster.apply(run("fails", "failing"), ns)

@@ -86,7 +86,10 @@ async def test_reconciling_a_runbook_primes_its_series() -> None:
             "apiVersion": "runstate.dev/v1alpha1",
             "kind": "Runbook",
             "metadata": {"name": "primed-by-reconcile"},
-            "spec": {"inventory": {"hosts": [{"name": "a"}]}, "operations": []},
+            "spec": {
+                "inventory": {"hosts": [{"name": "a"}]},
+                "operations": [{"name": "deploy", "run": "true"}, {"name": "Not A Label"}],
+            },
         },
     )
     key: ObjectKey = ("default", "primed-by-reconcile")
@@ -95,6 +98,8 @@ async def test_reconciling_a_runbook_primes_its_series() -> None:
         "runstate_run_failures_total", "default", "primed-by-reconcile", "state_type reason"
     )
     assert ("default", "primed-by-reconcile", "CRASHED", "infrastructure") in primed
+    results = of("runstate_operation_results_total", "default", "primed-by-reconcile", "operation")
+    assert {k[2] for k in results} == {"deploy"}  # a name that is none never becomes a label
 
 
 def test_build_info_names_the_version() -> None:
