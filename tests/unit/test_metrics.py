@@ -6,6 +6,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from runstate import __version__, metrics
+from runstate.controller import runtime
+from runstate.controller.peering import PeeringGate
 from runstate.controller.view import ObjectKey
 from runstate.domain.work import RunResult
 from runstate_stores import InMemoryStateStore
@@ -119,3 +121,20 @@ def test_a_standby_replica_exports_no_runs_gauge() -> None:
     assert samples("runstate_runs", "namespace", "state_type", registry=registry) == {
         ("ns", "RUNNING"): 2.0
     }
+
+
+async def test_the_operators_runs_gauge_follows_the_peering_gate() -> None:
+    async def no_peering(scope: object) -> tuple[None, None]:
+        return None, None
+
+    gate = PeeringGate(no_peering, mandatory=True)  # mandatory peering starts standing by
+    registry = CollectorRegistry()
+    registry.register(runtime.runs_gauge(lambda: {("ns", "PENDING"): 1}, gate))
+    assert not gate.active
+    assert samples("runstate_runs", "namespace", "state_type", registry=registry) == {}
+    gate.apply(None)  # the peering rule lets this replica act
+    assert samples("runstate_runs", "namespace", "state_type", registry=registry) == {
+        ("ns", "PENDING"): 1.0
+    }
+    gate.apply("in favour of peer-b (priority 10)")
+    assert samples("runstate_runs", "namespace", "state_type", registry=registry) == {}

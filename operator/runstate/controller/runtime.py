@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -107,8 +107,7 @@ async def start(
     )
     rt = Runtime(cfg, kube, store, queue, runs, runbooks)
     gate = _peering_gate(cfg, kube, identity, runs.forget)
-    # A standby replica exports no per-run gauge: its cache is not kept up to date.
-    metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts, lambda: gate.active))
+    metrics.REGISTRY.register(runs_gauge(cache.run_state_counts, gate))
     metrics.prime_operator(
         store.name,
         [kind.value for kind in Kind],
@@ -150,6 +149,14 @@ async def _serve(rt: Runtime) -> tuple[web.AppRunner, int]:
     )
     log.info("metrics and probes on %s:%d", rt.settings.server.host, port)
     return runner, port
+
+
+def runs_gauge(
+    counts: Callable[[], Mapping[tuple[str, str], int]], gate: PeeringGate
+) -> metrics.RunsCollector:
+    """`runstate_runs`, exported only while this replica acts: a standby's cache is not kept
+    up to date (kopf pauses its watches), and its counts would add to the active replica's."""
+    return metrics.RunsCollector(counts, lambda: gate.active)
 
 
 def _peering_gate(
