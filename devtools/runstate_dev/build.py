@@ -80,6 +80,12 @@ REDIS_PACKAGES: Mapping[str, str] = {
     "redis-tools": "/usr/bin/redis-cli",
 }
 
+# Prometheus' own binaries: `promtool test rules` unit-tests the chart's alerts, and the
+# monitoring integration test runs `prometheus` scraping the operator.
+MONITORING_PACKAGES: Mapping[str, str] = {
+    "prometheus": "/usr/bin/promtool",
+}
+
 # The real SSH test hosts (runstate_dev.hosts): Debian's sshd, run from the machine's own root
 # (each host's filesystem is an overlay of it); ssh-keygen and the ssh client come with
 # openssh-client, a dependency of openssh-server. unshare/nsenter/mount are util-linux and

@@ -3,17 +3,44 @@
 The Grafana dashboard and alert rules in the chart are tested against `NAMES`, so a metric is
 renamed here or nowhere. Labels never carry run or host names (unbounded cardinality); failure
 reasons come from a closed set (`FAILURE_REASONS`). Exposition is prometheus-client's own.
+
+The counters an alert takes `increase()` of are primed at 0 (`prime_runbook`) as soon as the
+operator sees a Runbook or a Run of it: a series born at 1 has no earlier sample, so Prometheus
+would see no increase and the first failure of a runbook (and the first after each restart)
+would never alert. The registry also carries `runstate_build_info` and prometheus-client's
+process and platform collectors.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from runstate import __version__
+from runstate.api.v1alpha1 import Stage
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+# process_* (CPU, memory, open fds, start time) and python_info, as on the default registry.
+ProcessCollector(registry=REGISTRY)
+PlatformCollector(registry=REGISTRY)
+
+BUILD_INFO = Gauge(
+    "runstate_build_info",
+    "Always 1; the operator's version in the `version` label",
+    ["version"],
+    registry=REGISTRY,
+)
+BUILD_INFO.labels(__version__).set(1)
 
 STAGE_WARNINGS = Counter(
     "runstate_stage_warnings_total",
@@ -109,18 +136,75 @@ FAILURE_REASONS = frozenset(
 )
 
 
-class RunsCollector(Collector):
-    """`runstate_runs`: how many Runs are in each state type right now, per namespace."""
+#: The state types a run can end in that RUN_FAILURES counts.
+FAILURE_STATE_TYPES = ("FAILED", "CRASHED")
+#: pyinfra's stages, the `stage` label of the per-runbook counters.
+STAGES = tuple(stage.value for stage in Stage)
 
-    def __init__(self, counts: Callable[[], Mapping[tuple[str, str], int]]) -> None:
+#: Values of OPERATION_RESULTS' `result` label (`domain.work.RunResult`).
+RESULTS = ("success", "error", "ignored", "partial", "no_change")
+
+_primed: set[tuple[str, ...]] = set()
+
+
+def prime_runbook(namespace: str, runbook: str, operations: Iterable[str] = ()) -> None:
+    """Create, at 0, every per-runbook series the alerts and the dashboard take `increase()`
+    of, and each operation's results (once per process)."""
+    if (namespace, runbook) not in _primed:
+        _primed.add((namespace, runbook))
+        for state_type in FAILURE_STATE_TYPES:
+            for reason in sorted(FAILURE_REASONS):
+                RUN_FAILURES.labels(namespace, runbook, state_type, reason).inc(0)
+        for stage in STAGES:
+            HOST_FAILURES.labels(namespace, runbook, stage).inc(0)
+            STAGE_WARNINGS.labels(namespace, runbook, stage).inc(0)
+    for operation in operations:
+        if (namespace, runbook, operation) not in _primed:
+            _primed.add((namespace, runbook, operation))
+            for result in RESULTS:
+                OPERATION_RESULTS.labels(namespace, runbook, operation, result).inc(0)
+
+
+#: The resources whose writes can conflict (`API_CONFLICTS`): the Run and its status.
+CONFLICT_RESOURCES = ("runs", "runs/status")
+
+
+def prime_operator(
+    store: str, kinds: Iterable[str], transitions: Iterable[tuple[str, str]]
+) -> None:
+    """Create, at 0, the operator-wide series: errors, conflicts and every allowed state
+    transition (`from_type` "" for a new run)."""
+    STORE_ERRORS.labels(store).inc(0)
+    for kind in kinds:
+        RECONCILE_ERRORS.labels(kind).inc(0)
+    for resource in CONFLICT_RESOURCES:
+        API_CONFLICTS.labels(resource).inc(0)
+    for from_type, to_type in transitions:
+        STATE_TRANSITIONS.labels(from_type, to_type).inc(0)
+
+
+class RunsCollector(Collector):
+    """`runstate_runs`: how many Runs are in each state type right now, per namespace.
+
+    `active` says whether this replica is the one acting: a standby's cache is not kept up to
+    date (kopf pauses its watches), so it exports no `runstate_runs` series at all rather than
+    stale ones that would double the leader's in a `sum`."""
+
+    def __init__(
+        self,
+        counts: Callable[[], Mapping[tuple[str, str], int]],
+        active: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._counts = counts
+        self._active = active
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         family = GaugeMetricFamily(
             RUNS_GAUGE, "Runs by namespace and state type", labels=["namespace", "state_type"]
         )
-        for (namespace, state_type), n in sorted(self._counts().items()):
-            family.add_metric([namespace, state_type], n)
+        if self._active():
+            for (namespace, state_type), n in sorted(self._counts().items()):
+                family.add_metric([namespace, state_type], n)
         yield family
 
     def describe(self) -> Iterable[GaugeMetricFamily]:
@@ -142,5 +226,6 @@ NAMES: frozenset[str] = frozenset(
         "runstate_reconcile_errors_total",
         "runstate_api_writes_total",
         "runstate_api_conflicts_total",
+        "runstate_build_info",
     }
 )

@@ -8,13 +8,16 @@ names, and a second create is a 409). The applier carries them out.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from pydantic import ValidationError
 
-from runstate.api.v1alpha1 import RunbookSpec
+from runstate import metrics
+from runstate.api.v1alpha1 import DNS_LABEL, RunbookSpec
 from runstate.controller.apply import Applier
 from runstate.controller.cache import Cache
 from runstate.controller.effects import (
@@ -155,6 +158,7 @@ class RunbookReconciler:
             self._asked.pop(key, None)
             return None
         view = RunbookView.of(body)
+        metrics.prime_runbook(view.namespace, view.name, operation_names(body))
         bodies = [b for k in self.cache.runs_of_runbook(key) if (b := self.cache.run(k))]
         views = [RunView.of(b) for b in bodies]
         asked = self._asked.setdefault(key, set())
@@ -171,3 +175,11 @@ class RunbookReconciler:
         )
         outcome = await self.applier.apply_runbook(view, effects, asked)
         return outcome.requeue_after
+
+
+def operation_names(body: Mapping[str, Any]) -> list[str]:
+    """The Runbook's operation names that are valid ones (a DNS label), read without parsing
+    the whole spec: their result series are primed as soon as the Runbook is seen."""
+    operations = (body.get("spec") or {}).get("operations")
+    names = [op.get("name") for op in operations or [] if isinstance(op, Mapping)]
+    return [n for n in names if isinstance(n, str) and len(n) <= 63 and re.fullmatch(DNS_LABEL, n)]

@@ -21,6 +21,7 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
+from runstate import metrics
 from runstate.api.v1alpha1 import FINALIZER, HistoryItem, Host, RunbookSpec, RunSpec
 from runstate.controller import hotstate
 from runstate.controller.announce import Labels
@@ -247,6 +248,7 @@ class RunReconciler:
     def _runbook(self, run: RunView, spec: RunSpec) -> tuple[RunbookSpec | None, str | None]:
         """The Runbook to run (inline, or by reference), or why there is none."""
         if spec.runbook is not None:
+            _prime(run, spec.runbook)
             return spec.runbook, None
         name = run.runbook_name or ""
         body = self.cache.runbook((run.namespace, name))
@@ -257,6 +259,7 @@ class RunReconciler:
         parsed = self.runbooks.parse(RunbookView.of(body))
         if isinstance(parsed, str):
             raise InvalidRunbook(parsed)
+        _prime(run, parsed)
         return parsed, None
 
     async def _nodes(
@@ -322,7 +325,7 @@ class RunReconciler:
             hot=hot,
             units=decided.units,
             parameters=decided.spec.parameters if decided.spec else {},
-            labels=Labels(run.namespace, run.runbook_name or ""),
+            labels=_labels(run),
             history=mem.status.history or [],
             written=mem.status.written,
             last_write=mem.status.last_write or mem.status.first_seen,
@@ -363,3 +366,16 @@ class RunReconciler:
             due = effects.cleanup_due_in
             mem.cleanup.due_at = None if due is None else time.monotonic() + due
         return outcome.requeue_after
+
+
+def _labels(run: RunView) -> Labels:
+    """The run's metric labels, its Runbook's alerting series primed at 0 on first sight."""
+    labels = Labels(run.namespace, run.runbook_name or "")
+    metrics.prime_runbook(labels.namespace, labels.runbook)
+    return labels
+
+
+def _prime(run: RunView, runbook: RunbookSpec) -> None:
+    """Its valid Runbook's operations get their result series, at 0, before the first result."""
+    operations = (op.name for op in runbook.operations)
+    metrics.prime_runbook(run.namespace, run.runbook_name or "", operations)

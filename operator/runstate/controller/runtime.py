@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,7 +19,7 @@ from aiohttp import web
 from runstate import metrics, server
 from runstate.controller.apply import Applier
 from runstate.controller.cache import IndexCache
-from runstate.controller.dispatch import Dispatcher, QueueKey, resync, run_key
+from runstate.controller.dispatch import Dispatcher, Kind, QueueKey, resync, run_key
 from runstate.controller.informer import PodInformer
 from runstate.controller.metered import Metered
 from runstate.controller.peering import PeeringGate
@@ -27,6 +27,7 @@ from runstate.controller.queue import WorkQueue
 from runstate.controller.runbooks import RunbookReconciler
 from runstate.controller.runs import RunReconciler
 from runstate.controller.slots import Slots
+from runstate.domain import policy
 from runstate.kube.api import KubeApi
 from runstate.settings import Settings
 from runstate_stores.base import AsyncStateStore, StoreUnavailable
@@ -76,7 +77,6 @@ async def start(
         by_runbook=indexes.runs_by_runbook,
         pods=informer,
     )
-    metrics.REGISTRY.register(metrics.RunsCollector(cache.run_state_counts))
     metered = Metered(store)
     r = cfg.reconcile
     slots = Slots(
@@ -107,6 +107,12 @@ async def start(
     )
     rt = Runtime(cfg, kube, store, queue, runs, runbooks)
     gate = _peering_gate(cfg, kube, identity, runs.forget)
+    metrics.REGISTRY.register(runs_gauge(cache.run_state_counts, gate))
+    metrics.prime_operator(
+        store.name,
+        [kind.value for kind in Kind],
+        [(f.value if f else "", t.value) for f, ts in policy.ALLOWED.items() for t in ts],
+    )
 
     async def ready_to_act() -> None:
         # kopf pauses only its own watches for a peer of higher priority; our workers wait too.
@@ -143,6 +149,14 @@ async def _serve(rt: Runtime) -> tuple[web.AppRunner, int]:
     )
     log.info("metrics and probes on %s:%d", rt.settings.server.host, port)
     return runner, port
+
+
+def runs_gauge(
+    counts: Callable[[], Mapping[tuple[str, str], int]], gate: PeeringGate
+) -> metrics.RunsCollector:
+    """`runstate_runs`, exported only while this replica acts: a standby's cache is not kept
+    up to date (kopf pauses its watches), and its counts would add to the active replica's."""
+    return metrics.RunsCollector(counts, lambda: gate.active)
 
 
 def _peering_gate(
