@@ -1,0 +1,91 @@
+"""What kstatus (Flux) and Argo CD read from the status runstate writes: a Runbook follows the
+Run its onChange trigger started for the current generation, from the moment the generation is
+seen until that Run ends; a cancelled Run is not Current. Argo CD's verdicts come from the
+shipped Lua scripts run by lua5.1 (the objects from the test cluster: tests/integration)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from runstate.domain.triggers import RunToStart, TriggerPlan
+from runstate.kube.status import run_status, runbook_status
+from tests import argocd, kstatus
+from tests.unit.sim import T0, run_spec, runbook, simulate
+
+SPEC = runbook(trigger={"onChange": True})
+NAME = "deploy"
+GEN_RUN = "deploy-g2"
+
+
+def _obj(status: dict[str, Any], generation: int = 2) -> dict[str, Any]:
+    return {"metadata": {"name": NAME, "generation": generation}, "status": status}
+
+
+def _run(state_type: str, name: str = GEN_RUN, message: str = "") -> dict[str, Any]:
+    state = {"type": state_type, "name": state_type.title(), "message": message}
+    return {"metadata": {"name": name, "creationTimestamp": "t"}, "status": {"state": state}}
+
+
+def _status(runs: list[dict[str, Any]], previous: dict[str, Any], started: bool) -> dict[str, Any]:
+    plan = TriggerPlan(
+        start=(RunToStart(GEN_RUN, "onChange"),) if started else (),
+        last_triggered_generation=2,
+    )
+    return runbook_status(
+        SPEC, None, previous=previous, generation=2, now=T0, plan=plan, runs=runs, name=NAME
+    )
+
+
+def test_runbook_is_in_progress_from_its_new_generation_until_its_run_ends() -> None:
+    created = _status([], {}, started=True)
+    assert kstatus.compute(_obj(created))[0] == kstatus.IN_PROGRESS
+    # The cache has not seen the new Run yet: still in progress, not Current.
+    unseen = _status([], created, started=False)
+    assert kstatus.compute(_obj(unseen)) == (
+        kstatus.IN_PROGRESS,
+        "waiting for run deploy-g2 of generation 2 to appear",
+    )
+    running = _status([_run("RUNNING")], unseen, started=False)
+    assert kstatus.compute(_obj(running))[0] == kstatus.IN_PROGRESS
+    done = _status([_run("COMPLETED")], running, started=False)
+    assert kstatus.compute(_obj(done))[0] == kstatus.CURRENT
+    ready = {c["type"]: c["status"] for c in done["conditions"]}["Ready"]
+    assert ready == "True"
+
+
+@pytest.mark.parametrize("state_type", ["FAILED", "CRASHED", "CANCELLED"])
+def test_runbook_whose_generation_run_did_not_complete_is_failed(state_type: str) -> None:
+    st = _status([_run(state_type, message="1/3 hosts failed.")], {}, started=False)
+    verdict, message = kstatus.compute(_obj(st))
+    assert verdict == kstatus.FAILED
+    assert message == f"run deploy-g2 of generation 2 {state_type.title()}: 1/3 hosts failed."
+    # History deleting that Run later does not turn the Runbook Current again.
+    later = _status([], st, started=False)
+    assert kstatus.compute(_obj(later)) == (verdict, message)
+
+
+def test_other_runs_failing_do_not_fail_the_runbook() -> None:
+    """A scheduled run's failure is the Run's, not the Runbook's: it stays Current."""
+    st = _status([_run("COMPLETED"), _run("FAILED", name="deploy-s1")], {}, started=False)
+    assert kstatus.compute(_obj(st))[0] == kstatus.CURRENT
+
+
+def test_new_generation_clears_the_failure() -> None:
+    failed = _status([_run("FAILED")], {}, started=False)
+    plan = TriggerPlan(start=(RunToStart("deploy-g3", "onChange"),), last_triggered_generation=3)
+    st = runbook_status(
+        SPEC, None, previous=failed, generation=3, now=T0, plan=plan, runs=[_run("FAILED")],
+        name=NAME,
+    )
+    assert kstatus.compute(_obj(st, generation=3))[0] == kstatus.IN_PROGRESS
+
+
+def test_cancelled_run_is_stalled_not_current() -> None:
+    d = simulate(runbook(), spec=run_spec(cancel=True)).last
+    st = run_status(d, previous={}, generation=1, history=[], now=T0)
+    assert st["state"]["type"] == "CANCELLED"
+    stalled = {c["type"]: c for c in st["conditions"]}["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("True", "Cancelled")
+    assert kstatus.compute(_obj(st, generation=1))[0] == kstatus.FAILED
