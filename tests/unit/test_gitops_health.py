@@ -76,7 +76,13 @@ def test_new_generation_clears_the_failure() -> None:
     failed = _status([_run("FAILED")], {}, started=False)
     plan = TriggerPlan(start=(RunToStart("deploy-g3", "onChange"),), last_triggered_generation=3)
     st = runbook_status(
-        SPEC, None, previous=failed, generation=3, now=T0, plan=plan, runs=[_run("FAILED")],
+        SPEC,
+        None,
+        previous=failed,
+        generation=3,
+        now=T0,
+        plan=plan,
+        runs=[_run("FAILED")],
         name=NAME,
     )
     assert kstatus.compute(_obj(st, generation=3))[0] == kstatus.IN_PROGRESS
@@ -89,3 +95,52 @@ def test_cancelled_run_is_stalled_not_current() -> None:
     stalled = {c["type"]: c for c in st["conditions"]}["Stalled"]
     assert (stalled["status"], stalled["reason"]) == ("True", "Cancelled")
     assert kstatus.compute(_obj(st, generation=1))[0] == kstatus.FAILED
+
+
+LUA = pytest.mark.skipif(not argocd.lua_available(), reason="lua5.1 is not installed")
+
+
+@LUA
+@pytest.mark.parametrize(
+    ("state_type", "health"),
+    [
+        ("SCHEDULED", "Progressing"),
+        ("PENDING", "Progressing"),
+        ("RUNNING", "Progressing"),
+        ("CANCELLING", "Progressing"),
+        ("PAUSED", "Suspended"),
+        ("COMPLETED", "Healthy"),
+        ("FAILED", "Degraded"),
+        ("CRASHED", "Degraded"),
+        ("CANCELLED", "Degraded"),
+    ],
+)
+def test_argocd_run_health_per_state(state_type: str, health: str) -> None:
+    obj = _obj({"observedGeneration": 2, **_run(state_type, message="why")["status"]})
+    assert argocd.health("Run", obj) == (health, f"{state_type.title()}: why")
+
+
+@LUA
+def test_argocd_run_health_waits_for_the_operator() -> None:
+    assert argocd.health("Run", {"metadata": {"generation": 1}})[0] == "Progressing"
+    behind = _obj({"observedGeneration": 1, **_run("COMPLETED")["status"]})
+    assert argocd.health("Run", behind) == (
+        "Progressing",
+        "Waiting for the operator to observe generation 2",
+    )
+
+
+@LUA
+def test_argocd_runbook_health_follows_the_generation_run() -> None:
+    pending = _status([], {}, started=True)
+    assert argocd.health("Runbook", _obj(pending)) == (
+        "Progressing",
+        "waiting for run deploy-g2 of generation 2 to appear",
+    )
+    failed = _status([_run("FAILED", message="1/1 hosts failed. ünïcode")], {}, started=False)
+    assert argocd.health("Runbook", _obj(failed)) == (
+        "Degraded",
+        "run deploy-g2 of generation 2 Failed: 1/1 hosts failed. ünïcode",
+    )
+    done = _status([_run("COMPLETED")], {}, started=False)
+    assert argocd.health("Runbook", _obj(done)) == ("Healthy", "Last run deploy-g2: Completed")

@@ -256,7 +256,12 @@ def _runbook_conditions(problem: str | None, active: int) -> list[Wanted]:
     busy = active > 0
     return [
         ("Ready", True, "Valid", ""),
-        ("Reconciling", busy, "RunsActive" if busy else "", f"{active} run(s) active" if busy else ""),
+        (
+            "Reconciling",
+            busy,
+            "RunsActive" if busy else "",
+            f"{active} run(s) active" if busy else "",
+        ),
         ("Stalled", False, "", ""),
     ]
 
