@@ -63,3 +63,40 @@ def _lua_string(text: str) -> str:
         plain = 32 <= byte < 127 and char not in '"\\'
         out.append(char if plain else f"\\{byte:03d}")
     return '"' + "".join(out) + '"'
+
+
+KINDS = ("Run", "Runbook")
+PATCH = SCRIPTS / "argocd-cm-patch.yaml"
+ARGO_CD_VALUES = SCRIPTS / "argo-cd-values.yaml"
+
+
+def _key(kind: str) -> str:
+    return f"resource.customizations.health.runstate.dev_{kind}"
+
+
+def _block(indent: str) -> str:
+    """The two health keys, each script as a YAML literal block indented by `indent`."""
+    out = []
+    for kind in KINDS:
+        script = (SCRIPTS / f"health-{kind.lower()}.lua").read_text()
+        body = "".join(f"{indent}  {line}".rstrip() + "\n" for line in script.splitlines())
+        out.append(f"{indent}{_key(kind)}: |\n{body}")
+    return "".join(out)
+
+
+HEADER = "# Generated from health-run.lua and health-runbook.lua: python -m tests.argocd\n"
+
+
+def render_patch() -> str:
+    """A merge patch for Argo CD's argocd-cm ConfigMap."""
+    return HEADER + "data:\n" + _block("  ")
+
+
+def render_argo_cd_values() -> str:
+    """Values for the argo-cd Helm chart, which renders argocd-cm from `configs.cm`."""
+    return HEADER + "configs:\n  cm:\n" + _block("    ")
+
+
+if __name__ == "__main__":
+    PATCH.write_text(render_patch())
+    ARGO_CD_VALUES.write_text(render_argo_cd_values())

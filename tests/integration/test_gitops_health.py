@@ -171,3 +171,28 @@ def test_runbooks_invalid_idle_and_busy(kube_cluster: Cluster, operator: Operato
     )
     assert verdicts("Runbook", busy) == ("Progressing", kstatus.IN_PROGRESS)
     kube_cluster.kubectl("delete", "run", "r1", "-n", ns, "--wait=false")
+
+
+def test_argocd_cm_patch_applies_as_documented(kube_cluster: Cluster) -> None:
+    """The documented `kubectl patch` of argocd-cm leaves exactly the scripts in its data."""
+    ns = kube_cluster.namespace()
+    kube_cluster.kubectl("create", "configmap", "argocd-cm", "-n", ns, "--from-literal=url=x")
+    kube_cluster.kubectl(
+        "patch",
+        "configmap",
+        "argocd-cm",
+        "-n",
+        ns,
+        "--type",
+        "merge",
+        "--patch-file",
+        str(argocd.PATCH),
+    )
+    data = kube_cluster.get("configmap", "argocd-cm", ns)["data"]
+    assert data.pop("url") == "x"
+    assert data == {
+        f"resource.customizations.health.runstate.dev_{kind}": (
+            argocd.SCRIPTS / f"health-{kind.lower()}.lua"
+        ).read_text()
+        for kind in argocd.KINDS
+    }

@@ -8,10 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import yaml
 
 from runstate.domain.triggers import RunToStart, TriggerPlan
 from runstate.kube.status import run_status, runbook_status
-from tests import argocd, kstatus
+from tests import argocd, flux, kstatus
 from tests.unit.sim import T0, run_spec, runbook, simulate
 
 SPEC = runbook(trigger={"onChange": True})
@@ -144,3 +145,52 @@ def test_argocd_runbook_health_follows_the_generation_run() -> None:
     )
     done = _status([_run("COMPLETED")], {}, started=False)
     assert argocd.health("Runbook", _obj(done)) == ("Healthy", "Last run deploy-g2: Completed")
+
+
+def test_shipped_argocd_config_carries_the_scripts_verbatim() -> None:
+    """argocd-cm-patch.yaml and argo-cd-values.yaml are generated from the Lua files."""
+    assert argocd.PATCH.read_text() == argocd.render_patch(), "python -m tests.argocd"
+    assert argocd.ARGO_CD_VALUES.read_text() == argocd.render_argo_cd_values()
+
+
+CEL = pytest.mark.skipif(not flux.cel_available(), reason="cel-python is not installed")
+
+
+@CEL
+@pytest.mark.parametrize(
+    ("state_type", "verdict"),
+    [
+        ("SCHEDULED", "InProgress"),
+        ("RUNNING", "InProgress"),
+        ("PAUSED", "InProgress"),
+        ("COMPLETED", "Current"),
+        ("FAILED", "Failed"),
+        ("CRASHED", "Failed"),
+        ("CANCELLED", "Failed"),
+    ],
+)
+def test_flux_run_health_per_state(state_type: str, verdict: str) -> None:
+    obj = _obj({"observedGeneration": 2, "conditions": [], **_run(state_type)["status"]})
+    assert flux.health("Run", obj) == verdict
+
+
+@CEL
+def test_flux_never_reads_current_before_the_operator_wrote_a_status() -> None:
+    assert flux.health("Run", {"metadata": {"generation": 1}}) == "InProgress"
+    assert flux.health("Runbook", {"metadata": {"generation": 1}}) == "InProgress"
+
+
+@CEL
+def test_flux_runbook_health_follows_the_generation_run() -> None:
+    pending = _status([], {}, started=True)
+    failed = _status([_run("FAILED")], {}, started=False)
+    done = _status([_run("COMPLETED")], {}, started=False)
+    verdicts = [flux.health("Runbook", _obj(st)) for st in (pending, failed, done)]
+    assert verdicts == ["InProgress", "Failed", "Current"]
+
+
+def test_user_guide_shows_the_shipped_flux_expressions() -> None:
+    guide = (flux.EXPRS.parents[3] / "docs" / "user-guide.md").read_text()
+    block = guide.split("kind: Kustomization\n", 1)[1].split("```", 1)[0]
+    shown = yaml.safe_load("kind: Kustomization\n" + block)["spec"]["healthCheckExprs"]
+    assert shown == yaml.safe_load(flux.EXPRS.read_text())
