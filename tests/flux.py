@@ -33,9 +33,11 @@ def exprs(kind: str) -> Mapping[str, str]:
 def health(kind: str, obj: Mapping[str, Any]) -> str:
     """What Flux reads from `obj` with the shipped expressions."""
     import celpy
+    from celpy.adapter import json_to_cel
+    from celpy.evaluation import CELEvalError
 
     env = celpy.Environment()
-    activation = {key: celpy.json_to_cel(value) for key, value in obj.items()}
+    activation = {key: json_to_cel(value) for key, value in obj.items()}
     check = exprs(kind)
     for key, verdict in ORDER:
         if key not in check:
@@ -43,9 +45,9 @@ def health(kind: str, obj: Mapping[str, Any]) -> str:
         program = env.program(env.compile(check[key]))
         try:
             result = program.evaluate(activation)
-        except celpy.CELEvalError:
+        except CELEvalError:
             return "InProgress"
-        if isinstance(result, celpy.CELEvalError):
+        if isinstance(result, CELEvalError):
             return "InProgress"
         if bool(result):
             return verdict
