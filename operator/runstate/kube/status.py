@@ -195,54 +195,64 @@ def _previous(previous: Mapping[str, Any], ctype: str, generation: int) -> Mappi
     return {}
 
 
-def _generation_verdict(
-    run_name: str,
-    run: Mapping[str, Any] | None,
-    *,
-    started_now: bool,
-    previous: Mapping[str, Any],
-    generation: int,
+def _follow(reason: str, message: str, *, ended: bool) -> list[Wanted]:
+    """Not Ready; Reconciling until the followed Run ended, Stalled once it ended badly."""
+    return [
+        ("Ready", False, reason, message),
+        ("Reconciling", not ended, "" if ended else reason, "" if ended else message),
+        ("Stalled", ended, reason if ended else "", message if ended else ""),
+    ]
+
+
+def _unseen_run(
+    run_name: str, *, started_now: bool, previous: Mapping[str, Any], generation: int
 ) -> list[Wanted] | None:
-    """Conditions that follow this generation's onChange Run: pending until the operator sees
-    it, active until it ends, stalled if it did not complete. None: nothing to follow (it
-    completed, or it is gone and the previous status had nothing to keep)."""
-    if run is None:
-        stalled = _previous(previous, "Stalled", generation)
-        if stalled.get("reason") == RUN_UNSUCCESSFUL and stalled.get("status") == "True":
-            kept = str(stalled.get("message") or "")
-            return [
-                ("Ready", False, RUN_UNSUCCESSFUL, kept),
-                ("Reconciling", False, "", ""),
-                ("Stalled", True, RUN_UNSUCCESSFUL, kept),
-            ]
-        pending = _previous(previous, "Reconciling", generation).get("reason") == RUN_PENDING
-        if not (started_now or pending):
-            return None
-        message = f"waiting for run {run_name} of generation {generation} to appear"
-        return [
-            ("Ready", False, RUN_PENDING, message),
-            ("Reconciling", True, RUN_PENDING, message),
-            ("Stalled", False, "", ""),
-        ]
+    """This generation's Run is not in the cache: just created (pending until it is), or
+    deleted by history after it ended (a failure is kept, a success has nothing to keep)."""
+    stalled = _previous(previous, "Stalled", generation)
+    if stalled.get("reason") == RUN_UNSUCCESSFUL and stalled.get("status") == "True":
+        return _follow(RUN_UNSUCCESSFUL, str(stalled.get("message") or ""), ended=True)
+    pending = _previous(previous, "Reconciling", generation).get("reason") == RUN_PENDING
+    if not (started_now or pending):
+        return None
+    message = f"waiting for run {run_name} of generation {generation} to appear"
+    return _follow(RUN_PENDING, message, ended=False)
+
+
+def _seen_run(run_name: str, run: Mapping[str, Any], generation: int) -> list[Wanted] | None:
+    """In progress until this generation's Run ends, stalled if it did not complete."""
     state = (run.get("status") or {}).get("state") or {}
     kind = state.get("type")
     if kind == "COMPLETED":
         return None
     if kind not in _FINAL:
         message = f"run {run_name} of generation {generation} is {state.get('name') or 'new'}"
-        return [
-            ("Ready", False, RUN_ACTIVE, message),
-            ("Reconciling", True, RUN_ACTIVE, message),
-            ("Stalled", False, "", ""),
-        ]
-    message = f"run {run_name} of generation {generation} {state.get('name')}: " + str(
-        state.get("message") or ""
-    )
-    return [
-        ("Ready", False, RUN_UNSUCCESSFUL, message),
-        ("Reconciling", False, "", ""),
-        ("Stalled", True, RUN_UNSUCCESSFUL, message),
-    ]
+        return _follow(RUN_ACTIVE, message, ended=False)
+    said = str(state.get("message") or "")
+    message = f"run {run_name} of generation {generation} {state.get('name')}: {said}"
+    return _follow(RUN_UNSUCCESSFUL, message, ended=True)
+
+
+def _generation_conditions(
+    name: str,
+    spec: RunbookSpec | None,
+    generation: int,
+    previous: Mapping[str, Any],
+    plan: TriggerPlan | None,
+    runs: Sequence[Mapping[str, Any]],
+) -> list[Wanted] | None:
+    """The conditions that follow the Run the onChange trigger started for `generation`;
+    None when there is none to follow."""
+    triggered = previous.get("lastTriggeredGeneration")
+    if plan is not None and plan.last_triggered_generation is not None:
+        triggered = plan.last_triggered_generation
+    run_name, run = _generation_run(name, spec, generation, triggered, runs)
+    if run_name is None:
+        return None
+    if run is not None:
+        return _seen_run(run_name, run, generation)
+    started_now = plan is not None and any(s.name == run_name for s in plan.start)
+    return _unseen_run(run_name, started_now=started_now, previous=previous, generation=generation)
 
 
 def _runbook_conditions(problem: str | None, active: int) -> list[Wanted]:
@@ -310,16 +320,7 @@ def runbook_status(
     counts, active, last = _aggregate(runs)
     wanted = _runbook_conditions(problem, active)
     if problem is None:
-        triggered = previous.get("lastTriggeredGeneration")
-        if plan is not None and plan.last_triggered_generation is not None:
-            triggered = plan.last_triggered_generation
-        run_name, run = _generation_run(name, spec, generation, triggered, runs)
-        if run_name is not None:
-            started_now = plan is not None and any(s.name == run_name for s in plan.start)
-            verdict = _generation_verdict(
-                run_name, run, started_now=started_now, previous=previous, generation=generation
-            )
-            wanted = verdict or wanted
+        wanted = _generation_conditions(name, spec, generation, previous, plan, runs) or wanted
     out: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": _conditions(wanted, previous.get("conditions"), generation, now),
