@@ -95,6 +95,12 @@ SSH_PACKAGES: Mapping[str, str] = {
     "openssh-client": "/usr/bin/ssh-keygen",
 }
 
+# The Lua interpreter the Argo CD health scripts are tested with: Argo CD runs them with
+# gopher-lua, a Lua 5.1 (tests/argocd.py).
+TEST_PACKAGES: Mapping[str, str] = {
+    "lua5.1": "/usr/bin/lua5.1",
+}
+
 Log = Callable[[str], None]
 
 

@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev")
                     **build.REDIS_PACKAGES,
                     **build.SSH_PACKAGES,
                     **build.MONITORING_PACKAGES,
+                    **build.TEST_PACKAGES,
                 }
             )
             print(build.ensure_binaries())

@@ -209,7 +209,7 @@ async def test_every_accepted_runbook_gets_a_status(spec: dict[str, Any]) -> Non
     assert runbook is not None
     conditions = {c["type"]: c for c in (runbook.get("status") or {}).get("conditions") or []}
     assert set(conditions) == {"Ready", "Reconciling", "Stalled"}, runbook.get("status")
-    if conditions["Ready"]["status"] == "False":
+    if conditions["Ready"]["reason"] == "InvalidSpec":
         # Not valid: the status names the field, and an Event says so.
         assert conditions["Stalled"]["message"].startswith("spec"), conditions
         assert "InvalidSpec" in kube.event_reasons("hostile-rb")

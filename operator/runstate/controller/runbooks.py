@@ -109,6 +109,7 @@ def plan_runbook(i: RunbookInput) -> Effects:
             {"metadata": {"name": r.name, "creationTimestamp": r.created}, "status": r.status}
             for r in kept
         ],
+        name=v.name,
     )
     if status.status_differs(v.status, wanted):
         steps.append(WriteRunbookStatus(wanted))

@@ -97,6 +97,11 @@ def _name(runbook: str, suffix: str) -> str:
     return f"{runbook[: 62 - len(suffix)]}-{suffix}"
 
 
+def generation_run_name(runbook: str, generation: int) -> str:
+    """The name of the Run an onChange trigger starts for `generation` of `runbook`."""
+    return _name(runbook, f"g{generation}")
+
+
 def plan(
     trigger: Trigger,
     *,
@@ -112,7 +117,7 @@ def plan(
     notes: list[str] = []
     triggered = last_generation
     if trigger.on_change and (last_generation is None or generation > last_generation):
-        start.append(RunToStart(_name(runbook, f"g{generation}"), "onChange"))
+        start.append(RunToStart(generation_run_name(runbook, generation), "onChange"))
         triggered = generation
 
     if trigger.schedule is None:

@@ -24,9 +24,17 @@ from runstate.api.v1alpha1 import (
 from runstate.domain.engine import Decision
 from runstate.domain.hooks import is_failure as hook_failed
 from runstate.domain.states import is_final, rfc3339, seconds_between
-from runstate.domain.triggers import TriggerPlan
+from runstate.domain.triggers import TriggerPlan, generation_run_name
 
 HISTORY_IN_STATUS = 20
+_UNSUCCESSFUL = (StateType.FAILED, StateType.CRASHED, StateType.CANCELLED)
+_FINAL = ("COMPLETED", "FAILED", "CANCELLED", "CRASHED")
+# Runbook condition reasons about the Run its onChange trigger started for its generation.
+RUN_PENDING = "GenerationRunPending"
+RUN_ACTIVE = "GenerationRunActive"
+RUN_UNSUCCESSFUL = "GenerationRunFailed"
+
+Wanted = tuple[str, bool, str, str]
 
 
 def _conditions(
@@ -68,7 +76,9 @@ def run_status(
     final = is_final(state.type)
     summary = decision.summary
     stalled = decision.stalled
-    if stalled is None and state.type in (StateType.FAILED, StateType.CRASHED):
+    # Stalled: the run will not get its work done by itself. A cancelled run is one of them:
+    # to deploy what it was for, a person starts a new one.
+    if stalled is None and state.type in _UNSUCCESSFUL:
         reason, message = str(state.name), state.message
         stalled_flag = True
     elif stalled is not None:
@@ -162,6 +172,134 @@ def status_differs(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> boo
     return any(current.get(k) != v for k, v in wanted.items())
 
 
+def _generation_run(
+    name: str,
+    spec: RunbookSpec | None,
+    generation: int,
+    triggered: int | None,
+    runs: Sequence[Mapping[str, Any]],
+) -> tuple[str | None, Mapping[str, Any] | None]:
+    """The name of the Run the onChange trigger started for this generation (None when it
+    started none), and that Run if the operator sees it."""
+    if spec is None or not spec.trigger.on_change or triggered != generation or not name:
+        return None, None
+    wanted = generation_run_name(name, generation)
+    return wanted, next((r for r in runs if (r.get("metadata") or {}).get("name") == wanted), None)
+
+
+def _previous(previous: Mapping[str, Any], ctype: str, generation: int) -> Mapping[str, Any]:
+    """A condition of the previous status, if it was about this generation."""
+    for cond in previous.get("conditions") or []:
+        if cond.get("type") == ctype and cond.get("observedGeneration") == generation:
+            return dict(cond)
+    return {}
+
+
+def _follow(reason: str, message: str, *, ended: bool) -> list[Wanted]:
+    """Not Ready; Reconciling until the followed Run ended, Stalled once it ended badly."""
+    return [
+        ("Ready", False, reason, message),
+        ("Reconciling", not ended, "" if ended else reason, "" if ended else message),
+        ("Stalled", ended, reason if ended else "", message if ended else ""),
+    ]
+
+
+def _unseen_run(
+    run_name: str, *, started_now: bool, previous: Mapping[str, Any], generation: int
+) -> list[Wanted] | None:
+    """This generation's Run is not in the cache: just created (pending until it is), or
+    deleted by history after it ended (a failure is kept, a success has nothing to keep)."""
+    stalled = _previous(previous, "Stalled", generation)
+    if stalled.get("reason") == RUN_UNSUCCESSFUL and stalled.get("status") == "True":
+        return _follow(RUN_UNSUCCESSFUL, str(stalled.get("message") or ""), ended=True)
+    pending = _previous(previous, "Reconciling", generation).get("reason") == RUN_PENDING
+    if not (started_now or pending):
+        return None
+    message = f"waiting for run {run_name} of generation {generation} to appear"
+    return _follow(RUN_PENDING, message, ended=False)
+
+
+def _seen_run(run_name: str, run: Mapping[str, Any], generation: int) -> list[Wanted] | None:
+    """In progress until this generation's Run ends, stalled if it did not complete."""
+    state = (run.get("status") or {}).get("state") or {}
+    kind = state.get("type")
+    if kind == "COMPLETED":
+        return None
+    if kind not in _FINAL:
+        message = f"run {run_name} of generation {generation} is {state.get('name') or 'new'}"
+        return _follow(RUN_ACTIVE, message, ended=False)
+    said = str(state.get("message") or "")
+    message = f"run {run_name} of generation {generation} {state.get('name')}: {said}"
+    return _follow(RUN_UNSUCCESSFUL, message, ended=True)
+
+
+def _generation_conditions(
+    name: str,
+    spec: RunbookSpec | None,
+    generation: int,
+    previous: Mapping[str, Any],
+    plan: TriggerPlan | None,
+    runs: Sequence[Mapping[str, Any]],
+) -> list[Wanted] | None:
+    """The conditions that follow the Run the onChange trigger started for `generation`;
+    None when there is none to follow."""
+    triggered = previous.get("lastTriggeredGeneration")
+    if plan is not None and plan.last_triggered_generation is not None:
+        triggered = plan.last_triggered_generation
+    run_name, run = _generation_run(name, spec, generation, triggered, runs)
+    if run_name is None:
+        return None
+    if run is not None:
+        return _seen_run(run_name, run, generation)
+    started_now = plan is not None and any(s.name == run_name for s in plan.start)
+    return _unseen_run(run_name, started_now=started_now, previous=previous, generation=generation)
+
+
+def _runbook_conditions(problem: str | None, active: int) -> list[Wanted]:
+    if problem is not None:
+        return [
+            ("Ready", False, "InvalidSpec", problem),
+            ("Reconciling", False, "", ""),
+            ("Stalled", True, "InvalidSpec", problem),
+        ]
+    # Reconciling while runs are active: GitOps tools show a deploy in progress, not healthy.
+    busy = active > 0
+    return [
+        ("Ready", True, "Valid", ""),
+        (
+            "Reconciling",
+            busy,
+            "RunsActive" if busy else "",
+            f"{active} run(s) active" if busy else "",
+        ),
+        ("Stalled", False, "", ""),
+    ]
+
+
+def _aggregate(
+    runs: Sequence[Mapping[str, Any]],
+) -> tuple[dict[str, int], int, Mapping[str, Any] | None]:
+    """Counts by state type (every key present: the status is merge-patched, where a key left
+    out is kept), the number of active runs, and the newest run."""
+    counts: dict[str, int] = {t.value: 0 for t in StateType} | {"NONE": 0}
+    active = 0
+    last: Mapping[str, Any] | None = None
+    for run in runs:
+        state = (run.get("status") or {}).get("state") or {}
+        kind = state.get("type") or "NONE"
+        counts[kind] = counts.get(kind, 0) + 1
+        if kind not in _FINAL:
+            active += 1
+        if last is None or _order(run) > _order(last):
+            last = run
+    return counts, active, last
+
+
+def _order(run: Mapping[str, Any]) -> tuple[str, str]:
+    meta = run.get("metadata") or {}
+    return (meta.get("creationTimestamp") or "", meta.get("name") or "")
+
+
 def runbook_status(
     spec: RunbookSpec | None,
     problem: str | None,
@@ -171,46 +309,21 @@ def runbook_status(
     now: datetime,
     plan: TriggerPlan | None = None,
     runs: Sequence[Mapping[str, Any]] = (),
+    name: str = "",
 ) -> dict[str, Any]:
     """A Runbook's status: validation as kstatus conditions, what its triggers did, and an
-    aggregate of its Runs (last run, active runs, counts by state type)."""
-    ok = problem is None
-    # Every key always present: the status is merge-patched, where a key left out is kept.
-    counts: dict[str, int] = {t.value: 0 for t in StateType} | {"NONE": 0}
-    active = 0
-    last: Mapping[str, Any] | None = None
-    for run in runs:
-        state = (run.get("status") or {}).get("state") or {}
-        kind = state.get("type") or "NONE"
-        counts[kind] = counts.get(kind, 0) + 1
-        if kind not in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
-            active += 1
-        meta = run.get("metadata") or {}
-        order = (meta.get("creationTimestamp") or "", meta.get("name") or "")
-        if last is None or order > (
-            last["metadata"].get("creationTimestamp") or "",
-            last["metadata"].get("name") or "",
-        ):
-            last = run
-    # Reconciling while runs are active: GitOps tools show a deploy in progress, not healthy.
-    busy = ok and active > 0
+    aggregate of its Runs (last run, active runs, counts by state type).
+
+    With an onChange trigger, the conditions follow the Run started for the current
+    generation: Reconciling from the new generation until that Run ends (no "Current" window
+    before it appears), Stalled when it did not complete."""
+    counts, active, last = _aggregate(runs)
+    wanted = _runbook_conditions(problem, active)
+    if problem is None:
+        wanted = _generation_conditions(name, spec, generation, previous, plan, runs) or wanted
     out: dict[str, Any] = {
         "observedGeneration": generation,
-        "conditions": _conditions(
-            [
-                ("Ready", ok, "Valid" if ok else "InvalidSpec", "" if ok else str(problem)),
-                (
-                    "Reconciling",
-                    busy,
-                    "RunsActive" if busy else "",
-                    f"{active} run(s) active" if busy else "",
-                ),
-                ("Stalled", not ok, "" if ok else "InvalidSpec", "" if ok else str(problem)),
-            ],
-            previous.get("conditions"),
-            generation,
-            now,
-        ),
+        "conditions": _conditions(wanted, previous.get("conditions"), generation, now),
     }
     if spec is not None:
         if spec.inventory.node_selector is None:  # Nodes are counted per run
