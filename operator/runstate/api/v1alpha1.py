@@ -688,8 +688,8 @@ class PlannedOperation(ApiModel):
     name: str
     change: list[str] = Field(default_factory=list, description="Hosts that would change")
     no_change: list[str] = Field(default_factory=list, description="Hosts already in state")
-    commands: dict[str, list[str]] = Field(
-        default_factory=dict,
+    commands: dict[str, list[str]] | None = Field(
+        default=None,
         description="pyinfra operations: per host that would change, the commands pyinfra "
         "would run (bounded)",
     )

@@ -150,7 +150,7 @@ def encode_summary(summary: Summary) -> dict[str, Any]:
         ],
     }
     if summary.plan is not None:
-        out["plan"] = [p.model_dump(by_alias=True) for p in summary.plan]
+        out["plan"] = [p.model_dump(by_alias=True, exclude_none=True) for p in summary.plan]
     return out
 
 

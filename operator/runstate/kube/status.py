@@ -126,7 +126,7 @@ def run_status(
             for f in summary.failed_hosts
         ]
         if summary.plan is not None:
-            out["plan"] = [pl.model_dump(by_alias=True) for pl in summary.plan]
+            out["plan"] = [pl.model_dump(by_alias=True, exclude_none=True) for pl in summary.plan]
     else:
         # A decision without a summary (waiting for the runbook, failed at Setup) keeps
         # whatever counts the status had.

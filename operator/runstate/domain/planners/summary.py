@@ -197,7 +197,7 @@ def _planned(name: str, change: Mapping[str, bool], view: AttemptView) -> Planne
         name=name,
         change=yes[:MAX_PLAN_HOSTS],
         no_change=no[:MAX_PLAN_HOSTS],
-        commands=_commands(name, yes, view),
+        commands=_commands(name, yes, view) or None,
         truncated=len(yes) > MAX_PLAN_HOSTS or len(no) > MAX_PLAN_HOSTS,
     )
 
