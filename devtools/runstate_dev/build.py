@@ -89,6 +89,11 @@ SSH_PACKAGES: Mapping[str, str] = {
     "openssh-client": "/usr/bin/ssh-keygen",
 }
 
+# The kubectl plugin's tests drive `kubectl runstate watch` in a real terminal and capture it.
+TEST_PACKAGES: Mapping[str, str] = {
+    "tmux": "/usr/bin/tmux",
+}
+
 Log = Callable[[str], None]
 
 

@@ -226,7 +226,12 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev")
             # Everything a dev cluster, its Redis and the test suites need, installed up front,
             # so that no test depends on another having installed a package first.
             build.ensure_packages(
-                {**build.CLUSTER_PACKAGES, **build.REDIS_PACKAGES, **build.SSH_PACKAGES}
+                {
+                    **build.CLUSTER_PACKAGES,
+                    **build.REDIS_PACKAGES,
+                    **build.SSH_PACKAGES,
+                    **build.TEST_PACKAGES,
+                }
             )
             print(build.ensure_binaries())
             return 0
