@@ -292,3 +292,11 @@ def test_watch_without_a_terminal_prints_changes_and_exits_with_the_run(
 
 def _seq(reads: list[dict[str, Any]]) -> cli.Fetch:
     return lambda: reads.pop(0) if len(reads) > 1 else reads[0]
+
+
+def test_termination_message() -> None:
+    terminated = {"state": {"terminated": {"exitCode": 4, "message": "disk full"}}}
+    assert specs.termination_message({"status": {"containerStatuses": [terminated]}}) == (
+        "disk full\n"
+    )
+    assert specs.termination_message({"status": {}}) == ""

@@ -132,11 +132,23 @@ def cmd_logs(kube: Kubectl, args: argparse.Namespace) -> int:
         what = f"host {args.host}" + (f", operation {args.operation}" if args.operation else "")
         raise specs.SpecError(f"run {args.run} has no pods for {what} (deleted by podRetention?)")
     for pod in pods:
-        name = pod["metadata"]["name"]
         if len(pods) > 1:
-            print(f"==> {name} <==")
-        sys.stdout.write(kube.logs(name))
+            print(f"==> {pod['metadata']['name']} <==", flush=True)
+        sys.stdout.write(pod_output(kube, pod))
     return 0
+
+
+def pod_output(kube: Kubectl, pod: dict[str, Any]) -> str:
+    """`kubectl logs`; when the kubelet cannot serve them, the termination message (the tail of
+    a failed pod's output, as the operator sets `FallbackToLogsOnError`), said on stderr."""
+    try:
+        return kube.logs(pod["metadata"]["name"])
+    except KubectlError as error:
+        tail = specs.termination_message(pod)
+        if not tail:
+            raise
+        print(f"kubectl logs failed ({error}); the termination message follows", file=sys.stderr)
+        return tail
 
 
 def watch_lines(name: str, fetch: Fetch, interval: float, sleep: Callable[[float], None]) -> int:

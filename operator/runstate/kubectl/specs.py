@@ -111,3 +111,12 @@ def pods_of(
             continue
         chosen.append(pod)
     return sorted(chosen, key=lambda p: str(p["metadata"].get("creationTimestamp", "")))
+
+
+def termination_message(pod: Mapping[str, Any]) -> str:
+    """The pod's termination messages: on failure the tail of its output (FallbackToLogsOnError)."""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    messages = [
+        ((c.get("state") or {}).get("terminated") or {}).get("message") or "" for c in statuses
+    ]
+    return "".join(m if m.endswith("\n") else m + "\n" for m in messages if m)
