@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -138,7 +138,7 @@ def cmd_logs(kube: Kubectl, args: argparse.Namespace) -> int:
     return 0
 
 
-def pod_output(kube: Kubectl, pod: dict[str, Any]) -> str:
+def pod_output(kube: Kubectl, pod: Mapping[str, Any]) -> str:
     """`kubectl logs`; when the kubelet cannot serve them, the termination message (the tail of
     a failed pod's output, as the operator sets `FallbackToLogsOnError`), said on stderr."""
     try:
