@@ -164,7 +164,7 @@ def test_watch_without_a_terminal_prints_each_change_and_exits_with_the_run(
     assert any(line.startswith(f"{name}: Completed (COMPLETED)") for line in lines)
     assert "  op update: 2/2 done, 2 changed, 0 failed" in lines
     transitions = [line for line in lines if line.startswith("  transition ")]
-    assert [t.split(" -> ")[1] for t in transitions] == [
+    assert [t.split(" -> ")[1].split()[0] for t in transitions] == [
         "PENDING/Pending",
         "RUNNING/Running",
         "COMPLETED/Completed",
