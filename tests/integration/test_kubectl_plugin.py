@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.availability import unavailable
 from tests.conftest import KUBECTL, Cluster, Operator, wait_for
 from tests.integration.test_runs import final_status, pods_running, runbook, state_name
 
@@ -175,7 +176,7 @@ def test_watch_without_a_terminal_prints_each_change_and_exits_with_the_run(
 def tmux() -> Iterator[list[str]]:
     """A tmux server of this test's own; killed (only it) after."""
     if not Path("/usr/bin/tmux").exists():
-        pytest.fail("tmux is missing: python -m runstate_dev build installs it")
+        unavailable("tmux is missing: `python -m runstate_dev build` installs it")
     command = ["/usr/bin/tmux", "-L", f"runstate-{uuid.uuid4().hex[:8]}"]
     try:
         yield command
