@@ -300,3 +300,14 @@ def test_termination_message() -> None:
         "disk full\n"
     )
     assert specs.termination_message({"status": {}}) == ""
+
+
+def test_watch_in_a_terminal_redraws_and_leaves_the_last_frame() -> None:
+    ended = {**STATUS, **finished("COMPLETED")["status"], "hostsSummary": "3/3"}
+    reads = [{"status": STATUS}, {"status": ended}]
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=True, color_system=None)
+    assert cli.watch_live("r1", _seq(reads), 0, lambda _: None, console) == 0
+    text = out.getvalue()
+    assert "Running (RUNNING)" in text and "Completed (COMPLETED)" in text
+    assert text.rstrip().endswith("Completed: m")

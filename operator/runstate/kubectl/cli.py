@@ -166,12 +166,14 @@ def watch_lines(name: str, fetch: Fetch, interval: float, sleep: Callable[[float
         sleep(interval)
 
 
-def watch_live(name: str, fetch: Fetch, interval: float, console: Console) -> int:
+def watch_live(
+    name: str, fetch: Fetch, interval: float, sleep: Callable[[float], None], console: Console
+) -> int:
     """A terminal: redraw the rich view until the run ends, then leave its last frame."""
     run = fetch()
     with Live(render.view(name, run.get("status") or {}), console=console) as live:
         while (ended := specs.outcome(run)) is None:
-            time.sleep(interval)
+            sleep(interval)
             run = fetch()
             live.update(render.view(name, run.get("status") or {}))
     console.print(ended[1])
@@ -184,7 +186,7 @@ def cmd_watch(kube: Kubectl, args: argparse.Namespace) -> int:
 
     console = Console()
     if console.is_terminal:
-        return watch_live(args.run, fetch, args.interval, console)
+        return watch_live(args.run, fetch, args.interval, time.sleep, console)
     return watch_lines(args.run, fetch, args.interval, time.sleep)
 
 
