@@ -36,7 +36,8 @@ def plugin(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={"KUBECTL": KUBECTL, "PATH": "/usr/bin:/bin"},
+        # kubectl's only config is the flags; HOME keeps its discovery cache where it belongs.
+        env={"KUBECTL": KUBECTL, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())},
         check=False,
     )
 
