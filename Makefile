@@ -41,7 +41,8 @@ $(VENV)/.installed: pyproject.toml stores/pyproject.toml devtools/pyproject.toml
 
 deps: $(VENV)/.installed
 
-# Debian packages (etcd-server, redis-server, openssh-server for the SSH test hosts, the Go
+# Debian packages (etcd-server, redis-server, openssh-server for the SSH test hosts, tmux for the
+# kubectl plugin's watch test, the Go
 # toolchain for the first build) and the
 # kube-apiserver / kube-controller-manager v1.20.2 build (about 8 minutes the first time).
 system-deps: deps

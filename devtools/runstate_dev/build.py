@@ -95,10 +95,12 @@ SSH_PACKAGES: Mapping[str, str] = {
     "openssh-client": "/usr/bin/ssh-keygen",
 }
 
-# The Lua interpreter the Argo CD health scripts are tested with: Argo CD runs them with
-# gopher-lua, a Lua 5.1 (tests/argocd.py).
+# Tools the test suites drive: the Lua interpreter the Argo CD health scripts are tested with
+# (Argo CD runs them with gopher-lua, a Lua 5.1: tests/argocd.py), and tmux, in which the
+# kubectl plugin's `watch` runs in a real terminal and is captured.
 TEST_PACKAGES: Mapping[str, str] = {
     "lua5.1": "/usr/bin/lua5.1",
+    "tmux": "/usr/bin/tmux",
 }
 
 Log = Callable[[str], None]
