@@ -276,12 +276,18 @@ def test_kubectl_get_and_wait(kube_cluster: Cluster, operator: Operator) -> None
         "wait", "-n", ns, "run/r1", "--timeout=90s", "--for=jsonpath={.status.state.type}=COMPLETED"
     )
     kube_cluster.kubectl("wait", "-n", ns, "run/r1", "--for=condition=Ready", "--timeout=30s")
-    table = kube_cluster.kubectl("get", "runs", "-n", ns).stdout.splitlines()
+    table = kube_cluster.kubectl("get", "rsr", "-n", ns).stdout.splitlines()  # short name
     assert table[0].split() == ["NAME", "TYPE", "STATE", "STAGE", "HOSTS", "AGE"]
     assert table[1].split()[:5] == ["r1", "COMPLETED", "Completed", "Disconnect", "2/2"]
+    # The Runbook's status follows its Runs (at the latest on the next resync).
+    wait_for(
+        "the Runbook's lastRun",
+        lambda: (kube_cluster.get("runbook", "one", ns).get("status") or {}).get("lastRun"),
+        timeout=30,
+    )
     wide = kube_cluster.kubectl("get", "runbooks", "-n", ns).stdout.splitlines()
-    assert wide[0].split()[:4] == ["NAME", "HOSTS", "OPERATIONS", "READY"]
-    assert wide[1].split()[:4] == ["one", "2", "1", "True"]
+    assert wide[0].split()[:7] == ["NAME", "HOSTS", "OPERATIONS", "READY", "LAST", "RUN", "ACTIVE"]
+    assert wide[1].split()[:6] == ["one", "2", "1", "True", "r1", "0"]
     # The `runstate` category lists both kinds.
     everything = kube_cluster.kubectl("get", "runstate", "-n", ns, "-o", "name").stdout
     assert "run.runstate.dev/r1" in everything and "runbook.runstate.dev/one" in everything

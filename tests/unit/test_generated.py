@@ -29,6 +29,16 @@ def test_crds_are_structural_with_status_columns_and_category() -> None:
         assert crd["spec"]["names"]["categories"] == ["runstate"]
         _assert_structural(version["schema"]["openAPIV3Schema"], crd["metadata"]["name"])
     assert runbook["spec"]["names"]["shortNames"] == ["rb"]
+    assert run["spec"]["names"]["shortNames"] == ["rsr"]
+    runbook_columns = runbook["spec"]["versions"][0]["additionalPrinterColumns"]
+    assert [c["name"] for c in runbook_columns if "priority" not in c] == [
+        "Hosts",
+        "Operations",
+        "Ready",
+        "Last Run",
+        "Active",
+        "Age",
+    ]
     columns = [c["name"] for c in run["spec"]["versions"][0]["additionalPrinterColumns"]]
     assert columns[:4] == ["Type", "State", "Stage", "Hosts"] and columns[-1] == "Age"
     status = run["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]

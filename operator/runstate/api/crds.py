@@ -204,6 +204,8 @@ def build_crds() -> list[dict[str, Any]]:
                 "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
             },
+            {"name": "Last Run", "type": "string", "jsonPath": ".status.lastRun.name"},
+            {"name": "Active", "type": "integer", "jsonPath": ".status.activeRuns"},
             {
                 "name": "Message",
                 "type": "string",
@@ -216,7 +218,8 @@ def build_crds() -> list[dict[str, Any]]:
     run = _crd(
         kind="Run",
         plural="runs",
-        short_names=[],
+        # `run` alone would be ambiguous (and `rs` is the ReplicaSet's): runstate run.
+        short_names=["rsr"],
         spec_schema=run_spec,
         status_schema=schema_of(RunStatus, defaults=False),
         columns=[
