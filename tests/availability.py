@@ -19,3 +19,9 @@ def unavailable(message: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"{message} (CI=true: required, never skipped)", pytrace=False)
     pytest.skip(message)
+
+
+def require(present: bool, message: str) -> None:
+    """`unavailable(message)` unless `present`: for a tool a test needs (lua5.1, a CLI ...)."""
+    if not present:
+        unavailable(message)

@@ -17,6 +17,7 @@ import pytest
 
 from runstate.runner.result import ErrorClass, UnitOutcome
 from runstate_dev.hosts import HostFleet
+from tests.availability import require
 from tests.runner.test_runner_cli import ROOT, runstate_exec, ssh_args
 
 PYINFRA = Path(sys.executable).parent / "pyinfra"
@@ -251,10 +252,10 @@ def pyinfra_cli_would_change(
     return host.address in plan["hosts_with_change"]
 
 
-@pytest.mark.skipif(shutil.which(str(PYINFRA)) is None, reason="no pyinfra command line")
 def test_runstate_and_the_pyinfra_command_line_agree_on_files_put(
     fleet: HostFleet, tmp_path: Path
 ) -> None:
+    require(shutil.which(str(PYINFRA)) is not None, "no pyinfra command line")
     files = tmp_path / "files"
     files.mkdir()
     (files / "motd").write_text("welcome\n")
