@@ -31,6 +31,8 @@ class AttemptView:
     retries: Mapping[Kind, int]  # units that are a retry (try > 0), per kind
     slow_starts: Mapping[Kind, int]  # units that took longer than `slow_start` to start
     tool_warnings: Mapping[Kind, int]  # warnings pyinfra logged in this attempt's units
+    # "operation|host" → the commands a pyinfra check (dry mode) reported, this attempt's
+    planned_commands: Mapping[str, tuple[str, ...]]
 
     @classmethod
     def build(cls, units: Iterable[Observed], attempt: int, slow_start: float) -> AttemptView:
@@ -43,6 +45,7 @@ class AttemptView:
         retries: Counter[Kind] = Counter()
         slow: Counter[Kind] = Counter()
         logged: Counter[Kind] = Counter()
+        planned: dict[str, tuple[str, ...]] = {}
         in_flight = 0
         started = False
         for u in units:
@@ -60,6 +63,8 @@ class AttemptView:
                 logged[key.kind] -= seen.warnings  # the same pod seen twice: the later counts
             mine[key] = u
             logged[key.kind] += u.warnings
+            if key.kind is Kind.CHECK and u.commands:
+                planned[f"{key.operation}|{key.host}"] = u.commands
             if u.start_delay is not None and u.start_delay > slow_start:
                 slow[key.kind] += 1
             if u.deleting and key.kind is not Kind.HOOK:
@@ -88,6 +93,7 @@ class AttemptView:
             retries=retries,
             slow_starts=slow,
             tool_warnings=logged,
+            planned_commands=planned,
         )
 
     def in_flight_keys(self) -> tuple[WorkKey, ...]:

@@ -131,11 +131,7 @@ def summarize(
         failed_hosts=tuple(sorted(failed.values(), key=lambda f: f.host))[:MAX_FAILED_HOSTS],
         results=tally.results,
         plan=plan,
-        commands={
-            f"{k.operation}|{k.host}": u.commands
-            for k, u in view.units.items()
-            if k.kind is Kind.CHECK and u.commands
-        },
+        commands=view.planned_commands,
     )
 
 
