@@ -1,15 +1,20 @@
 """One source of truth: CRDs come from the models, layers are enforced, metrics are named."""
 
+import json
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+from pydantic import Field
 
 from runstate import metrics
-from runstate.api.crds import build_crds, render_crd_files
+from runstate.api.crds import build_crds, render_crd_files, schema_of
+from runstate.api.model import ApiModel, list_map
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -108,3 +113,157 @@ def test_metric_names_live_in_one_module() -> None:
     assert {"process_cpu_seconds_total", "process_start_time_seconds", "python_info"} <= registered
     for name in metrics.NAMES:
         assert name.startswith("runstate_")
+
+
+# ---- what `kubectl explain` shows: descriptions, nullable, list-maps -------------------------
+
+# The root's ObjectMeta: the API server takes `{type: object}` only and publishes Kubernetes' own.
+UNDESCRIBED = {"metadata"}
+
+
+def _schema(crd: dict[str, Any]) -> dict[str, Any]:
+    schema: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
+
+
+def _vendored() -> list[dict[str, Any]]:
+    """Kubernetes' own schemas as the CRDs embed them, their description (the field's) aside."""
+    doc = json.loads((ROOT / "operator/runstate/api/kubernetes.json").read_text())
+    return [
+        {k: v for k, v in schema.items() if k != "description"}
+        for schema in doc["definitions"].values()
+    ]
+
+
+def _is_vendored(node: dict[str, Any], vendored: list[dict[str, Any]]) -> bool:
+    for candidate in (node, node.get("items") or {}):
+        if {k: v for k, v in candidate.items() if k != "description"} in vendored:
+            return True
+    return False
+
+
+def _properties(
+    node: dict[str, Any], path: str, vendored: list[dict[str, Any]]
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, schema) of every property under `node`, not into Kubernetes' own types."""
+    for name, sub in (node.get("properties") or {}).items():
+        where = f"{path}.{name}" if path else name
+        yield where, sub
+        if not _is_vendored(sub, vendored):
+            yield from _properties(sub, where, vendored)
+    for key, mark in (("items", "[]"), ("additionalProperties", "{}")):
+        if isinstance(node.get(key), dict):
+            yield from _properties(node[key], path + mark, vendored)
+
+
+def test_every_field_root_spec_and_status_included_is_described() -> None:
+    vendored = _vendored()
+    for crd in build_crds():
+        schema = _schema(crd)
+        assert schema.get("description"), f"{crd['metadata']['name']}: the root"
+        undescribed = [
+            path
+            for path, node in _properties(schema, "", vendored)
+            if not node.get("description") and path not in UNDESCRIBED
+        ]
+        assert undescribed == [], f"{crd['metadata']['name']}: no description: {undescribed}"
+
+
+def test_kubernetes_own_types_name_where_their_fields_are_explained() -> None:
+    vendored = _vendored()
+    seen = 0
+    for crd in build_crds():
+        for path, node in _properties(_schema(crd), "", vendored):
+            if _is_vendored(node, vendored):
+                seen += 1
+                assert "(fields: kubectl explain pod.spec." in node["description"], path
+    assert seen == 2 * 3 * 10  # 10 fields, in 3 pod templates of each CRD
+
+
+def test_nullable_only_where_null_means_something() -> None:
+    """`history.keepRuns: null` keeps every Run (absent: the default, 20); no other field
+    gives null a meaning of its own, and a nullable field is published untyped by OpenAPI v2
+    servers (its subfields gone from `kubectl explain`)."""
+    runbook, run = build_crds()
+    found = {
+        crd["spec"]["names"]["kind"]: [
+            (path, node.get("default"))
+            for path, node in _properties(_schema(crd), "", _vendored())
+            if node.get("nullable")
+        ]
+        for crd in (runbook, run)
+    }
+    assert found == {
+        "Runbook": [("spec.history.keepRuns", 20)],
+        "Run": [("spec.runbook.history.keepRuns", 20)],
+    }
+
+
+LIST_MAPS = {
+    "Runbook": {
+        "spec.inventory.hosts": "name",
+        "spec.operations": "name",
+        "spec.hookOperations": "name",
+        "spec.defaults.env": "name",
+        "spec.operations[].env": "name",
+        "spec.hookOperations[].env": "name",
+        "spec.defaults.podTemplate.volumes": "name",
+        "spec.defaults.podTemplate.env": "name",
+        "spec.operations[].podTemplate.volumes": "name",
+        "spec.operations[].podTemplate.env": "name",
+        "spec.hookOperations[].podTemplate.volumes": "name",
+        "spec.hookOperations[].podTemplate.env": "name",
+        "status.conditions": "type",
+    },
+    "Run": {
+        "spec.runbook.inventory.hosts": "name",
+        "spec.runbook.operations": "name",
+        "spec.runbook.hookOperations": "name",
+        "spec.runbook.defaults.env": "name",
+        "spec.runbook.operations[].env": "name",
+        "spec.runbook.hookOperations[].env": "name",
+        "spec.runbook.defaults.podTemplate.volumes": "name",
+        "spec.runbook.defaults.podTemplate.env": "name",
+        "spec.runbook.operations[].podTemplate.volumes": "name",
+        "spec.runbook.operations[].podTemplate.env": "name",
+        "spec.runbook.hookOperations[].podTemplate.volumes": "name",
+        "spec.runbook.hookOperations[].podTemplate.env": "name",
+        "status.conditions": "type",
+        "status.operations": "name",
+        "status.plan": "name",
+        "status.failedHosts": "host",
+    },
+}
+
+
+def test_name_keyed_lists_are_list_maps_with_required_keys() -> None:
+    """The API server refuses two items of one key; status lists too (the operator writes
+    each operation, host and condition type once)."""
+    for crd in build_crds():
+        maps = {
+            path: node
+            for path, node in _properties(_schema(crd), "", [])
+            if node.get("x-kubernetes-list-type") == "map"
+        }
+        kind = crd["spec"]["names"]["kind"]
+        assert {p: n["x-kubernetes-list-map-keys"] for p, n in maps.items()} == {
+            p: [key] for p, key in LIST_MAPS[kind].items()
+        }
+        for path, node in maps.items():
+            assert node["x-kubernetes-list-map-keys"][0] in node["items"]["required"], path
+            assert (
+                "nullable" not in node["items"]["properties"][node["x-kubernetes-list-map-keys"][0]]
+            )
+
+
+class _Item(ApiModel):
+    name: str | None = None
+
+
+class _Keyed(ApiModel):
+    items: list[_Item] = Field(default_factory=list, json_schema_extra=list_map("name"))
+
+
+def test_a_list_map_key_the_items_do_not_require_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"list-map keys \['name'\] are not required"):
+        schema_of(_Keyed)

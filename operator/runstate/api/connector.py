@@ -46,8 +46,12 @@ class ConnectorType(enum.StrEnum):
 class KeyRef(ApiModel):
     """One key of a Secret or ConfigMap in the Run's namespace."""
 
-    name: Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)]
-    key: Annotated[str, Field(min_length=1, max_length=253, pattern=DATA_KEY)]
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)] = Field(
+        description="The object's name"
+    )
+    key: Annotated[str, Field(min_length=1, max_length=253, pattern=DATA_KEY)] = Field(
+        description="A key of its data"
+    )
 
 
 class PrivateKey(ApiModel):
@@ -74,11 +78,13 @@ class JumpHost(ApiModel):
     """A bastion the connection goes through (OpenSSH's ProxyJump), with the same private key
     and known hosts as the hosts behind it."""
 
-    host: Annotated[str, Field(min_length=1, max_length=253, pattern=SSH_HOSTNAME)]
+    host: Annotated[str, Field(min_length=1, max_length=253, pattern=SSH_HOSTNAME)] = Field(
+        description="The bastion's host name or address"
+    )
     user: Annotated[str, Field(min_length=1, max_length=64, pattern=SSH_USER)] | None = Field(
         default=None, description="Default: the connector's user"
     )
-    port: Port = 22
+    port: Port = Field(default=22, description="The bastion's SSH port")
 
 
 class SshConnector(ApiModel):
@@ -86,9 +92,11 @@ class SshConnector(ApiModel):
     `ssh_user` and `ssh_port` (pyinfra's names) override the address (default: the host's
     name), the user and the port."""
 
-    user: Annotated[str, Field(min_length=1, max_length=64, pattern=SSH_USER)] = "root"
-    port: Port = 22
-    private_key: PrivateKey
+    user: Annotated[str, Field(min_length=1, max_length=64, pattern=SSH_USER)] = Field(
+        default="root", description="The login (per host: host data ssh_user)"
+    )
+    port: Port = Field(default=22, description="The SSH port (per host: host data ssh_port)")
+    private_key: PrivateKey = Field(description="The key to log in with")
     known_hosts: KnownHosts | None = Field(
         default=None,
         description="Strict host-key checking against these lines; required unless "

@@ -4,6 +4,24 @@
 wraps them in `apiextensions.k8s.io/v1` CRDs with the status subresource, printer columns and
 the `runstate` category. `runstate crds` writes them to `crds/`; a test fails when the files
 drift from the models. Pure: no I/O beyond what the caller does with the returned dicts.
+
+Rules the generated schemas keep, so that `kubectl explain` shows every field:
+
+- **Descriptions.** Every property has one, from the models (a field's `description`, else its
+  model's docstring); the root, `spec` and `status` too. The schemas of Kubernetes' own types
+  under `podTemplate` are described at their root only (their fields' texts would not fit
+  `kubectl apply`'s annotation): the root names the `kubectl explain pod.spec...` that has them.
+- **`nullable` only where null means something**: an optional field whose default is not null
+  (absent, the API server fills the default in; null, the field's documented meaning, e.g.
+  `history.keepRuns: null` keeps every Run). Every other optional field is simply not required:
+  a null there is pruned by the API server as if absent, and the operator never writes one
+  (its status is dumped with `exclude_none`, and a merge patch's null deletes the key). This
+  matters beyond taste: in OpenAPI v2 (all a 1.20 API server publishes, and what `kubectl
+  explain` reads when there is no v3) a nullable field is published untyped, its subfields gone.
+- **List-maps.** A list whose items a key names (`list_map("name")` in the models: hosts,
+  operations, env, status conditions by `type` ...) carries `x-kubernetes-list-type: map` and its
+  `x-kubernetes-list-map-keys`, so the API server rejects two items of the same key at apply time
+  (v1.20 does, on create and update). Each key must be required in the item schema.
 """
 
 from __future__ import annotations
@@ -17,8 +35,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from runstate.api.model import LIST_MAP_KEYS, LIST_TYPE
 from runstate.api.podtemplate import K8S_SCHEMA
-from runstate.api.v1alpha1 import GROUP, VERSION, RunbookSpec, RunbookStatus, RunSpec, RunStatus
+from runstate.api.v1alpha1 import (
+    API_VERSION,
+    GROUP,
+    VERSION,
+    RunbookSpec,
+    RunbookStatus,
+    RunSpec,
+    RunStatus,
+)
 
 Schema = dict[str, Any]
 
@@ -36,6 +63,8 @@ _KEEP = {
     "maxItems",
     "format",
     "default",
+    LIST_TYPE,
+    LIST_MAP_KEYS,
 }
 
 
@@ -76,8 +105,9 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
         inner = _structural(
             {**options[0], **{k: v for k, v in outer.items() if k != "default"}}, defs
         )
-        inner["nullable"] = True
         if outer.get("default") is not None:
+            # Absent: the default; null: what the field's description says null means.
+            inner["nullable"] = True
             inner["default"] = outer["default"]
         return inner
 
@@ -111,7 +141,20 @@ def _structural(node: Schema, defs: dict[str, Schema]) -> Schema:
             out["x-kubernetes-preserve-unknown-fields"] = True
     elif kind == "array":
         out["items"] = _structural(node.get("items", {}), defs)
+        _check_list_map(out)
     return out
+
+
+def _check_list_map(array: Schema) -> None:
+    """A list-map's keys must be properties its items require (the API server's rule is
+    "required or defaulted"; the models give keys no default)."""
+    keys = array.get(LIST_MAP_KEYS)
+    if (array.get(LIST_TYPE) == "map") != bool(keys):
+        raise ValueError(f"{LIST_TYPE}: map goes with {LIST_MAP_KEYS}: {array}")
+    items = array["items"]
+    missing = [k for k in keys or () if k not in items.get("required", ())]
+    if missing:
+        raise ValueError(f"list-map keys {missing} are not required in {items}")
 
 
 def _drop_defaults(node: Schema) -> Schema:
@@ -131,9 +174,20 @@ def schema_of(model: type[BaseModel], *, defaults: bool = True) -> Schema:
     return schema if defaults else _drop_defaults(schema)
 
 
+def _object_meta(kind: str) -> dict[str, Schema]:
+    """apiVersion, kind and metadata. `metadata` may say nothing but its type (the API server
+    refuses more, and publishes Kubernetes' ObjectMeta, described, in its place)."""
+    return {
+        "apiVersion": {"type": "string", "description": f"The object's schema: {API_VERSION}"},
+        "kind": {"type": "string", "description": f"The object's kind: {kind}"},
+        "metadata": {"type": "object"},
+    }
+
+
 def _crd(
     *,
     kind: str,
+    description: str,
     plural: str,
     short_names: list[str],
     spec_schema: Schema,
@@ -165,11 +219,10 @@ def _crd(
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
+                            "description": description,
                             "required": ["spec"],
                             "properties": {
-                                "apiVersion": {"type": "string"},
-                                "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                **_object_meta(kind),
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
@@ -192,6 +245,8 @@ def build_crds() -> list[dict[str, Any]]:
     run_spec["oneOf"] = [{"required": ["runbookRef"]}, {"required": ["runbook"]}]
     runbook = _crd(
         kind="Runbook",
+        description="Runbook: hosts, and operations to run on them in pyinfra's stages (Setup, "
+        "Connect, Prepare, Execute, Disconnect); each execution of it is a Run",
         plural="runbooks",
         short_names=["rb"],
         spec_schema=schema_of(RunbookSpec),
@@ -217,6 +272,8 @@ def build_crds() -> list[dict[str, Any]]:
     )
     run = _crd(
         kind="Run",
+        description="Run: one execution of a Runbook, with Prefect's states (status.state) and "
+        "pyinfra's stages (status.stage)",
         plural="runs",
         # `run` alone would be ambiguous (and `rs` is the ReplicaSet's): runstate run.
         short_names=["rsr"],

@@ -28,7 +28,11 @@ OP_NAME = r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$"
 
 
 class ObjectRef(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)]
+    """A ConfigMap or Secret in the Run's namespace."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=OBJECT_NAME)] = Field(
+        description="The object's name"
+    )
 
 
 class FilesRef(ApiModel):

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from runstate.api.connector import Connector
-from runstate.api.model import ApiModel
+from runstate.api.model import ApiModel, list_map
 from runstate.api.podtemplate import PodTemplate
 from runstate.api.pyinfra import PyinfraOperation
 
@@ -141,14 +141,20 @@ class Stage(enum.StrEnum):
 class RunState(ApiModel):
     """`status.state`: Prefect's State, without result data."""
 
-    type: StateType
-    name: Annotated[StateName, WithJsonSchema({"type": "string"})]
-    message: str = ""
+    type: StateType = Field(
+        description="The state's type (Prefect's); COMPLETED, FAILED, CANCELLED and CRASHED are "
+        "final"
+    )
+    name: Annotated[StateName, WithJsonSchema({"type": "string"})] = Field(
+        description="The state's name within its type (Scheduled, Late, AwaitingRetry, Pending, "
+        "Running, Retrying, Paused, Completed, Failed, ...)"
+    )
+    message: str = Field(default="", description="Why the run is in this state")
     timestamp: str = Field(description="RFC 3339 time the state was entered")
     scheduled_time: str | None = Field(default=None, description="SCHEDULED states: start-at")
     pause_timeout: str | None = Field(default=None, description="PAUSED states: fail after this")
-    attempt: int | None = None
-    retriable: bool | None = None
+    attempt: int | None = Field(default=None, description="The attempt it is about (1: the first)")
+    retriable: bool | None = Field(default=None, description="AwaitingRetry: a retry follows")
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,8 +162,13 @@ class RunState(ApiModel):
 
 
 class Host(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
-    groups: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(default_factory=list)
+    name: Annotated[str, Field(min_length=1, max_length=253)] = Field(
+        description="Unique in the inventory; pods and status name the host by it (ssh: its "
+        "address unless host data ssh_hostname)"
+    )
+    groups: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        default_factory=list, description="Groups it is in (operations[].hosts.groups)"
+    )
     data: dict[str, Any] = Field(
         default_factory=dict, description="Host data, exposed to pods as RUNSTATE_HOST_DATA (JSON)"
     )
@@ -183,9 +194,13 @@ LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]
 
 
 class SelectorRequirement(ApiModel):
-    key: Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)]
-    operator: SelectorOperator
-    values: list[LabelValue] = Field(default_factory=list)
+    key: Annotated[str, Field(min_length=1, max_length=317, pattern=LABEL_KEY)] = Field(
+        description="A label key"
+    )
+    operator: SelectorOperator = Field(description="In, NotIn, Exists or DoesNotExist")
+    values: list[LabelValue] = Field(
+        default_factory=list, description="In and NotIn: the values (Exists and DoesNotExist: none)"
+    )
 
     @field_validator("key")
     @classmethod
@@ -206,8 +221,12 @@ class SelectorRequirement(ApiModel):
 class NodeSelector(ApiModel):
     """A Kubernetes label selector over Nodes (both parts must match)."""
 
-    match_labels: dict[str, LabelValue] = Field(default_factory=dict)
-    match_expressions: list[SelectorRequirement] = Field(default_factory=list)
+    match_labels: dict[str, LabelValue] = Field(
+        default_factory=dict, description="Nodes with all these labels"
+    )
+    match_expressions: list[SelectorRequirement] = Field(
+        default_factory=list, description="Nodes matching all these requirements"
+    )
 
     @field_validator("match_labels")
     @classmethod
@@ -218,7 +237,13 @@ class NodeSelector(ApiModel):
 
 
 class Inventory(ApiModel):
-    hosts: list[Host] = Field(default_factory=list, description="Static hosts (pyinfra Inventory)")
+    """The hosts runs work on: a static list, or the Nodes a selector matches."""
+
+    hosts: list[Host] = Field(
+        default_factory=list,
+        description="Static hosts (pyinfra Inventory), names unique",
+        json_schema_extra=list_map("name"),
+    )
     node_selector: NodeSelector | None = Field(
         default=None,
         description="Alternative to hosts: each Node matching this selector is a host, its pods "
@@ -246,8 +271,12 @@ _VALUE_SOURCES: dict[str, tuple[str, ...]] = {
 
 
 class EnvVar(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=ENV_NAME)]
-    value: str | None = None
+    """An environment variable of the work container."""
+
+    name: Annotated[str, Field(min_length=1, max_length=1024, pattern=ENV_NAME)] = Field(
+        description="Unique in its list; RUNSTATE_* are runstate's"
+    )
+    value: str | None = Field(default=None, description="The value (or valueFrom)")
     value_from: dict[str, Any] | None = Field(
         default=None,
         description="Passed to the pod as is: exactly one of secretKeyRef, configMapKeyRef, "
@@ -311,11 +340,23 @@ def _check_resources(resources: dict[str, Any] | None) -> None:
 
 
 class Defaults(ApiModel):
-    image: str = Field(default="alpine:3.20", min_length=1, max_length=512, pattern=IMAGE)
-    env: list[EnvVar] = Field(default_factory=list)
+    """What every operation (and hook) takes unless it sets its own."""
+
+    image: str = Field(
+        default="alpine:3.20",
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE,
+        description="The work image (an operation's image replaces it)",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Env of every work container (an operation's own of a name wins)",
+        json_schema_extra=list_map("name"),
+    )
     service_account_name: (
         Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN)] | None
-    ) = None
+    ) = Field(default=None, description="The work pods' service account")
     resources: dict[str, Any] | None = Field(
         default=None,
         description="Container resources (requests/limits of quantities), passed to pods as is",
@@ -347,8 +388,12 @@ class HostSelector(ApiModel):
 class Connect(ApiModel):
     """The Connect-stage probe: runs once per host; a host whose probe fails is a failed host."""
 
-    run: Annotated[str, Field(min_length=1)]
-    timeout_seconds: PositiveSeconds | None = None
+    run: Annotated[str, Field(min_length=1)] = Field(
+        description="Shell command (sh -c) probing a host: exit 0 = reachable"
+    )
+    timeout_seconds: PositiveSeconds | None = Field(
+        default=None, description="A probe running longer fails"
+    )
     retries: Annotated[int, Field(ge=0, le=10)] = Field(
         default=0,
         description="Probe again this many times before the host counts as failed; a probe "
@@ -357,7 +402,11 @@ class Connect(ApiModel):
 
 
 class Operation(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
+    """A command (or pyinfra operation) run on each targeted host."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)] = Field(
+        description="Unique in its list (a DNS label: pod names and labels carry it)"
+    )
     run: Annotated[str, Field(min_length=1)] | None = Field(
         default=None, description="Shell command (sh -c) run per host; or pyinfra"
     )
@@ -374,11 +423,23 @@ class Operation(ApiModel):
         default=None, description="Operations that must finish first (default: the previous one)"
     )
     hosts: HostSelector | None = Field(default=None, description="Targeted hosts (default: all)")
-    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)] | None = None
-    env: list[EnvVar] = Field(default_factory=list)
-    timeout_seconds: PositiveSeconds | None = None
-    retries: Annotated[int, Field(ge=0, le=10)] = 0
-    ignore_errors: bool = False
+    image: Annotated[str, Field(min_length=1, max_length=512, pattern=IMAGE)] | None = Field(
+        default=None, description="Work image (default: spec.defaults.image)"
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list,
+        description="Env after spec.defaults.env (a name here wins)",
+        json_schema_extra=list_map("name"),
+    )
+    timeout_seconds: PositiveSeconds | None = Field(
+        default=None, description="A pod running longer fails (timed out)"
+    )
+    retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        default=0, description="Run a failed pod again this many times before its host fails"
+    )
+    ignore_errors: bool = Field(
+        default=False, description="A failure here does not fail the host (counted as ignored)"
+    )
     connector: Connector | None = Field(
         default=None, description="This operation's connector (default: spec.connector)"
     )
@@ -418,6 +479,8 @@ class PodRetention(ApiModel):
 
 
 class RunConfig(ApiModel):
+    """How a run executes: parallelism, failure tolerance, timeouts, pod retention."""
+
     parallel: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=10, description="At most this many pods of a run at once (pyinfra PARALLEL)"
     )
@@ -426,7 +489,9 @@ class RunConfig(ApiModel):
         description="Stop when more than this percent of hosts failed (pyinfra FAIL_PERCENT); "
         "failures within it still complete the run",
     )
-    timeout_seconds: PositiveSeconds | None = None
+    timeout_seconds: PositiveSeconds | None = Field(
+        default=None, description="An attempt running longer fails (timed out)"
+    )
     slow_start_seconds: PositiveSeconds = Field(
         default=60,
         description="A pod that takes longer than this from creation to start (image pull, "
@@ -464,7 +529,11 @@ class Concurrency(ApiModel):
     limit: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=1, description="At most this many Runs of the Runbook at once"
     )
-    policy: ConcurrencyPolicy = ConcurrencyPolicy.Queue
+    policy: ConcurrencyPolicy = Field(
+        default=ConcurrencyPolicy.Queue,
+        description="At the limit, a new Run waits (Queue), fails (Forbid) or cancels the "
+        "running ones (Replace)",
+    )
 
 
 class Trigger(ApiModel):
@@ -520,6 +589,8 @@ class History(ApiModel):
 
 
 class RunbookSpec(ApiModel):
+    """Hosts, the operations run on them (a DAG), and how and when Runs of it run."""
+
     inventory: Inventory = Field(default_factory=Inventory)
     connector: Connector = Field(
         default_factory=Connector,
@@ -528,7 +599,12 @@ class RunbookSpec(ApiModel):
     )
     defaults: Defaults = Field(default_factory=Defaults)
     connect: Connect | None = None
-    operations: list[Operation] = Field(min_length=1, max_length=200)
+    operations: list[Operation] = Field(
+        min_length=1,
+        max_length=200,
+        description="The work: a DAG by dependsOn, run in order of the list otherwise",
+        json_schema_extra=list_map("name"),
+    )
     config: RunConfig = Field(default_factory=RunConfig)
     retries: Retries = Field(default_factory=Retries)
     late_after_seconds: Seconds = Field(
@@ -544,6 +620,7 @@ class RunbookSpec(ApiModel):
         max_length=50,
         description="Operations that `hooks` name: one pod per run (per selected host when "
         "`hosts` is given), never part of the DAG",
+        json_schema_extra=list_map("name"),
     )
 
 
@@ -552,10 +629,14 @@ class RunbookSpec(ApiModel):
 
 
 class RunbookRef(ApiModel):
-    name: Annotated[str, Field(min_length=1, max_length=253)]
+    name: Annotated[str, Field(min_length=1, max_length=253)] = Field(
+        description="The Runbook's name"
+    )
 
 
 class RunSpec(ApiModel):
+    """One execution of a Runbook (named by runbookRef, or inline), and what to do with it."""
+
     runbook_ref: RunbookRef | None = Field(
         default=None, description="A Runbook in the Run's namespace"
     )
@@ -622,18 +703,22 @@ class RunSpec(ApiModel):
 class Condition(ApiModel):
     """A kstatus-compatible condition (Ready, Reconciling, Stalled)."""
 
-    type: str
-    status: str  # "True" | "False" | "Unknown"
-    reason: str = ""
-    message: str = ""
-    last_transition_time: str = ""
-    observed_generation: int | None = None
+    type: str = Field(description="Ready, Reconciling or Stalled")
+    status: str = Field(description="True, False or Unknown")
+    reason: str = Field(default="", description="Why, in CamelCase")
+    message: str = Field(default="", description="Why, for people")
+    last_transition_time: str = Field(default="", description="When status last changed")
+    observed_generation: int | None = Field(
+        default=None, description="The generation it was decided for"
+    )
 
 
 class HostCounts(ApiModel):
-    total: int = 0
-    active: int = 0
-    failed: int = 0
+    """Hosts of the current attempt."""
+
+    total: int = Field(default=0, description="Hosts of the run (after spec.limit)")
+    active: int = Field(default=0, description="Hosts not failed")
+    failed: int = Field(default=0, description="Hosts that failed, at any stage")
     unreachable: int = Field(
         default=0,
         description="Failed hosts that could not be reached at Connect (AWX's dark hosts); "
@@ -643,34 +728,40 @@ class HostCounts(ApiModel):
 
 
 class StageWarnings(ApiModel):
+    """Warnings per stage: retries, slow pod starts, ignored errors, skipped hosts, ..."""
+
     model_config = ConfigDict(
         alias_generator=None, populate_by_name=True, extra="ignore", frozen=True
     )
 
-    Setup: int = 0
-    Connect: int = 0
-    Prepare: int = 0
-    Execute: int = 0
-    Disconnect: int = 0
+    Setup: int = Field(default=0, description="Warnings of Setup")
+    Connect: int = Field(default=0, description="Warnings of Connect")
+    Prepare: int = Field(default=0, description="Warnings of Prepare")
+    Execute: int = Field(default=0, description="Warnings of Execute")
+    Disconnect: int = Field(default=0, description="Warnings of Disconnect")
 
 
 class OperationCounts(ApiModel):
-    name: str
-    hosts: int = 0
-    changed: int = 0
-    no_change: int = 0
-    success: int = 0
-    error: int = 0
-    ignored: int = 0
-    partial: int = 0
+    """One operation's hosts, by what its check and its run found."""
+
+    name: str = Field(description="The operation")
+    hosts: int = Field(default=0, description="Hosts it targets")
+    changed: int = Field(default=0, description="Hosts it changes (or would)")
+    no_change: int = Field(default=0, description="Hosts already in state")
+    success: int = Field(default=0, description="Hosts it ran on successfully")
+    error: int = Field(default=0, description="Hosts it failed on")
+    ignored: int = Field(default=0, description="Failures ignored (ignoreErrors)")
+    partial: int = Field(default=0, description="Runs cut short (timed out, interrupted)")
 
 
 class FailedHost(ApiModel):
-    host: str
-    stage: Stage
-    operation: str | None = None
-    reason: str = ""
-    message: str = ""
+    """A host that failed, and where."""
+
+    host: str = Field(description="The host")
+    stage: Stage = Field(description="The stage it failed at")
+    operation: str | None = Field(default=None, description="The operation it failed at")
+    reason: str = Field(default="", description="Why, as a class (unreachable, timeout, ...)")
+    message: str = Field(default="", description="Why, for people")
 
 
 class HistoryItem(ApiModel):
@@ -678,14 +769,16 @@ class HistoryItem(ApiModel):
         alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
     )
 
-    from_: str = Field(default="", alias="from")
-    to: str
-    at: str
-    message: str = ""
+    from_: str = Field(default="", alias="from", description="The state name before")
+    to: str = Field(description="The state name after")
+    at: str = Field(description="When (RFC 3339)")
+    message: str = Field(default="", description="Why")
 
 
 class PlannedOperation(ApiModel):
-    name: str
+    """What an operation would do (dry runs)."""
+
+    name: str = Field(description="The operation")
     change: list[str] = Field(default_factory=list, description="Hosts that would change")
     no_change: list[str] = Field(default_factory=list, description="Hosts already in state")
     commands: dict[str, list[str]] | None = Field(
@@ -693,60 +786,91 @@ class PlannedOperation(ApiModel):
         description="pyinfra operations: per host that would change, the commands pyinfra "
         "would run (bounded)",
     )
-    truncated: bool = False
+    truncated: bool = Field(default=False, description="Host lists cut short (too many)")
 
 
 class HookResult(ApiModel):
-    name: str
+    name: str = Field(description="The hook operation (spec.hookOperations)")
     on: str = Field(description="onCompletion, onFailure or onCancellation")
-    host: str | None = None
+    host: str | None = Field(default=None, description="The host it ran for (hooks with hosts)")
     result: Annotated[HookOutcome, WithJsonSchema({"type": "string"})] = Field(
         description="Pending, Running, Succeeded, Failed or Lost"
     )
-    message: str = ""
+    message: str = Field(default="", description="Why, for people")
 
 
 class RunStatus(ApiModel):
-    observed_generation: int | None = None
+    """What the operator observed and decided of the Run."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The generation this status is about"
+    )
     state: RunState | None = None
-    stage: Stage | None = None
-    attempt: int | None = None
+    stage: Stage | None = Field(
+        default=None,
+        description="Setup, Connect, Prepare, Execute or Disconnect (pyinfra's; only forward)",
+    )
+    attempt: int | None = Field(default=None, description="The current attempt (1: the first)")
     hosts: HostCounts | None = None
     hosts_summary: str | None = Field(
         default=None, description="'ok/total' for kubectl get (printer column)"
     )
     stage_warnings: StageWarnings | None = None
-    operations: list[OperationCounts] | None = None
-    failed_hosts: list[FailedHost] | None = None
-    history: list[HistoryItem] | None = None
-    plan: list[PlannedOperation] | None = None
+    operations: list[OperationCounts] | None = Field(
+        default=None, description="Per operation", json_schema_extra=list_map("name")
+    )
+    failed_hosts: list[FailedHost] | None = Field(
+        default=None, description="Failed hosts (bounded)", json_schema_extra=list_map("host")
+    )
+    history: list[HistoryItem] | None = Field(
+        default=None, description="State transitions, the latest last (bounded)"
+    )
+    plan: list[PlannedOperation] | None = Field(
+        default=None,
+        description="Dry runs: per operation, what it would do",
+        json_schema_extra=list_map("name"),
+    )
     hooks: list[HookResult] | None = Field(
         default=None, description="Hooks run after the run ended (a failure is a warning)"
     )
-    start_time: str | None = None
-    end_time: str | None = None
-    duration_seconds: float | None = None
-    conditions: list[Condition] | None = None
+    start_time: str | None = Field(default=None, description="When the run started")
+    end_time: str | None = Field(default=None, description="When the run ended")
+    duration_seconds: float | None = Field(default=None, description="endTime - startTime")
+    conditions: list[Condition] | None = Field(
+        default=None, description="kstatus conditions", json_schema_extra=list_map("type")
+    )
 
 
 class LastRun(ApiModel):
-    name: str
-    type: StateType | None = None
-    state: str | None = None
-    created: str | None = None
+    """The newest Run of the Runbook."""
+
+    name: str = Field(description="Its name")
+    type: StateType | None = Field(default=None, description="Its state type")
+    state: str | None = Field(default=None, description="Its state name")
+    created: str | None = Field(default=None, description="Its creationTimestamp")
 
 
 class RunbookStatus(ApiModel):
-    observed_generation: int | None = None
-    conditions: list[Condition] | None = None
-    hosts: int | None = None
-    operations: int | None = None
+    """What the operator observed of the Runbook and its Runs."""
+
+    observed_generation: int | None = Field(
+        default=None, description="The generation this status is about"
+    )
+    conditions: list[Condition] | None = Field(
+        default=None, description="kstatus conditions", json_schema_extra=list_map("type")
+    )
+    hosts: int | None = Field(default=None, description="Static hosts")
+    operations: int | None = Field(default=None, description="Operations")
     last_run: LastRun | None = None
-    active_runs: int | None = None
+    active_runs: int | None = Field(default=None, description="Runs not ended")
     runs: dict[str, int] | None = Field(default=None, description="Runs by state type")
-    last_triggered_generation: int | None = None
-    last_schedule_time: str | None = None
-    next_scheduled_time: str | None = None
+    last_triggered_generation: int | None = Field(
+        default=None, description="The generation onChange last started a Run for"
+    )
+    last_schedule_time: str | None = Field(
+        default=None, description="The schedule time of the last scheduled Run"
+    )
+    next_scheduled_time: str | None = Field(default=None, description="The next schedule time")
     missed_schedules: int | None = Field(
         default=None, description="Schedule times skipped after downtime (total)"
     )
