@@ -15,13 +15,17 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubernetes_asyncio import client, config
+
+from runstate_dev.imagestore import ImageStore
 
 from .launch import own_mount_namespace
 from .node import ProcessKubelet
 from .noderoot import NodeRoots
 from .pod import log
+from .runtime import service_env
 
 
 async def run_kubelet(
@@ -31,6 +35,7 @@ async def run_kubelet(
     pod_log_dir: Path | None = None,
     ready_file: Path | None = None,
     node_roots: NodeRoots | None = None,
+    images_dir: Path | None = None,
 ) -> None:
     """Run the process kubelet until SIGTERM/SIGINT, then kill its pods and return."""
     configuration = client.Configuration()
@@ -49,6 +54,8 @@ async def run_kubelet(
             pod_log_dir=pod_log_dir,
             ready_file=ready_file,
             node_roots=node_roots,
+            images=None if images_dir is None else ImageStore(images_dir),
+            service_env=_api_server_env(configuration.host or ""),
         )
         log.info("process kubelet for node %s watching pods", node_name)
         watcher = asyncio.create_task(kubelet.run(), name="pod watch")
@@ -62,6 +69,12 @@ async def run_kubelet(
             failure = watcher.exception()
             if failure is not None:
                 raise failure
+
+
+def _api_server_env(server: str) -> dict[str, str]:
+    """KUBERNETES_SERVICE_HOST/PORT... naming the API server this kubelet talks to."""
+    url = urlsplit(server)
+    return service_env(url.hostname or "127.0.0.1", url.port or 443)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +109,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the kubelet's own files: each Node's root overlay under <dir>/nodes/<node> "
         "(default: a directory under the system's temporary directory)",
     )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="an image store (runstate_dev.imagestore): a container whose image it holds runs "
+        "in that image's root; any other on the machine's",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -114,6 +134,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             pod_log_dir=args.pod_log_dir,
             ready_file=args.ready_file,
             node_roots=_node_roots(args.state_dir, args.node),
+            images_dir=args.images,
         )
     )
     return 0

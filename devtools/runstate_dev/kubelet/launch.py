@@ -3,7 +3,8 @@
 Owns what happens in a pod's process before its command runs, where a container runtime would
 set up the container: a private mount namespace (and a UTS namespace with the pod's name as
 its hostname), a root of its own (a tmpfs whose entries are
-bind mounts of the machine's root, so the pod sees the machine's files), the volumes
+bind mounts of the machine's root, so the pod sees the machine's files; or, for a local image,
+an overlay of the image's rootfs with the container's writable layer), the volumes
 bind-mounted at their mountPath (parents that do not exist are made in tmpfs layers, never on
 the machine), ``readOnly`` remounts, chroot, cwd, groups, gid and uid, then exec of the
 command. A failure before the exec (including the exec itself) is written to the error fd as
@@ -173,6 +174,35 @@ class _Root:
                 pass
 
 
+class _ImageRoot(_Root):
+    """The pod's root as a runtime makes it from an image: an overlay of the image's rootfs
+    (never written: changes land in the container's upper layer), with the machine's /proc,
+    /dev and (read-only) /sys, and a world-writable /tmp. Every directory is the container's
+    own, so mount points are made in place."""
+
+    def __init__(self, base: str, layers: dict[str, str]) -> None:
+        super().__init__(base)
+        self.layers = layers
+
+    def make(self) -> None:
+        lower, upper, work = self.layers["rootfs"], self.layers["upper"], self.layers["work"]
+        layers = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        _mount("overlay", self.base, "overlay", 0, layers)
+        for name, read_only in (("proc", False), ("dev", False), ("sys", True)):
+            self.bind(f"/{name}", f"/{name}", read_only)
+        tmp = self.host("/tmp")
+        if not os.path.isdir(tmp):
+            os.mkdir(tmp)
+            os.chmod(tmp, 0o1777)
+
+    def _own(self, pod_dir: str) -> None:
+        return  # the overlay is the container's: entries can be added anywhere
+
+    def workdir(self, cwd: str) -> None:
+        """Make the working directory when the image lacks it, as runc does."""
+        self._resolve_parent(cwd.rstrip("/") + "/.")  # every component of cwd, made
+
+
 def _start(plan: dict[str, Any]) -> None:
     own_mount_namespace()
     if plan.get("hostname"):
@@ -180,10 +210,13 @@ def _start(plan: dict[str, Any]) -> None:
         _check(_libc.unshare(_CLONE_NEWUTS), "unshare(CLONE_NEWUTS)")
         name = plan["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")
-    root = _Root(plan["root"])
+    image = plan.get("image")
+    root = _Root(plan["root"]) if image is None else _ImageRoot(plan["root"], image)
     root.make()
     for mount in sorted(plan["mounts"], key=lambda m: m["path"].count("/")):
         root.bind(mount["source"], mount["path"], bool(mount.get("readOnly")))
+    if isinstance(root, _ImageRoot):
+        root.workdir(plan["cwd"])
     os.chroot(root.base)
     os.chdir(plan["cwd"])
     identity = plan.get("identity")

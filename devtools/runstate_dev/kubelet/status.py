@@ -26,14 +26,19 @@ def _condition(kind: str, status: bool, when: str, reason: str | None = None) ->
 
 
 def _container_status(
-    pod: Pod, state: dict[str, Any], *, running: bool, container_id: str | None = None
+    pod: Pod,
+    state: dict[str, Any],
+    *,
+    running: bool,
+    container_id: str | None = None,
+    image_id: str = "",
 ) -> list[dict[str, Any]]:
     """`containerStatuses` for the pod's one container, in the given state."""
     container = pod["spec"]["containers"][0]
     entry: dict[str, Any] = {
         "name": container["name"],
         "image": container.get("image", ""),
-        "imageID": "",
+        "imageID": image_id,
         "ready": running,
         "started": running,
         "restartCount": 0,
@@ -55,7 +60,9 @@ def _base_status(pod: Pod, phase: str, start_time: str) -> dict[str, Any]:
     }
 
 
-def running_status(pod: Pod, start_time: str, started_at: str, pid: int) -> dict[str, Any]:
+def running_status(
+    pod: Pod, start_time: str, started_at: str, pid: int, *, image_id: str = ""
+) -> dict[str, Any]:
     status = _base_status(pod, "Running", start_time)
     status["conditions"] = [
         _condition("Initialized", True, start_time),
@@ -68,6 +75,7 @@ def running_status(pod: Pod, start_time: str, started_at: str, pid: int) -> dict
         {"running": {"startedAt": started_at}},
         running=True,
         container_id=f"process://{pid}",
+        image_id=image_id,
     )
     return status
 
@@ -81,6 +89,7 @@ def terminal_status(
     container_id: str = "",
     reason: str | None = None,
     message: str | None = None,
+    image_id: str = "",
 ) -> dict[str, Any]:
     when = terminated.get("finishedAt") or now()
     status = _base_status(pod, phase, start_time)
@@ -91,7 +100,11 @@ def terminal_status(
         _condition("PodScheduled", True, start_time),
     ]
     status["containerStatuses"] = _container_status(
-        pod, {"terminated": terminated}, running=False, container_id=container_id
+        pod,
+        {"terminated": terminated},
+        running=False,
+        container_id=container_id,
+        image_id=image_id,
     )
     # Merge patch: null removes a reason/message left by an earlier write.
     status["reason"] = reason

@@ -22,7 +22,9 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import process, security, termination, volumes
+from runstate_dev.imagestore import Image
+
+from . import process, runtime, security, termination, volumes
 from .api import ApiCallError, with_retries
 from .env import ConfigError, container_env, expand
 from .pod import Pod, log, now, pod_ref
@@ -52,6 +54,8 @@ class PodWorker:
         self._start_time = now()
         self._eviction_message = ""
         self._deleted = False
+        self._image: Image | None = None  # the container's local image, when the store has it
+        self._image_id = ""
 
     def _abandoned(self) -> bool:
         """Stopped with no grace and no status (the pod is gone, or the kubelet stops)."""
@@ -160,10 +164,7 @@ class PodWorker:
                 await self._finish_unstarted()
                 return
             env, plan = ready
-            argv = [
-                expand(str(a), env)
-                for a in [*(container.get("command") or []), *(container.get("args") or [])]
-            ]
+            argv = self._argv(container, env)
             if not argv:
                 await self._finish_unstarted(
                     f"container {container['name']!r} has no command: the runstate process "
@@ -173,6 +174,16 @@ class PodWorker:
             await self._run_process(container, argv, env, base, plan)
         finally:
             await process.remove_scratch(base)
+
+    def _argv(self, container: dict[str, Any], env: dict[str, str]) -> list[str]:
+        """command + args, ``$(VAR)``-expanded; with a local image, resolved against its
+        Entrypoint and Cmd as a runtime does."""
+        command = [expand(str(a), env) for a in container.get("command") or []]
+        args = [expand(str(a), env) for a in container.get("args") or []]
+        if self._image is None:
+            return [*command, *args]
+        config = self._image.config
+        return runtime.resolve_argv(command, args, config.entrypoint, config.cmd)
 
     def _output_path(self, base: Path) -> Path:
         """The pod's output log: in the kubelet's pod log dir when it keeps one."""
@@ -218,7 +229,8 @@ class PodWorker:
         self._stop_if_requested_while_starting(proc)
         # The container's writable layer (its working directory), its log and its disk-backed
         # emptyDirs: what the kubelet counts as the pod's local ephemeral storage.
-        local = (workdir, output, *volumes.empty_dirs(self.pod, base / "volumes"))
+        layer = (plan.image.upper,) if plan is not None and plan.image is not None else ()
+        local = (workdir, *layer, output, *volumes.empty_dirs(self.pod, base / "volumes"))
         returncode = await self._supervise(proc, started_at, storage_limit, local)
         finished_at = now()
         # The container is over: whatever it left running in its group goes too.
@@ -273,7 +285,9 @@ class PodWorker:
             done, _ = await asyncio.wait({waiter}, timeout=FAST_EXIT_SECONDS)
             if not done and not self._abandoned():
                 await self._write_status(
-                    running_status(self.pod, self._start_time, started_at, proc.pid)
+                    running_status(
+                        self.pod, self._start_time, started_at, proc.pid, image_id=self._image_id
+                    )
                 )
             return await waiter
         finally:
@@ -294,6 +308,7 @@ class PodWorker:
                 terminated=terminated,
                 phase="Succeeded" if succeeded and stopped_by is None else "Failed",
                 container_id=f"process://{pid}",
+                image_id=self._image_id,
                 reason=pod_reason,
                 message=pod_message,
             )
@@ -357,9 +372,7 @@ class PodWorker:
         reported: str | None = None
         while self._stop_reason is None:
             try:
-                plan = await self._launch_plan(container, base)
-                env = await container_env(self.kubelet.api, lambda: self.pod, container)
-                return env, plan
+                return await self._prepare(container, base)
             except VolumeError as exc:
                 if str(exc) != reported:
                     reported = str(exc)
@@ -384,6 +397,68 @@ class PodWorker:
                 await asyncio.wait_for(self._stop_requested.wait(), _CONFIG_RETRY_SECONDS)
         return None
 
+    async def _prepare(
+        self, container: dict[str, Any], base: Path
+    ) -> tuple[dict[str, str], process.LaunchPlan | None]:
+        """The process's env and launch plan: from its local image when the store has it."""
+        image = self.kubelet.image_of(container)
+        if image is None:
+            plan = await self._launch_plan(container, base)
+            env = await container_env(self.kubelet.api, lambda: self.pod, container)
+            return env, plan
+        self._image = image
+        self._image_id = image.config.digest or f"runstate-store://{image.root.name}"
+        # As the kubelet: volumes first (ContainerCreating), then the container's config.
+        mounts = await self._volume_mounts(container, base)
+        identity = await asyncio.to_thread(runtime.identity, self.pod, container, image)
+        image_plan = await self._image_plan(container, base, image, mounts, identity)
+        env = await container_env(
+            self.kubelet.api,
+            lambda: self.pod,
+            container,
+            base=runtime.base_env(image, identity.uid, self.pod["metadata"]["name"]),
+            services=self.kubelet.service_env,
+        )
+        return env, image_plan
+
+    async def _image_plan(
+        self,
+        container: dict[str, Any],
+        base: Path,
+        image: Image,
+        mounts: tuple[process.Mount, ...],
+        identity: process.Identity,
+    ) -> process.LaunchPlan:
+        """As a runtime starts a container of a local image: its root, user and cwd, the
+        pod's volumes in it, and the kubelet's /etc files."""
+        name = self.pod["metadata"]["name"]
+        etc = await asyncio.to_thread(runtime.etc_files, base / "etc", name)
+        return process.LaunchPlan(
+            root=base / "root",
+            mounts=(*etc, *mounts),
+            identity=identity,
+            hostname=name,
+            image=process.ImageLayers(
+                rootfs=image.rootfs, upper=base / "upper", work=base / "overlay-work"
+            ),
+            cwd=runtime.working_dir(container, image),
+        )
+
+    async def _volume_mounts(
+        self, container: dict[str, Any], base: Path
+    ) -> tuple[process.Mount, ...]:
+        """The container's volume mounts and its termination message file."""
+        ready = await volumes.materialise(
+            self.kubelet.api, self.pod, base / "volumes", self.kubelet.node_roots
+        )
+        mounts = await volumes.container_mounts(ready, container)
+        # The file the container may write its termination message to, as the kubelet
+        # mounts it at terminationMessagePath (writable by any user).
+        message_file = base / termination.MESSAGE_FILE
+        await asyncio.to_thread(termination.make_message_file, message_file)
+        message_path = container.get("terminationMessagePath") or termination.DEFAULT_MESSAGE_PATH
+        return (*mounts, process.Mount(source=message_file, path=message_path))
+
     async def _launch_plan(
         self, container: dict[str, Any], base: Path
     ) -> process.LaunchPlan | None:
@@ -396,17 +471,8 @@ class PodWorker:
                     self.ref,
                 )
             return None
-        ready = await volumes.materialise(
-            self.kubelet.api, self.pod, base / "volumes", self.kubelet.node_roots
-        )
-        mounts = await volumes.container_mounts(ready, container)
+        mounts = await self._volume_mounts(container, base)
         identity = security.identity(self.pod, container)
-        # The file the container may write its termination message to, as the kubelet
-        # mounts it at terminationMessagePath (writable by any user).
-        message_file = base / termination.MESSAGE_FILE
-        await asyncio.to_thread(termination.make_message_file, message_file)
-        message_path = container.get("terminationMessagePath") or termination.DEFAULT_MESSAGE_PATH
-        mounts = (*mounts, process.Mount(source=message_file, path=message_path))
         return process.LaunchPlan(
             root=base / "root",
             mounts=mounts,
