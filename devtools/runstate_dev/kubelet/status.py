@@ -32,6 +32,7 @@ def _container_status(
     running: bool,
     container_id: str | None = None,
     image_id: str = "",
+    ready: bool | None = None,
 ) -> list[dict[str, Any]]:
     """`containerStatuses` for the pod's one container, in the given state."""
     container = pod["spec"]["containers"][0]
@@ -39,7 +40,7 @@ def _container_status(
         "name": container["name"],
         "image": container.get("image", ""),
         "imageID": image_id,
-        "ready": running,
+        "ready": running if ready is None else ready,
         "started": running,
         "restartCount": 0,
         "state": state,
@@ -61,19 +62,31 @@ def _base_status(pod: Pod, phase: str, start_time: str) -> dict[str, Any]:
 
 
 def running_status(
-    pod: Pod, start_time: str, started_at: str, pid: int, *, image_id: str = ""
+    pod: Pod,
+    start_time: str,
+    started_at: str,
+    pid: int,
+    *,
+    image_id: str = "",
+    ready: bool = True,
+    ready_since: str | None = None,
 ) -> dict[str, Any]:
+    """Running; ``ready`` as the readiness probe says (since ``ready_since``, default the
+    container's start)."""
     status = _base_status(pod, "Running", start_time)
+    since = ready_since or started_at
+    unready = None if ready else "ContainersNotReady"
     status["conditions"] = [
         _condition("Initialized", True, start_time),
-        _condition("Ready", True, started_at),
-        _condition("ContainersReady", True, started_at),
+        _condition("Ready", ready, since, unready),
+        _condition("ContainersReady", ready, since, unready),
         _condition("PodScheduled", True, start_time),
     ]
     status["containerStatuses"] = _container_status(
         pod,
         {"running": {"startedAt": started_at}},
         running=True,
+        ready=ready,
         container_id=f"process://{pid}",
         image_id=image_id,
     )

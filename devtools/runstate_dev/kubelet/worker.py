@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from runstate_dev.imagestore import Image
 
-from . import process, runtime, security, termination, volumes
+from . import probes, process, runtime, security, termination, volumes
 from .api import ApiCallError, with_retries
 from .env import ConfigError, container_env, expand
 from .pod import Pod, log, now, pod_ref
@@ -231,7 +231,14 @@ class PodWorker:
         # emptyDirs: what the kubelet counts as the pod's local ephemeral storage.
         layer = (plan.image.upper,) if plan is not None and plan.image is not None else ()
         local = (workdir, *layer, output, *volumes.empty_dirs(self.pod, base / "volumes"))
-        returncode = await self._supervise(proc, started_at, storage_limit, local)
+        target = probes.Target(
+            container=container,
+            pid=proc.pid,
+            env=env,
+            identity=None if plan is None else plan.identity,
+            isolated=plan is not None,
+        )
+        returncode = await self._supervise(proc, started_at, storage_limit, local, target)
         finished_at = now()
         # The container is over: whatever it left running in its group goes too.
         process.signal_group(proc.pid, signal.SIGKILL)
@@ -265,9 +272,11 @@ class PodWorker:
         started_at: str,
         storage_limit: tuple[int, str] | None,
         paths: tuple[Path, ...],
+        target: probes.Target,
     ) -> int:
-        """Until the process exits: Running status (unless it exits at once), and the
-        storage monitor when the pod has a limit. Returns the process's return code."""
+        """Until the process exits: Running status (unless it exits at once), its readiness
+        and liveness probes, and the storage monitor when the pod has a limit. Returns the
+        process's return code."""
         monitor: asyncio.Task[None] | None = None
         if storage_limit is not None and self._stop_reason is None:
             limit_bytes, limit_text = storage_limit
@@ -280,19 +289,65 @@ class PodWorker:
                 ),
                 f"ephemeral storage of {self.ref}",
             )
+        prober = probes.Prober(
+            target,
+            self.kubelet.spawn,
+            readiness=lambda ready, failure, changed: self._readiness(
+                proc.pid, started_at, ready, failure, changed
+            ),
+            liveness=self._liveness,
+        )
         try:
             waiter = asyncio.ensure_future(proc.wait())
             done, _ = await asyncio.wait({waiter}, timeout=FAST_EXIT_SECONDS)
             if not done and not self._abandoned():
                 await self._write_status(
                     running_status(
-                        self.pod, self._start_time, started_at, proc.pid, image_id=self._image_id
+                        self.pod,
+                        self._start_time,
+                        started_at,
+                        proc.pid,
+                        image_id=self._image_id,
+                        ready=prober.ready_at_start,
                     )
                 )
+                prober.start()
             return await waiter
         finally:
+            # Before the final status: a readiness write must not follow it.
+            await prober.stop()
             if monitor is not None:
                 monitor.cancel()
+
+    async def _readiness(
+        self, pid: int, started_at: str, ready: bool, failure: str, changed: bool
+    ) -> None:
+        if failure:
+            await self._record_event("Warning", "Unhealthy", f"Readiness probe failed: {failure}")
+        if changed and self._stop_reason is None:
+            log.info("%s: readiness probe: %s", self.ref, "ready" if ready else "not ready")
+            await self._write_status(
+                running_status(
+                    self.pod,
+                    self._start_time,
+                    started_at,
+                    pid,
+                    image_id=self._image_id,
+                    ready=ready,
+                    ready_since=now(),
+                )
+            )
+
+    async def _liveness(self, alive: bool, failure: str, changed: bool) -> None:
+        if failure:
+            await self._record_event("Warning", "Unhealthy", f"Liveness probe failed: {failure}")
+        if changed and not alive:
+            name = self.pod["spec"]["containers"][0]["name"]
+            await self._record_event("Normal", "Killing", f"Container {name} failed liveness probe")
+            grace = int(
+                self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+            )
+            self.request_stop(StopReason.LIVENESS, grace)
 
     async def _write_final_status(
         self, terminated: dict[str, Any], *, succeeded: bool, pid: int
