@@ -57,11 +57,11 @@ def _up(state_dir: Path, want_redis: bool, images_dir: Path | None = None) -> in
         verb = "started"
     else:
         verb = "already running"
-        wanted = None if images_dir is None else images_dir.absolute()
-        if wanted != plane.images_dir:
+        # Without --images, whatever store the running cluster has will do.
+        if images_dir is not None and images_dir.absolute() != plane.images_dir:
             print(
                 f"[devcluster] the running cluster's image store is {plane.images_dir}, not "
-                f"{wanted}: take it down first to change it",
+                f"{images_dir.absolute()}: take it down first to change it",
                 file=sys.stderr,
             )
             return 1

@@ -72,7 +72,8 @@ async def test_the_container_sees_the_image_and_never_writes_it(
         "echo cwd=$(pwd); cat from-image.txt; echo hostname=$(cat /etc/hostname); "
         'echo written > /srv/new.txt && echo changed >> /image-marker.txt && echo "$(cat new.txt)"; '
         "stat -c tmp=%a /tmp; ls /proc/self/fd > /dev/null && echo proc-ok; "
-        "head -c 4 /dev/urandom | wc -c; cat /etc/hosts | grep -c $(cat /etc/hostname)"
+        "head -c 4 /dev/urandom | wc -c; cat /etc/hosts | grep -c $(cat /etc/hostname); "
+        "echo all done > /dev/termination-log"
     )
     out, pod = await _run(core, control_plane, _pod(name, image, **_sh(script)))
     lines = out.splitlines()
@@ -89,6 +90,9 @@ async def test_the_container_sees_the_image_and_never_writes_it(
     # and the marker is the image's, not the machine's
     assert not await asyncio.to_thread(Path(testimage.MARKER).exists)
     status = pod.status.container_statuses[0]
+    assert status.state.terminated.message == "all done\n"
+    # The image's /dev is the container's own: the machine's /dev got no termination-log.
+    assert not await asyncio.to_thread(Path("/dev/termination-log").exists)
     assert status.image_id == image.config.digest
     assert status.image == image.config.reference
 
@@ -275,37 +279,7 @@ async def test_in_cluster_access_with_the_service_account(
 ) -> None:
     """Only the stdlib, only what a pod gets: the env and the mounted ca.crt and token."""
     image = _image(image_store, env=(f"PATH={IMAGE_PATH}",))
-    account = {"metadata": {"name": name}}
-    await core.create_namespaced_service_account("default", body(client.V1ServiceAccount, account))
-    await rbac.create_cluster_role(
-        body(
-            client.V1ClusterRole,
-            {
-                "metadata": {"name": name},
-                "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}],
-            },
-        )
-    )
-    await rbac.create_cluster_role_binding(
-        body(
-            client.V1ClusterRoleBinding,
-            {
-                "metadata": {"name": name},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": name,
-                },
-                "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
-            },
-        )
-    )
-
-    async def token_ready() -> bool:
-        sa = await core.read_namespaced_service_account(name, "default")
-        return bool(sa.secrets)
-
-    await wait_for(token_ready, f"token Secret of ServiceAccount {name}")
+    await _grant_namespace_get(core, rbac, name)
     manifest = _pod(
         name, image, command=["python3", "-c", _IN_CLUSTER], spec={"serviceAccountName": name}
     )
@@ -319,3 +293,112 @@ async def test_in_cluster_access_with_the_service_account(
     secret_name = (await core.read_namespaced_service_account(name, "default")).secrets[0].name
     secret = await core.read_namespaced_secret(secret_name, "default")
     assert base64.b64decode(secret.data["ca.crt"]) == control_plane.ca_file.read_bytes()
+
+
+async def test_read_only_root_filesystem(
+    core: client.CoreV1Api, control_plane: ControlPlane, image_store: ImageStore, name: str
+) -> None:
+    """The image's root read-only, its volumes (and the kubelet's /etc files) as they are."""
+    image = _image(image_store)
+    script = (
+        "touch /srv/x 2>/dev/null && echo root-writable || echo root-read-only; "
+        "touch /tmp/x 2>/dev/null && echo tmp-writable || echo tmp-read-only; "
+        "echo data > /data/x && cat /data/x; cat /etc/hostname"
+    )
+    manifest = _pod(
+        name,
+        image,
+        securityContext={"readOnlyRootFilesystem": True},
+        volumeMounts=[{"name": "scratch", "mountPath": "/data"}],
+        spec={"volumes": [{"name": "scratch", "emptyDir": {}}]},
+        **_sh(script),
+    )
+    out, _ = await _run(core, control_plane, manifest)
+    assert out.splitlines() == ["root-read-only", "tmp-read-only", "data", name]
+
+
+_KOPF_LOGIN = """
+import asyncio
+import kopf
+from kopf._cogs.clients.auth import APIContext
+
+info = kopf.login_with_service_account(settings=kopf.OperatorSettings())
+print(info.server)
+
+
+async def main():
+    context = APIContext(info)  # the aiohttp session kopf makes from the ConnectionInfo
+    try:
+        async with context.session.get(f"{context.server}/api/v1/namespaces/default") as got:
+            got.raise_for_status()
+            print((await got.json())["metadata"]["name"])
+    finally:
+        await context.session.close()
+
+
+asyncio.run(main())
+"""
+
+
+async def test_kopf_logs_in_with_the_service_account(
+    core: client.CoreV1Api,
+    rbac: client.RbacAuthorizationV1Api,
+    control_plane: ControlPlane,
+    image_store: ImageStore,
+    name: str,
+) -> None:
+    """kopf's own in-cluster login (the operator's login handler) connects to
+    https://kubernetes.default.svc: the Service's names in /etc/hosts, its port 443 forwarded
+    to the API server, whose certificate names it. kopf and its dependencies come from this
+    venv, mounted into the image (the image holds only the standard library)."""
+    site_packages = await asyncio.to_thread(_site_packages)
+    image = _image(image_store, env=(f"PATH={IMAGE_PATH}",))
+    await _grant_namespace_get(core, rbac, name)
+    manifest = _pod(
+        name,
+        image,
+        command=["python3", "-c", _KOPF_LOGIN],
+        env=[{"name": "PYTHONPATH", "value": "/kopf-libs"}],
+        volumeMounts=[{"name": "libs", "mountPath": "/kopf-libs", "readOnly": True}],
+        spec={
+            "serviceAccountName": name,
+            "volumes": [{"name": "libs", "hostPath": {"path": site_packages, "type": "Directory"}}],
+        },
+    )
+    try:
+        out, _ = await _run(core, control_plane, manifest)
+    finally:
+        await rbac.delete_cluster_role_binding(name)
+        await rbac.delete_cluster_role(name)
+    assert out.splitlines()[-2:] == ["https://kubernetes.default.svc", "default"]
+
+
+def _site_packages() -> str:
+    import kopf
+
+    return str(Path(kopf.__file__).parent.parent)
+
+
+async def _grant_namespace_get(
+    core: client.CoreV1Api, rbac: client.RbacAuthorizationV1Api, name: str
+) -> None:
+    """A ServiceAccount ``name`` that may get namespaces, with its token Secret made."""
+    account = {"metadata": {"name": name}}
+    await core.create_namespaced_service_account("default", body(client.V1ServiceAccount, account))
+    role = {
+        "metadata": {"name": name},
+        "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get"]}],
+    }
+    await rbac.create_cluster_role(body(client.V1ClusterRole, role))
+    binding = {
+        "metadata": {"name": name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": "default"}],
+    }
+    await rbac.create_cluster_role_binding(body(client.V1ClusterRoleBinding, binding))
+
+    async def token_ready() -> bool:
+        sa = await core.read_namespaced_service_account(name, "default")
+        return bool(sa.secrets)
+
+    await wait_for(token_ready, f"token Secret of ServiceAccount {name}")

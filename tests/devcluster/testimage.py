@@ -4,7 +4,8 @@ One base root filesystem holds the machine's dash, a few coreutils, python3 with
 library (no site or dist packages) and exactly the shared libraries they load (found with
 ``ldd``), a passwd/group with ``root``, ``app`` (1234:2345) and the group ``staff`` (50), and a
 marker file that exists nowhere on the machine. It is a separate tree (copies, not binds of the
-machine's root): a container of it sees the image's files only.
+machine's root): a container of it sees the image's files only. Its /etc/nsswitch.conf looks
+names up in /etc/hosts first, as Debian's does.
 
 The base is built once (a few seconds) under ``<cache>/test-images/<BUILD>/base`` and each test
 image is a hard-linked copy of it published into an image store (`runstate_dev.imagestore`)
@@ -26,7 +27,7 @@ from pathlib import Path
 from runstate_dev import build
 from runstate_dev.imagestore import Image, ImageConfig, ImageStore
 
-BUILD = "2"
+BUILD = "3"
 MARKER = "/image-marker.txt"
 MARKER_TEXT = "only in the runstate test image"
 PYTHON = f"python{sys.version_info.major}.{sys.version_info.minor}"
@@ -47,6 +48,7 @@ _TOOLS = (
 )
 _LDD_PATH = re.compile(r"(/\S+)")
 _SKIP_STDLIB = {"site-packages", "dist-packages", "test", "idlelib", "tkinter", "ensurepip"}
+_GLIBC_EXTRA = ("libpthread.so.0", "libdl.so.2", "librt.so.1", "libutil.so.1")
 PASSWD = (
     "root:x:0:0:root:/root:/bin/sh\n"
     "app:x:1234:2345:app:/home/app:/bin/sh\n"
@@ -101,6 +103,10 @@ def _build(root: Path) -> None:
     )
     for library in _libraries([*binaries, *map(str, (stdlib / "lib-dynload").glob("*.so"))]):
         _copy(library, root)
+    for name in _GLIBC_EXTRA:  # glibc's compatibility stubs, as any Debian image has them
+        path = Path("/usr/lib/x86_64-linux-gnu") / name
+        if path.exists():
+            _copy(str(path), root)
     _etc(root)
 
 
@@ -136,6 +142,7 @@ def _etc(root: Path) -> None:
     etc.mkdir(exist_ok=True)
     (etc / "passwd").write_text(PASSWD)
     (etc / "group").write_text(GROUP)
+    (etc / "nsswitch.conf").write_text("passwd: files\ngroup: files\nhosts: files dns\n")
     for directory, mode in (("tmp", 0o1777), ("root", 0o700), ("home/app", 0o755)):
         (root / directory).mkdir(parents=True, exist_ok=True)
         os.chmod(root / directory, mode)

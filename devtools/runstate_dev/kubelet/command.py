@@ -26,6 +26,7 @@ from .node import ProcessKubelet
 from .noderoot import NodeRoots
 from .pod import log
 from .runtime import service_env
+from .services import ApiServiceProxy
 
 
 async def run_kubelet(
@@ -47,6 +48,9 @@ async def run_kubelet(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    proxy = _service_proxy(configuration.host or "") if images_dir is not None else None
+    if proxy is not None and not await proxy.start():
+        proxy = None
     async with client.ApiClient(configuration) as api_client:
         kubelet = ProcessKubelet(
             api_client,
@@ -56,6 +60,7 @@ async def run_kubelet(
             node_roots=node_roots,
             images=None if images_dir is None else ImageStore(images_dir),
             service_env=_api_server_env(configuration.host or ""),
+            service_hosts=proxy.hosts() if proxy is not None else None,
         )
         log.info("process kubelet for node %s watching pods", node_name)
         watcher = asyncio.create_task(kubelet.run(), name="pod watch")
@@ -65,6 +70,8 @@ async def run_kubelet(
         stopper.cancel()
         log.info("process kubelet stopping: killing pod processes")
         await kubelet.shutdown()
+        if proxy is not None:
+            await proxy.stop()
         if watcher in done and not watcher.cancelled():
             failure = watcher.exception()
             if failure is not None:
@@ -75,6 +82,11 @@ def _api_server_env(server: str) -> dict[str, str]:
     """KUBERNETES_SERVICE_HOST/PORT... naming the API server this kubelet talks to."""
     url = urlsplit(server)
     return service_env(url.hostname or "127.0.0.1", url.port or 443)
+
+
+def _service_proxy(server: str) -> ApiServiceProxy:
+    url = urlsplit(server)
+    return ApiServiceProxy(url.hostname or "127.0.0.1", url.port or 443)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -45,6 +45,7 @@ class ProcessKubelet(PodInformer):
         node_roots: NodeRoots | None = None,
         images: ImageStore | None = None,
         service_env: dict[str, str] | None = None,
+        service_hosts: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         super().__init__(PodApi(api_client), ready_file=ready_file)
         self.node_name = node_name
@@ -60,6 +61,8 @@ class ProcessKubelet(PodInformer):
             log.warning("image store %s ignored: no mount namespace of its own", images.directory)
         # KUBERNETES_SERVICE_HOST/PORT... for containers of local images.
         self.service_env = dict(service_env or {})
+        # ... and the /etc/hosts entries that name the `kubernetes` Service (`services`).
+        self.service_hosts = dict(service_hosts or {})
         self._workers: dict[str, PodWorker] = {}
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         # uids this instance must not start: finished here, or terminal/lost when seen.

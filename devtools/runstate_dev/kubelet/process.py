@@ -64,6 +64,7 @@ class LaunchPlan:
     hostname: str = ""
     image: ImageLayers | None = None
     cwd: str | None = None
+    read_only_root: bool = False  # securityContext.readOnlyRootFilesystem (image roots only)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -171,6 +172,7 @@ def _write_plan(
             "work": str(plan.image.work),
         },
         "cwd": plan.cwd if plan.cwd is not None else str(workdir),
+        "readOnlyRoot": plan.read_only_root,
         "argv": argv,
         "env": env,
         "errorFd": error_fd,

@@ -16,7 +16,7 @@ processes or talk to the API.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -220,16 +220,24 @@ fe00::2\tip6-allrouters
 """
 
 
-def etc_files(directory: Path, hostname: str) -> tuple[Mount, ...]:
+def etc_files(
+    directory: Path, hostname: str, service_hosts: Mapping[str, Sequence[str]] | None = None
+) -> tuple[Mount, ...]:
     """The kubelet's /etc/hosts, the runtime's /etc/hostname and the node's /etc/resolv.conf
-    (dnsPolicy Default: there is no cluster DNS), written under ``directory``. Blocking."""
+    (dnsPolicy Default: there is no cluster DNS), written under ``directory``. Blocking.
+
+    ``service_hosts`` (address -> names) stand in for cluster DNS: the ``kubernetes``
+    Service's names (`services`)."""
     directory.mkdir(exist_ok=True)
     try:
         resolv = Path("/etc/resolv.conf").read_text()
     except OSError:
         resolv = ""
     files = {
-        "hosts": _HOSTS.format(ip=HOST_IP, hostname=hostname),
+        "hosts": _HOSTS.format(ip=HOST_IP, hostname=hostname)
+        + "".join(
+            f"{address}\t{' '.join(names)}\n" for address, names in (service_hosts or {}).items()
+        ),
         "hostname": f"{hostname}\n",
         "resolv.conf": resolv,
     }

@@ -487,7 +487,9 @@ class PodWorker:
         """As a runtime starts a container of a local image: its root, user and cwd, the
         pod's volumes in it, and the kubelet's /etc files."""
         name = self.pod["metadata"]["name"]
-        etc = await asyncio.to_thread(runtime.etc_files, base / "etc", name)
+        etc = await asyncio.to_thread(
+            runtime.etc_files, base / "etc", name, self.kubelet.service_hosts
+        )
         return process.LaunchPlan(
             root=base / "root",
             mounts=(*etc, *mounts),
@@ -497,6 +499,9 @@ class PodWorker:
                 rootfs=image.rootfs, upper=base / "upper", work=base / "overlay-work"
             ),
             cwd=runtime.working_dir(container, image),
+            read_only_root=bool(
+                (container.get("securityContext") or {}).get("readOnlyRootFilesystem")
+            ),
         )
 
     async def _volume_mounts(
