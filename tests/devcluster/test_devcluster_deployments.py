@@ -252,3 +252,71 @@ async def test_exec_probe_runs_inside_the_image(
 
     await wait_for(ready, f"pod {name} ready by its exec probe")
     await core.delete_namespaced_pod(name, "default")
+
+
+async def test_restart_policy_always_restarts_in_place_with_back_off(
+    core: client.CoreV1Api, control_plane: ControlPlane, name: str
+) -> None:
+    """A crashing container stays one pod: restarted at once, then in CrashLoopBackOff."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Always",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox",
+                    "command": ["/bin/sh", "-c", "echo run; exit 3"],
+                }
+            ],
+        },
+    }
+    await core.create_namespaced_pod("default", body(client.V1Pod, pod))
+
+    async def backing_off() -> Any:
+        found = await core.read_namespaced_pod(name, "default")
+        waiting = [s.state.waiting for s in found.status.container_statuses or []]
+        return found if waiting and waiting[0] and waiting[0].reason == "CrashLoopBackOff" else None
+
+    found = await wait_for(backing_off, f"pod {name} in CrashLoopBackOff")
+    (status,) = found.status.container_statuses
+    assert found.status.phase == "Running"
+    assert status.restart_count == 1  # restarted once at once, now waiting 10 s
+    assert status.last_state.terminated.exit_code == 3
+    assert status.state.waiting.message.startswith("back-off 10s restarting failed container=main")
+    log = control_plane.pod_log_dir / f"default_{name}_{found.metadata.uid}.log"
+    assert (await asyncio.to_thread(log.read_text)).splitlines() == ["run", "run"]
+    await core.delete_namespaced_pod(name, "default")
+    await wait_gone(lambda: core.read_namespaced_pod(name, "default"), f"pod {name}", 30)
+
+
+async def test_restart_policy_on_failure_runs_until_success(
+    core: client.CoreV1Api, tmp_path: Any, name: str
+) -> None:
+    marker = tmp_path / "ran-once"
+    script = f"test -e {marker} && exit 0; touch {marker}; exit 1"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "containers": [
+                {"name": "main", "image": "busybox", "command": ["/bin/sh", "-c", script]}
+            ],
+        },
+    }
+    await core.create_namespaced_pod("default", body(client.V1Pod, pod))
+
+    async def over() -> Any:
+        found = await core.read_namespaced_pod(name, "default")
+        return found if found.status.phase in ("Succeeded", "Failed") else None
+
+    found = await wait_for(over, f"pod {name} over")
+    (status,) = found.status.container_statuses
+    assert found.status.phase == "Succeeded"
+    assert status.restart_count == 1
+    assert status.last_state.terminated.exit_code == 1
+    assert status.state.terminated.exit_code == 0

@@ -29,8 +29,8 @@ cannot tell it from a cluster with real nodes:
   login works as in a cluster.  Any other container runs as described above.
 * **Probes.** ``readinessProbe`` and ``livenessProbe`` (httpGet, tcpSocket,
   exec), with the kubelet's thresholds (``probes``): readiness sets the Ready
-  condition, a failed liveness probe stops the container (a real kubelet
-  would restart it in place; here the pod ends and its controller replaces it).
+  condition, a failed liveness probe stops the container, which restarts as its
+  restartPolicy says.
 * **Volumes and users** (when the kubelet runs as root, in a mount namespace of
   its own): the process starts in a private mount namespace whose root mirrors
   the machine's, with the pod's secret, configMap, downwardAPI, projected,
@@ -65,8 +65,12 @@ cannot tell it from a cluster with real nodes:
   its ``deletionGracePeriodSeconds``, a final status, and is then deleted with
   ``gracePeriodSeconds=0`` as a real kubelet finishes a graceful delete.  A pod
   removed outright (force delete) has its process group killed at once.
-* **restartPolicy** ``OnFailure`` and ``Always`` are treated as ``Never``: a
-  container runs once and its pod ends Succeeded or Failed.
+* **restartPolicy** ``Always`` (and ``OnFailure`` after a failure, a start error
+  included): the container runs again in the same pod, at once the first time,
+  then after the kubelet's back-off (10 s doubling to 5 min; meanwhile it waits
+  in ``CrashLoopBackOff``), with ``restartCount`` and ``lastState``; its
+  volumes are set up afresh (an emptyDir does not survive a restart).  The
+  back-off is never reset.  ``Never``: the pod ends Succeeded or Failed.
 * **Restarts of the kubelet.** Pods with a terminal phase are never re-run.  A
   pod found ``Running`` that this kubelet did not start lost its process with
   the previous kubelet; it is marked Failed with ``ContainerStatusUnknown``,

@@ -6,8 +6,9 @@ while a reference is missing), start its process (in its own mount namespace wit
 and user, when the kubelet can isolate pods), write Running (unless it exits within
 `FAST_EXIT_SECONDS`, as a status manager batches updates), enforce activeDeadlineSeconds and
 the ephemeral-storage limit, stop it for a `StopReason` (graceful or at once), write the final
-Succeeded/Failed status, and finish a graceful delete. Only the first container runs, once
-(restartPolicy OnFailure and Always are treated as Never).
+Succeeded/Failed status, and finish a graceful delete. Only the first container runs; with
+restartPolicy Always (or OnFailure, after a failure) it runs again in the same pod, after the
+kubelet's back-off (CrashLoopBackOff, restartCount, lastState), with fresh volumes.
 
 Must not watch pods or decide which pods to run (`node`), and must never block the watch loop:
 `observe` and `request_stop` only record and schedule.
@@ -28,7 +29,7 @@ from . import probes, process, runtime, security, termination, volumes
 from .api import ApiCallError, with_retries
 from .env import ConfigError, container_env, expand
 from .pod import Pod, log, now, pod_ref
-from .status import running_status, terminal_status, waiting_status
+from .status import backoff_status, running_status, terminal_status, waiting_status
 from .stop import DEFAULT_GRACE_SECONDS, StopReason, pod_failure
 from .storage import EVICTED_STORAGE_MESSAGE, pod_storage_limit, watch_storage
 from .volumes import VolumeError
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
     from .node import ProcessKubelet
 
 FAST_EXIT_SECONDS = 0.05
+#: The kubelet's restart back-off: none for the first restart, then 10 s doubling up to 5 min.
+BACKOFF_START_SECONDS = 10
+BACKOFF_MAX_SECONDS = 300
 _CONFIG_RETRY_SECONDS = 2.0
 
 
@@ -56,6 +60,10 @@ class PodWorker:
         self._deleted = False
         self._image: Image | None = None  # the container's local image, when the store has it
         self._image_id = ""
+        # Restarts (restartPolicy Always / OnFailure): how many, and how the last run ended.
+        self._restarts = 0
+        self._last_state: dict[str, Any] | None = None
+        self._restart_due = False
 
     def _abandoned(self) -> bool:
         """Stopped with no grace and no status (the pod is gone, or the kubelet stops)."""
@@ -146,10 +154,92 @@ class PodWorker:
                 self._deadline(int(deadline), grace), f"deadline of {self.ref}"
             )
         try:
-            await self._run_container(container)
+            while True:
+                self._restart_due = False
+                await self._run_container(container)
+                if not self._restart_due or not await self._back_off(container):
+                    break
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _history(self) -> dict[str, Any]:
+        """restartCount and lastState for every status write."""
+        return {"restart_count": self._restarts, "last_state": self._last_state}
+
+    def _restart(self, succeeded: bool, terminated: dict[str, Any]) -> bool:
+        """Whether the container runs again (restartPolicy, and not stopped by the kubelet
+        but for a failed liveness probe); if so its end becomes lastState."""
+        policy = self.pod["spec"].get("restartPolicy") or "Always"
+        restartable = self._stop_reason in (None, StopReason.LIVENESS)
+        if not restartable or policy == "Never" or (policy == "OnFailure" and succeeded):
+            return False
+        if self._stop_reason is StopReason.LIVENESS:
+            self._stop_reason = None
+            self._stop_requested.clear()
+        self._last_state = {"terminated": terminated}
+        self._restart_due = True
+        log.info(
+            "%s: container ended (exit code %s), restartPolicy %s: restarting",
+            self.ref,
+            terminated.get("exitCode"),
+            policy,
+        )
+        return True
+
+    async def _back_off(self, container: dict[str, Any]) -> bool:
+        """Wait out the restart back-off (CrashLoopBackOff); False when the pod was stopped
+        meanwhile (its final status is then written)."""
+        delay = 0
+        if self._restarts:
+            delay = min(BACKOFF_START_SECONDS * 2 ** (self._restarts - 1), BACKOFF_MAX_SECONDS)
+        if delay and self._stop_reason is None:
+            meta = self.pod["metadata"]
+            message = (
+                f"back-off {delay}s restarting failed container={container['name']} "
+                f"pod={meta['name']}_{meta['namespace']}({meta['uid']})"
+            )
+            await self._write_status(
+                backoff_status(
+                    self.pod,
+                    self._start_time,
+                    message,
+                    restart_count=self._restarts,
+                    last_state=self._last_state or {},
+                    image_id=self._image_id,
+                )
+            )
+            await self._record_event("Warning", "BackOff", "Back-off restarting failed container")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), delay)
+        if self._stop_reason is not None:
+            await self._finish_after_restarts()
+            return False
+        self._restarts += 1
+        return True
+
+    async def _finish_after_restarts(self) -> None:
+        """Final status of a pod stopped between two runs of its container."""
+        if self._abandoned() or self._last_state is None:
+            return
+        terminated = self._last_state["terminated"]
+        stopped_by = pod_failure(self._stop_reason, self._eviction_message)
+        pod_reason, pod_message = stopped_by or (None, None)
+        succeeded = terminated.get("exitCode") == 0 and stopped_by is None
+        await self._write_status(
+            terminal_status(
+                self.pod,
+                start_time=self._start_time,
+                terminated=terminated,
+                phase="Succeeded" if succeeded else "Failed",
+                container_id=str(terminated.get("containerID") or ""),
+                image_id=self._image_id,
+                reason=pod_reason,
+                message=pod_message,
+                restart_count=self._restarts,
+            )
+        )
+        await self._delete_if_deleting()
 
     async def _deadline(self, seconds: int, grace: int) -> None:
         await asyncio.sleep(seconds)
@@ -255,6 +345,8 @@ class PodWorker:
             output=output,
             message_file=base / termination.MESSAGE_FILE if plan is not None else None,
         )
+        if self._restart(code == 0, {**terminated, "containerID": f"process://{proc.pid}"}):
+            return
         await self._write_final_status(terminated, succeeded=code == 0, pid=proc.pid)
         await self._delete_if_deleting()
 
@@ -309,6 +401,7 @@ class PodWorker:
                         proc.pid,
                         image_id=self._image_id,
                         ready=prober.ready_at_start,
+                        **self._history(),
                     )
                 )
                 prober.start()
@@ -335,6 +428,7 @@ class PodWorker:
                     image_id=self._image_id,
                     ready=ready,
                     ready_since=now(),
+                    **self._history(),
                 )
             )
 
@@ -366,6 +460,7 @@ class PodWorker:
                 image_id=self._image_id,
                 reason=pod_reason,
                 message=pod_message,
+                **self._history(),
             )
         )
 
@@ -375,6 +470,8 @@ class PodWorker:
             return
         if start_error is not None:
             log.warning("%s: %s", self.ref, start_error)
+            if self._restart(False, termination.never_started(now(), start_error)):
+                return
         stopped_by = pod_failure(self._stop_reason, self._eviction_message)
         pod_reason, pod_message = stopped_by or (None, None)
         await self._write_status(
@@ -385,6 +482,7 @@ class PodWorker:
                 phase="Failed",
                 reason=pod_reason,
                 message=pod_message,
+                **self._history(),
             )
         )
         await self._delete_if_deleting()
