@@ -201,6 +201,7 @@ class _ImageRoot(_Root):
         _mount("overlay", self.base, "overlay", 0, layers)
         self.bind("/proc", "/proc", False)
         self.bind("/sys", "/sys", True)
+        self.owned -= {"/proc", "/sys"}  # the machine's: mount points there need tmpfs layers
         self._make_dev()
         tmp = self.host("/tmp")
         if not os.path.isdir(tmp):

@@ -85,8 +85,7 @@ class ProcessKubelet(PodInformer):
         return task
 
     def image_of(self, container: dict[str, Any]) -> Image | None:
-        """The container's image when the image store holds it (blocking read of its config,
-        a small file)."""
+        """The container's image when the image store holds it. Blocking (reads its config)."""
         reference = container.get("image")
         if self.images is None or not reference:
             return None

@@ -554,7 +554,7 @@ class PodWorker:
         self, container: dict[str, Any], base: Path
     ) -> tuple[dict[str, str], process.LaunchPlan | None]:
         """The process's env and launch plan: from its local image when the store has it."""
-        image = self.kubelet.image_of(container)
+        image = await asyncio.to_thread(self.kubelet.image_of, container)
         if image is None:
             plan = await self._launch_plan(container, base)
             env = await container_env(self.kubelet.api, lambda: self.pod, container)
