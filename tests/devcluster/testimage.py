@@ -26,6 +26,7 @@ from pathlib import Path
 
 from runstate_dev import build
 from runstate_dev.imagestore import Image, ImageConfig, ImageStore
+from tests.availability import require
 
 BUILD = "3"
 MARKER = "/image-marker.txt"
@@ -71,6 +72,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 def base_rootfs() -> Path:
     """The base root filesystem, built on first use (under a lock: parallel sessions)."""
+    require(
+        Path(f"/usr/bin/{PYTHON}").exists(),
+        f"/usr/bin/{PYTHON} (Debian's python3) is needed to build the test image",
+    )
     base = cache_dir() / "base"
     with _locked(cache_dir() / ".lock"):
         if not (base / "etc" / "passwd").exists():
