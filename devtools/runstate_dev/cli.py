@@ -48,15 +48,23 @@ def _write_env(state_dir: Path, text: str) -> Path:
     return path
 
 
-def _up(state_dir: Path, want_redis: bool) -> int:
+def _up(state_dir: Path, want_redis: bool, images_dir: Path | None = None) -> int:
     started = time.monotonic()
     plane = ControlPlane.attach(state_dir)
     if plane is None:
         ControlPlane.stop_dir(state_dir)  # remnants of a cluster that half died
-        plane = ControlPlane(state_dir).start()
+        plane = ControlPlane(state_dir, images_dir=images_dir).start()
         verb = "started"
     else:
         verb = "already running"
+        # Without --images, whatever store the running cluster has will do.
+        if images_dir is not None and images_dir.absolute() != plane.images_dir:
+            print(
+                f"[devcluster] the running cluster's image store is {plane.images_dir}, not "
+                f"{images_dir.absolute()}: take it down first to change it",
+                file=sys.stderr,
+            )
+            return 1
     redis = RedisServer.attach(state_dir)
     if want_redis and redis is None:
         RedisServer.stop_dir(state_dir)
@@ -213,6 +221,13 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         )
         if verb == "up":
             sub.add_argument("--redis", action="store_true", help="also start redis-server")
+            sub.add_argument(
+                "--images",
+                type=Path,
+                default=None,
+                help="image store (runstate_dev.imagestore) of the process kubelet: a pod whose "
+                "image it holds runs in that image's root",
+            )
     hosts = verbs.add_parser(
         "hosts",
         help="real SSH test hosts: sshd processes on 127.77.X.<i>, each with its own "
@@ -275,7 +290,7 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev")
         if args.verb == "k8s-schema":
             return _k8s_schema(state_dir, args.out)
         if args.verb == "up":
-            return _up(state_dir, args.redis)
+            return _up(state_dir, args.redis, args.images)
         if args.verb == "down":
             return _down(state_dir)
         return _env(state_dir)

@@ -3,8 +3,10 @@
 This module owns the lifecycle of one dev cluster living in a state directory:
 etcd, kube-apiserver and kube-controller-manager (v1.20.2, see ``build``), the
 PKI and tokens they use, the admin kubeconfig, the ``runstate-local`` Node and
-the process kubelet (``kubelet``) that runs pods as local processes. Pods are
-admitted by the PodSecurityPolicy plugin under the policies of ``podsecurity``.
+the process kubelet (``kubelet``) that runs pods as local processes (in the root
+of a local image when given an image store); the controller-manager runs the garbage
+collector, namespace, service account (and token), deployment and replicaset
+controllers. Pods are admitted by the PodSecurityPolicy plugin under the policies of ``podsecurity``.
 
 Layout of the state dir::
 
@@ -80,6 +82,10 @@ class ControlPlane:
     After ``start()`` (or ``attach()``): ``server`` (``https://127.0.0.1:PORT``),
     ``token`` (admin bearer token, group system:masters), ``ca_file``,
     ``kubeconfig`` (admin kubeconfig path), ``node_name``.
+
+    With ``images_dir`` (an image store, `runstate_dev.imagestore`) the kubelet runs a
+    container whose image the store holds in that image's root, with the API server's address
+    as ``KUBERNETES_SERVICE_HOST``/``PORT``; other containers run on the machine's root.
     """
 
     def __init__(
@@ -91,6 +97,7 @@ class ControlPlane:
         kubelet: bool = True,
         startup_timeout: float = 90.0,
         die_with_parent: bool = False,
+        images_dir: Path | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()
         self.node_name = node_name
@@ -100,6 +107,7 @@ class ControlPlane:
         self._run_kubelet = kubelet
         self._startup_timeout = startup_timeout
         self._die_with_parent = die_with_parent
+        self.images_dir = None if images_dir is None else Path(images_dir).absolute()
         self._server: str | None = None
         self._token: str | None = None
         self._procs: dict[str, tuple[subprocess.Popen[bytes] | None, ProcessRecord]] = {}
@@ -160,6 +168,8 @@ class ControlPlane:
         plane._token = str(info["token"])
         plane.node_name = str(info.get("node_name", NODE_NAME))
         plane._run_kubelet = bool(info.get("kubelet", True))
+        images = info.get("images_dir")
+        plane.images_dir = None if not images else Path(images)
         plane._procs = {c: (None, records[c]) for c in wanted}
         return plane if plane.healthy() else None
 
@@ -416,7 +426,9 @@ class ControlPlane:
             [
                 str(bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
-                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+                # Deployments and ReplicaSets too, so that a chart's Deployment runs its pods.
+                "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,"
+                "deployment,replicaset",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",
@@ -465,6 +477,7 @@ class ControlPlane:
                 str(ready),
                 "--state-dir",
                 str(self.kubelet_state_dir),
+                *(["--images", str(self.images_dir)] if self.images_dir is not None else []),
             ],
         )
         wait_until(
@@ -681,6 +694,7 @@ class ControlPlane:
             "node_name": self.node_name,
             "kubelet": self._run_kubelet,
             "kubeconfig": str(self.kubeconfig),
+            "images_dir": None if self.images_dir is None else str(self.images_dir),
         }
         tmp = self.state_dir / ".cluster.json.tmp"
         tmp.write_text(json.dumps(info, indent=2))

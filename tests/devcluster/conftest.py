@@ -19,13 +19,24 @@ from kubernetes_asyncio import client
 from runstate_dev import build
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.hosts import HostFleet
+from runstate_dev.imagestore import ImageStore
 from tests.availability import unavailable
 from tests.devcluster.devcluster_helpers import api_client_for, start_fleet, start_plane
 
 
 @pytest.fixture(scope="session")
-def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    plane = start_plane(tmp_path_factory.mktemp("devcluster"))
+def image_store(tmp_path_factory: pytest.TempPathFactory) -> ImageStore:
+    """The session cluster's image store: empty at first; tests publish the images they run
+    (`tests.devcluster.testimage`). A pod whose image it lacks runs on the machine's root, as
+    every pod of the other tests does."""
+    return ImageStore(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="session")
+def control_plane(
+    tmp_path_factory: pytest.TempPathFactory, image_store: ImageStore
+) -> Iterator[ControlPlane]:
+    plane = start_plane(tmp_path_factory.mktemp("devcluster"), images_dir=image_store.directory)
     try:
         yield plane
     finally:
@@ -51,10 +62,25 @@ def kubectl() -> str:
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def core(control_plane: ControlPlane) -> AsyncIterator[client.CoreV1Api]:
+async def kube_client(control_plane: ControlPlane) -> AsyncIterator[client.ApiClient]:
     api_client = await api_client_for(control_plane.kubeconfig)
     async with api_client:
-        yield client.CoreV1Api(api_client)
+        yield api_client
+
+
+@pytest.fixture(scope="session")
+def core(kube_client: client.ApiClient) -> client.CoreV1Api:
+    return client.CoreV1Api(kube_client)
+
+
+@pytest.fixture(scope="session")
+def apps(kube_client: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(kube_client)
+
+
+@pytest.fixture(scope="session")
+def rbac(kube_client: client.ApiClient) -> client.RbacAuthorizationV1Api:
+    return client.RbacAuthorizationV1Api(kube_client)
 
 
 @pytest.fixture

@@ -41,11 +41,17 @@ def start_fleet(state_dir: Path, count: int) -> HostFleet:
         unavailable(f"SSH test hosts cannot start: {exc}")
 
 
-def start_plane(state_dir: Path, *, kubelet: bool = True) -> ControlPlane:
+def start_plane(
+    state_dir: Path, *, kubelet: bool = True, images_dir: Path | None = None
+) -> ControlPlane:
     bin_dir = require_binaries()
     try:
         return ControlPlane(
-            state_dir, bin_dir=bin_dir, kubelet=kubelet, die_with_parent=True
+            state_dir,
+            bin_dir=bin_dir,
+            kubelet=kubelet,
+            die_with_parent=True,
+            images_dir=images_dir,
         ).start()
     except Exception as exc:
         pytest.fail(f"dev cluster did not start: {exc}")

@@ -12,7 +12,10 @@ from pathlib import Path
 import pytest
 
 from runstate_dev._proc import read_records
+from runstate_dev.imagestore import ImageConfig, ImageStore
+from tests.devcluster import testimage
 from tests.devcluster.devcluster_helpers import require_binaries
+from tests.devcluster.testimage import MARKER, MARKER_TEXT
 
 
 def devcluster(*args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
@@ -70,3 +73,44 @@ def test_up_env_down(state_dir: Path, kubectl: str) -> None:
     assert down.returncode == 0, down.stderr
     assert not any(record.alive() for record in records.values())
     assert devcluster("env", "--dir", str(state_dir)).returncode == 1
+
+
+def test_up_with_an_image_store(state_dir: Path, tmp_path: Path, kubectl: str) -> None:
+    """`up --images DIR`: a pod whose image the store holds runs in that image's root."""
+    store = ImageStore(tmp_path / "images")
+    testimage.publish(store, ImageConfig(reference="runstate.test/cli:1", cmd=("cat", MARKER)))
+    up = devcluster("up", "--dir", str(state_dir), "--images", str(store.directory))
+    assert up.returncode == 0, up.stderr
+    kubeconfig = state_dir / "kubeconfig"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "from-image"},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{"name": "main", "image": "runstate.test/cli:1"}],
+        },
+    }
+    kube = [kubectl, "--kubeconfig", str(kubeconfig)]
+    created = subprocess.run(
+        [*kube, "create", "-f", "-"], input=json.dumps(pod), capture_output=True, text=True
+    )
+    assert created.returncode == 0, created.stderr
+    deadline = time.monotonic() + 30
+    phase = ""
+    while phase != "Succeeded" and time.monotonic() < deadline:
+        time.sleep(0.2)
+        phase = subprocess.run(
+            [*kube, "get", "pod", "from-image", "-o", "jsonpath={.status.phase}"],
+            capture_output=True,
+            text=True,
+        ).stdout
+    assert phase == "Succeeded"
+    (log,) = (state_dir / "pods").glob("default_from-image_*.log")
+    assert log.read_text() == MARKER_TEXT + "\n"
+
+    # Again without --images: the running cluster, as it is; with another store: refused.
+    assert devcluster("up", "--dir", str(state_dir)).returncode == 0
+    other = devcluster("up", "--dir", str(state_dir), "--images", str(tmp_path / "other"))
+    assert other.returncode == 1
+    assert "take it down first" in other.stderr

@@ -13,6 +13,24 @@ cannot tell it from a cluster with real nodes:
   field refs, ConfigMap and Secret keys, ``$(VAR)`` expansion) plus
   ``PATH``/``HOME`` of the kubelet and ``HOSTNAME`` = pod name.  Other and init
   containers are not run.
+* **Local images** (opt-in: ``--images DIR``, an image store of
+  `runstate_dev.imagestore`). A container whose ``image`` the store holds runs
+  as a runtime would run it (``runtime``): its root an overlay of the image's
+  rootfs with a writable layer of its own (``readOnlyRootFilesystem`` makes it
+  read-only), the machine's /proc and /sys, a /dev of its own, the kubelet's
+  /etc/hosts, /etc/hostname and /etc/resolv.conf; argv from command/args and
+  the image's Entrypoint/Cmd; env = the image's Env, HOME, HOSTNAME and the
+  ``KUBERNETES_SERVICE_*`` variables (the API server's address), then the
+  container's; the user from ``runAsUser``/``runAsGroup`` or the image's
+  ``User``, ``runAsNonRoot`` checked against it; workingDir the container's or
+  the image's; ``imageID`` the image's digest.  ``kubernetes.default.svc`` (and
+  its shorter names) resolve, through /etc/hosts, to a loopback address whose
+  port 443 is forwarded to the API server (``services``), so kopf's in-cluster
+  login works as in a cluster.  Any other container runs as described above.
+* **Probes.** ``readinessProbe`` and ``livenessProbe`` (httpGet, tcpSocket,
+  exec), with the kubelet's thresholds (``probes``): readiness sets the Ready
+  condition, a failed liveness probe stops the container, which restarts as its
+  restartPolicy says.
 * **Volumes and users** (when the kubelet runs as root, in a mount namespace of
   its own): the process starts in a private mount namespace whose root mirrors
   the machine's, with the pod's secret, configMap, downwardAPI, projected,
@@ -47,8 +65,12 @@ cannot tell it from a cluster with real nodes:
   its ``deletionGracePeriodSeconds``, a final status, and is then deleted with
   ``gracePeriodSeconds=0`` as a real kubelet finishes a graceful delete.  A pod
   removed outright (force delete) has its process group killed at once.
-* **restartPolicy** ``OnFailure`` and ``Always`` are treated as ``Never``: a
-  container runs once and its pod ends Succeeded or Failed.
+* **restartPolicy** ``Always`` (and ``OnFailure`` after a failure, a start error
+  included): the container runs again in the same pod, at once the first time,
+  then after the kubelet's back-off (10 s doubling to 5 min; meanwhile it waits
+  in ``CrashLoopBackOff``), with ``restartCount`` and ``lastState``; its
+  volumes are set up afresh (an emptyDir does not survive a restart).  The
+  back-off is never reset.  ``Never``: the pod ends Succeeded or Failed.
 * **Restarts of the kubelet.** Pods with a terminal phase are never re-run.  A
   pod found ``Running`` that this kubelet did not start lost its process with
   the previous kubelet; it is marked Failed with ``ContainerStatusUnknown``,
@@ -73,6 +95,9 @@ The modules, each with one job (its docstring says what it owns and must not do)
 * ``volumes``: the pod's volumes materialised, and the container's mounts;
 * ``security``: the process's uid, gid and groups, and ``runAsNonRoot``;
 * ``noderoot``: each Node's root filesystem, an overlay of the machine's;
+* ``runtime``: what a runtime derives from a local image (argv, user, env, /etc files);
+* ``services``: the ``kubernetes`` Service's stand-in for pods of local images;
+* ``probes``: readiness and liveness probes;
 * ``env``: the container's environment (``$(VAR)``, downward API, ConfigMaps, Secrets);
 * ``status``: the status documents (Pending, Running, Succeeded/Failed);
 * ``termination``: exit codes, ``state.terminated`` and the termination message;

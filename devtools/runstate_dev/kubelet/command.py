@@ -15,13 +15,18 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from kubernetes_asyncio import client, config
+
+from runstate_dev.imagestore import ImageStore
 
 from .launch import own_mount_namespace
 from .node import ProcessKubelet
 from .noderoot import NodeRoots
 from .pod import log
+from .runtime import service_env
+from .services import ApiServiceProxy
 
 
 async def run_kubelet(
@@ -31,6 +36,7 @@ async def run_kubelet(
     pod_log_dir: Path | None = None,
     ready_file: Path | None = None,
     node_roots: NodeRoots | None = None,
+    images_dir: Path | None = None,
 ) -> None:
     """Run the process kubelet until SIGTERM/SIGINT, then kill its pods and return."""
     configuration = client.Configuration()
@@ -42,6 +48,9 @@ async def run_kubelet(
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    proxy = _service_proxy(configuration.host or "") if images_dir is not None else None
+    if proxy is not None and not await proxy.start():
+        proxy = None
     async with client.ApiClient(configuration) as api_client:
         kubelet = ProcessKubelet(
             api_client,
@@ -49,6 +58,9 @@ async def run_kubelet(
             pod_log_dir=pod_log_dir,
             ready_file=ready_file,
             node_roots=node_roots,
+            images=None if images_dir is None else ImageStore(images_dir),
+            service_env=_api_server_env(configuration.host or ""),
+            service_hosts=proxy.hosts() if proxy is not None else None,
         )
         log.info("process kubelet for node %s watching pods", node_name)
         watcher = asyncio.create_task(kubelet.run(), name="pod watch")
@@ -58,10 +70,23 @@ async def run_kubelet(
         stopper.cancel()
         log.info("process kubelet stopping: killing pod processes")
         await kubelet.shutdown()
+        if proxy is not None:
+            await proxy.stop()
         if watcher in done and not watcher.cancelled():
             failure = watcher.exception()
             if failure is not None:
                 raise failure
+
+
+def _api_server_env(server: str) -> dict[str, str]:
+    """KUBERNETES_SERVICE_HOST/PORT... naming the API server this kubelet talks to."""
+    url = urlsplit(server)
+    return service_env(url.hostname or "127.0.0.1", url.port or 443)
+
+
+def _service_proxy(server: str) -> ApiServiceProxy:
+    url = urlsplit(server)
+    return ApiServiceProxy(url.hostname or "127.0.0.1", url.port or 443)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the kubelet's own files: each Node's root overlay under <dir>/nodes/<node> "
         "(default: a directory under the system's temporary directory)",
     )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="an image store (runstate_dev.imagestore): a container whose image it holds runs "
+        "in that image's root; any other on the machine's",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -114,6 +146,7 @@ def run_from_args(args: argparse.Namespace) -> int:
             pod_log_dir=args.pod_log_dir,
             ready_file=args.ready_file,
             node_roots=_node_roots(args.state_dir, args.node),
+            images_dir=args.images,
         )
     )
     return 0

@@ -76,15 +76,24 @@ def field_value(pod: Pod, path: str) -> str:
 
 
 async def container_env(
-    api: PodApi, current: Callable[[], Pod], container: dict[str, Any]
+    api: PodApi,
+    current: Callable[[], Pod],
+    container: dict[str, Any],
+    *,
+    base: Mapping[str, str] | None = None,
+    services: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of ``container``'s process; raises ConfigError on a missing reference.
 
     ``current()`` is the latest pod object: the watch may deliver a newer one while ConfigMaps
     and Secrets are read, and the downward API reads the pod as it is when a value is built.
+    ``base`` is what the process starts from (a local image's Env, HOME and HOSTNAME; default
+    the machine's PATH, HOME and HOSTNAME); ``services`` are the Service variables the kubelet
+    adds (``KUBERNETES_SERVICE_HOST``...), which the container's env may use in ``$(VAR)``
+    and override.
     """
     namespace = current()["metadata"]["namespace"]
-    declared: dict[str, str] = {}
+    declared: dict[str, str] = dict(services or {})
     for source in container.get("envFrom") or []:
         prefix = source.get("prefix") or ""
         if "configMapRef" in source:
@@ -107,11 +116,13 @@ async def container_env(
         value = await _value_from(api, current, namespace, name, value_from)
         if value is not None:
             declared[name] = value
-    env = {
-        "PATH": image_path(),
-        "HOME": home(current(), container),
-        "HOSTNAME": current()["metadata"]["name"],
-    }
+    if base is None:
+        base = {
+            "PATH": image_path(),
+            "HOME": home(current(), container),
+            "HOSTNAME": current()["metadata"]["name"],
+        }
+    env = dict(base)
     env.update(declared)
     return env
 

@@ -3,7 +3,8 @@
 Owns what happens in a pod's process before its command runs, where a container runtime would
 set up the container: a private mount namespace (and a UTS namespace with the pod's name as
 its hostname), a root of its own (a tmpfs whose entries are
-bind mounts of the machine's root, so the pod sees the machine's files), the volumes
+bind mounts of the machine's root, so the pod sees the machine's files; or, for a local image,
+an overlay of the image's rootfs with the container's writable layer), the volumes
 bind-mounted at their mountPath (parents that do not exist are made in tmpfs layers, never on
 the machine), ``readOnly`` remounts, chroot, cwd, groups, gid and uid, then exec of the
 command. A failure before the exec (including the exec itself) is written to the error fd as
@@ -173,6 +174,71 @@ class _Root:
                 pass
 
 
+class _ImageRoot(_Root):
+    """The pod's root as a runtime makes it from an image: an overlay of the image's rootfs
+    (never written: changes land in the container's upper layer), the machine's /proc and
+    (read-only) /sys, a /dev of its own (a tmpfs with the machine's null, zero, full, random,
+    urandom and tty bound in, /dev/pts, a /dev/shm tmpfs and the usual symlinks, as runc makes
+    it), and a world-writable /tmp. The overlay and /dev are the container's own, so mount
+    points are made in place there; under /proc and /sys only in tmpfs layers."""
+
+    _DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+    _LINKS = {
+        "fd": "/proc/self/fd",
+        "stdin": "/proc/self/fd/0",
+        "stdout": "/proc/self/fd/1",
+        "stderr": "/proc/self/fd/2",
+        "ptmx": "pts/ptmx",
+    }
+
+    def __init__(self, base: str, layers: dict[str, str]) -> None:
+        super().__init__(base)
+        self.layers = layers
+
+    def make(self) -> None:
+        lower, upper, work = self.layers["rootfs"], self.layers["upper"], self.layers["work"]
+        layers = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        _mount("overlay", self.base, "overlay", 0, layers)
+        self.bind("/proc", "/proc", False)
+        self.bind("/sys", "/sys", True)
+        self.owned -= {"/proc", "/sys"}  # the machine's: mount points there need tmpfs layers
+        self._make_dev()
+        tmp = self.host("/tmp")
+        if not os.path.isdir(tmp):
+            os.mkdir(tmp)
+            os.chmod(tmp, 0o1777)
+
+    def _make_dev(self) -> None:
+        dev = self.host("/dev")
+        if not os.path.isdir(dev):
+            os.mkdir(dev, 0o755)
+        _mount("tmpfs", dev, "tmpfs", _MS_NOSUID, "mode=755")
+        for name in self._DEVICES:
+            if os.path.exists(f"/dev/{name}"):
+                with open(f"{dev}/{name}", "w"):
+                    pass
+                _mount(f"/dev/{name}", f"{dev}/{name}", None, _MS_BIND)
+        os.mkdir(f"{dev}/pts", 0o755)
+        _mount("/dev/pts", f"{dev}/pts", None, _MS_BIND | _MS_REC)
+        os.mkdir(f"{dev}/shm", 0o1777)
+        _mount("tmpfs", f"{dev}/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, "mode=1777")
+        for name, target in self._LINKS.items():
+            os.symlink(target, f"{dev}/{name}")
+
+    def _own(self, pod_dir: str) -> None:
+        # The overlay and /dev are the container's; /proc and /sys are the machine's.
+        if pod_dir.split("/")[1:2] in (["proc"], ["sys"]):
+            super()._own(pod_dir)
+
+    def seal(self) -> None:
+        """readOnlyRootFilesystem: the root read-only, the mounts in it as they are."""
+        _mount("none", self.base, None, _MS_BIND | _MS_REMOUNT | _MS_RDONLY)
+
+    def workdir(self, cwd: str) -> None:
+        """Make the working directory when the image lacks it, as runc does."""
+        self._resolve_parent(cwd.rstrip("/") + "/.")  # every component of cwd, made
+
+
 def _start(plan: dict[str, Any]) -> None:
     own_mount_namespace()
     if plan.get("hostname"):
@@ -180,10 +246,15 @@ def _start(plan: dict[str, Any]) -> None:
         _check(_libc.unshare(_CLONE_NEWUTS), "unshare(CLONE_NEWUTS)")
         name = plan["hostname"].encode()
         _check(_libc.sethostname(name, len(name)), "sethostname")
-    root = _Root(plan["root"])
+    image = plan.get("image")
+    root = _Root(plan["root"]) if image is None else _ImageRoot(plan["root"], image)
     root.make()
     for mount in sorted(plan["mounts"], key=lambda m: m["path"].count("/")):
         root.bind(mount["source"], mount["path"], bool(mount.get("readOnly")))
+    if isinstance(root, _ImageRoot):
+        root.workdir(plan["cwd"])
+        if plan.get("readOnlyRoot"):
+            root.seal()
     os.chroot(root.base)
     os.chdir(plan["cwd"])
     identity = plan.get("identity")

@@ -18,6 +18,8 @@ from typing import Any
 
 from kubernetes_asyncio import client
 
+from runstate_dev.imagestore import Image, ImageStore
+
 from .api import PodApi, with_retries
 from .binding import Binder
 from .informer import PodInformer
@@ -41,6 +43,9 @@ class ProcessKubelet(PodInformer):
         pod_log_dir: Path | None = None,
         ready_file: Path | None = None,
         node_roots: NodeRoots | None = None,
+        images: ImageStore | None = None,
+        service_env: dict[str, str] | None = None,
+        service_hosts: dict[str, tuple[str, ...]] | None = None,
     ) -> None:
         super().__init__(PodApi(api_client), ready_file=ready_file)
         self.node_name = node_name
@@ -49,6 +54,15 @@ class ProcessKubelet(PodInformer):
         # get their volumes, user and private mounts; without, they run as plain processes.
         self.node_roots = node_roots
         self.isolation = node_roots is not None
+        # Local images: a container whose image the store holds runs in that image's root
+        # (which needs the isolation above); any other runs on the machine's root.
+        self.images = images if self.isolation else None
+        if images is not None and not self.isolation:
+            log.warning("image store %s ignored: no mount namespace of its own", images.directory)
+        # KUBERNETES_SERVICE_HOST/PORT... for containers of local images.
+        self.service_env = dict(service_env or {})
+        # ... and the /etc/hosts entries that name the `kubernetes` Service (`services`).
+        self.service_hosts = dict(service_hosts or {})
         self._workers: dict[str, PodWorker] = {}
         self._worker_tasks: dict[str, asyncio.Task[None]] = {}
         # uids this instance must not start: finished here, or terminal/lost when seen.
@@ -69,6 +83,13 @@ class ProcessKubelet(PodInformer):
 
         task.add_done_callback(done)
         return task
+
+    def image_of(self, container: dict[str, Any]) -> Image | None:
+        """The container's image when the image store holds it. Blocking (reads its config)."""
+        reference = container.get("image")
+        if self.images is None or not reference:
+            return None
+        return self.images.get(str(reference))
 
     # --- what the informer delivers (never blocks) --------------------------------------
 

@@ -3,7 +3,7 @@
 Owns the pod's scratch directory (its working directory and materialised volumes live in it),
 the output file, exec of command + args in a new session (so the whole group can be signalled)
 with the built env, through the `launch` program when the pod has mounts or a user of its own
-(a `LaunchPlan`), and signals to the group. Must not write pod status, talk to the API server,
+(a `LaunchPlan`, whose root may be a local image's: `ImageLayers`), and signals to the group. Must not write pod status, talk to the API server,
 or decide when or why a process is stopped.
 """
 
@@ -42,13 +42,29 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class ImageLayers:
+    """A local image as the container's root: an overlay of its (read-only) ``rootfs`` with
+    the container's own writable ``upper`` layer (``work`` is overlayfs' work directory)."""
+
+    rootfs: Path
+    upper: Path
+    work: Path
+
+
+@dataclass(frozen=True)
 class LaunchPlan:
-    """What `launch` sets up before the exec: the pod's root at ``root``, its mounts, its user."""
+    """What `launch` sets up before the exec: the pod's root at ``root``, its mounts, its user.
+
+    Without ``image`` the root mirrors the machine's; with it, the root is the image's, and
+    ``cwd`` (a path of the pod's view) is where the process starts."""
 
     root: Path
     mounts: tuple[Mount, ...] = ()
     identity: Identity | None = None
     hostname: str = ""
+    image: ImageLayers | None = None
+    cwd: str | None = None
+    read_only_root: bool = False  # securityContext.readOnlyRootFilesystem (image roots only)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:
@@ -132,6 +148,9 @@ def _write_plan(
 ) -> Path:
     """The launcher's instructions, in a file only root can read (the env may hold secrets)."""
     plan.root.mkdir(exist_ok=True)
+    if plan.image is not None:
+        plan.image.upper.mkdir(exist_ok=True)
+        plan.image.work.mkdir(exist_ok=True)
     document = {
         "root": str(plan.root),
         "mounts": [
@@ -145,7 +164,15 @@ def _write_plan(
             "groups": list(plan.identity.groups),
         },
         "hostname": plan.hostname,
-        "cwd": str(workdir),
+        "image": None
+        if plan.image is None
+        else {
+            "rootfs": str(plan.image.rootfs),
+            "upper": str(plan.image.upper),
+            "work": str(plan.image.work),
+        },
+        "cwd": plan.cwd if plan.cwd is not None else str(workdir),
+        "readOnlyRoot": plan.read_only_root,
         "argv": argv,
         "env": env,
         "errorFd": error_fd,

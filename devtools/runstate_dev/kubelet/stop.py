@@ -27,6 +27,10 @@ class StopReason(enum.StrEnum):
     #: Its local storage went over its ephemeral-storage limit: SIGKILL at once (grace 0),
     #: and the pod fails with Evicted.
     EVICTED = "evicted"
+    #: Its liveness probe failed: as DELETED (SIGTERM, then SIGKILL after the grace period);
+    #: the container then restarts as its restartPolicy says (with Never, the exit code
+    #: decides the status).
+    LIVENESS = "liveness"
     #: The pod object is gone (force delete, or missing from a re-list): SIGKILL, no status.
     GONE = "gone"
     #: The kubelet itself stops: SIGKILL, no status.

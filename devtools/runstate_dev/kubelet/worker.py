@@ -6,8 +6,9 @@ while a reference is missing), start its process (in its own mount namespace wit
 and user, when the kubelet can isolate pods), write Running (unless it exits within
 `FAST_EXIT_SECONDS`, as a status manager batches updates), enforce activeDeadlineSeconds and
 the ephemeral-storage limit, stop it for a `StopReason` (graceful or at once), write the final
-Succeeded/Failed status, and finish a graceful delete. Only the first container runs, once
-(restartPolicy OnFailure and Always are treated as Never).
+Succeeded/Failed status, and finish a graceful delete. Only the first container runs; with
+restartPolicy Always (or OnFailure, after a failure) it runs again in the same pod, after the
+kubelet's back-off (CrashLoopBackOff, restartCount, lastState), with fresh volumes.
 
 Must not watch pods or decide which pods to run (`node`), and must never block the watch loop:
 `observe` and `request_stop` only record and schedule.
@@ -22,11 +23,13 @@ import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import process, security, termination, volumes
+from runstate_dev.imagestore import Image
+
+from . import probes, process, runtime, security, termination, volumes
 from .api import ApiCallError, with_retries
 from .env import ConfigError, container_env, expand
 from .pod import Pod, log, now, pod_ref
-from .status import running_status, terminal_status, waiting_status
+from .status import backoff_status, running_status, terminal_status, waiting_status
 from .stop import DEFAULT_GRACE_SECONDS, StopReason, pod_failure
 from .storage import EVICTED_STORAGE_MESSAGE, pod_storage_limit, watch_storage
 from .volumes import VolumeError
@@ -35,6 +38,9 @@ if TYPE_CHECKING:
     from .node import ProcessKubelet
 
 FAST_EXIT_SECONDS = 0.05
+#: The kubelet's restart back-off: none for the first restart, then 10 s doubling up to 5 min.
+BACKOFF_START_SECONDS = 10
+BACKOFF_MAX_SECONDS = 300
 _CONFIG_RETRY_SECONDS = 2.0
 
 
@@ -52,6 +58,12 @@ class PodWorker:
         self._start_time = now()
         self._eviction_message = ""
         self._deleted = False
+        self._image: Image | None = None  # the container's local image, when the store has it
+        self._image_id = ""
+        # Restarts (restartPolicy Always / OnFailure): how many, and how the last run ended.
+        self._restarts = 0
+        self._last_state: dict[str, Any] | None = None
+        self._restart_due = False
 
     def _abandoned(self) -> bool:
         """Stopped with no grace and no status (the pod is gone, or the kubelet stops)."""
@@ -142,10 +154,92 @@ class PodWorker:
                 self._deadline(int(deadline), grace), f"deadline of {self.ref}"
             )
         try:
-            await self._run_container(container)
+            while True:
+                self._restart_due = False
+                await self._run_container(container)
+                if not self._restart_due or not await self._back_off(container):
+                    break
         finally:
             if timer is not None:
                 timer.cancel()
+
+    def _history(self) -> dict[str, Any]:
+        """restartCount and lastState for every status write."""
+        return {"restart_count": self._restarts, "last_state": self._last_state}
+
+    def _restart(self, succeeded: bool, terminated: dict[str, Any]) -> bool:
+        """Whether the container runs again (restartPolicy, and not stopped by the kubelet
+        but for a failed liveness probe); if so its end becomes lastState."""
+        policy = self.pod["spec"].get("restartPolicy") or "Always"
+        restartable = self._stop_reason in (None, StopReason.LIVENESS)
+        if not restartable or policy == "Never" or (policy == "OnFailure" and succeeded):
+            return False
+        if self._stop_reason is StopReason.LIVENESS:
+            self._stop_reason = None
+            self._stop_requested.clear()
+        self._last_state = {"terminated": terminated}
+        self._restart_due = True
+        log.info(
+            "%s: container ended (exit code %s), restartPolicy %s: restarting",
+            self.ref,
+            terminated.get("exitCode"),
+            policy,
+        )
+        return True
+
+    async def _back_off(self, container: dict[str, Any]) -> bool:
+        """Wait out the restart back-off (CrashLoopBackOff); False when the pod was stopped
+        meanwhile (its final status is then written)."""
+        delay = 0
+        if self._restarts:
+            delay = min(BACKOFF_START_SECONDS * 2 ** (self._restarts - 1), BACKOFF_MAX_SECONDS)
+        if delay and self._stop_reason is None:
+            meta = self.pod["metadata"]
+            message = (
+                f"back-off {delay}s restarting failed container={container['name']} "
+                f"pod={meta['name']}_{meta['namespace']}({meta['uid']})"
+            )
+            await self._write_status(
+                backoff_status(
+                    self.pod,
+                    self._start_time,
+                    message,
+                    restart_count=self._restarts,
+                    last_state=self._last_state or {},
+                    image_id=self._image_id,
+                )
+            )
+            await self._record_event("Warning", "BackOff", "Back-off restarting failed container")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_requested.wait(), delay)
+        if self._stop_reason is not None:
+            await self._finish_after_restarts()
+            return False
+        self._restarts += 1
+        return True
+
+    async def _finish_after_restarts(self) -> None:
+        """Final status of a pod stopped between two runs of its container."""
+        if self._abandoned() or self._last_state is None:
+            return
+        terminated = self._last_state["terminated"]
+        stopped_by = pod_failure(self._stop_reason, self._eviction_message)
+        pod_reason, pod_message = stopped_by or (None, None)
+        succeeded = terminated.get("exitCode") == 0 and stopped_by is None
+        await self._write_status(
+            terminal_status(
+                self.pod,
+                start_time=self._start_time,
+                terminated=terminated,
+                phase="Succeeded" if succeeded else "Failed",
+                container_id=str(terminated.get("containerID") or ""),
+                image_id=self._image_id,
+                reason=pod_reason,
+                message=pod_message,
+                restart_count=self._restarts,
+            )
+        )
+        await self._delete_if_deleting()
 
     async def _deadline(self, seconds: int, grace: int) -> None:
         await asyncio.sleep(seconds)
@@ -160,10 +254,7 @@ class PodWorker:
                 await self._finish_unstarted()
                 return
             env, plan = ready
-            argv = [
-                expand(str(a), env)
-                for a in [*(container.get("command") or []), *(container.get("args") or [])]
-            ]
+            argv = self._argv(container, env)
             if not argv:
                 await self._finish_unstarted(
                     f"container {container['name']!r} has no command: the runstate process "
@@ -173,6 +264,16 @@ class PodWorker:
             await self._run_process(container, argv, env, base, plan)
         finally:
             await process.remove_scratch(base)
+
+    def _argv(self, container: dict[str, Any], env: dict[str, str]) -> list[str]:
+        """command + args, ``$(VAR)``-expanded; with a local image, resolved against its
+        Entrypoint and Cmd as a runtime does."""
+        command = [expand(str(a), env) for a in container.get("command") or []]
+        args = [expand(str(a), env) for a in container.get("args") or []]
+        if self._image is None:
+            return [*command, *args]
+        config = self._image.config
+        return runtime.resolve_argv(command, args, config.entrypoint, config.cmd)
 
     def _output_path(self, base: Path) -> Path:
         """The pod's output log: in the kubelet's pod log dir when it keeps one."""
@@ -218,8 +319,16 @@ class PodWorker:
         self._stop_if_requested_while_starting(proc)
         # The container's writable layer (its working directory), its log and its disk-backed
         # emptyDirs: what the kubelet counts as the pod's local ephemeral storage.
-        local = (workdir, output, *volumes.empty_dirs(self.pod, base / "volumes"))
-        returncode = await self._supervise(proc, started_at, storage_limit, local)
+        layer = (plan.image.upper,) if plan is not None and plan.image is not None else ()
+        local = (workdir, *layer, output, *volumes.empty_dirs(self.pod, base / "volumes"))
+        target = probes.Target(
+            container=container,
+            pid=proc.pid,
+            env=env,
+            identity=None if plan is None else plan.identity,
+            isolated=plan is not None,
+        )
+        returncode = await self._supervise(proc, started_at, storage_limit, local, target)
         finished_at = now()
         # The container is over: whatever it left running in its group goes too.
         process.signal_group(proc.pid, signal.SIGKILL)
@@ -236,6 +345,8 @@ class PodWorker:
             output=output,
             message_file=base / termination.MESSAGE_FILE if plan is not None else None,
         )
+        if self._restart(code == 0, {**terminated, "containerID": f"process://{proc.pid}"}):
+            return
         await self._write_final_status(terminated, succeeded=code == 0, pid=proc.pid)
         await self._delete_if_deleting()
 
@@ -253,9 +364,11 @@ class PodWorker:
         started_at: str,
         storage_limit: tuple[int, str] | None,
         paths: tuple[Path, ...],
+        target: probes.Target,
     ) -> int:
-        """Until the process exits: Running status (unless it exits at once), and the
-        storage monitor when the pod has a limit. Returns the process's return code."""
+        """Until the process exits: Running status (unless it exits at once), its readiness
+        and liveness probes, and the storage monitor when the pod has a limit. Returns the
+        process's return code."""
         monitor: asyncio.Task[None] | None = None
         if storage_limit is not None and self._stop_reason is None:
             limit_bytes, limit_text = storage_limit
@@ -268,17 +381,67 @@ class PodWorker:
                 ),
                 f"ephemeral storage of {self.ref}",
             )
+        prober = probes.Prober(
+            target,
+            self.kubelet.spawn,
+            readiness=lambda ready, failure, changed: self._readiness(
+                proc.pid, started_at, ready, failure, changed
+            ),
+            liveness=self._liveness,
+        )
         try:
             waiter = asyncio.ensure_future(proc.wait())
             done, _ = await asyncio.wait({waiter}, timeout=FAST_EXIT_SECONDS)
             if not done and not self._abandoned():
                 await self._write_status(
-                    running_status(self.pod, self._start_time, started_at, proc.pid)
+                    running_status(
+                        self.pod,
+                        self._start_time,
+                        started_at,
+                        proc.pid,
+                        image_id=self._image_id,
+                        ready=prober.ready_at_start,
+                        **self._history(),
+                    )
                 )
+                prober.start()
             return await waiter
         finally:
+            # Before the final status: a readiness write must not follow it.
+            await prober.stop()
             if monitor is not None:
                 monitor.cancel()
+
+    async def _readiness(
+        self, pid: int, started_at: str, ready: bool, failure: str, changed: bool
+    ) -> None:
+        if failure:
+            await self._record_event("Warning", "Unhealthy", f"Readiness probe failed: {failure}")
+        if changed and self._stop_reason is None:
+            log.info("%s: readiness probe: %s", self.ref, "ready" if ready else "not ready")
+            await self._write_status(
+                running_status(
+                    self.pod,
+                    self._start_time,
+                    started_at,
+                    pid,
+                    image_id=self._image_id,
+                    ready=ready,
+                    ready_since=now(),
+                    **self._history(),
+                )
+            )
+
+    async def _liveness(self, alive: bool, failure: str, changed: bool) -> None:
+        if failure:
+            await self._record_event("Warning", "Unhealthy", f"Liveness probe failed: {failure}")
+        if changed and not alive:
+            name = self.pod["spec"]["containers"][0]["name"]
+            await self._record_event("Normal", "Killing", f"Container {name} failed liveness probe")
+            grace = int(
+                self.pod["spec"].get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
+            )
+            self.request_stop(StopReason.LIVENESS, grace)
 
     async def _write_final_status(
         self, terminated: dict[str, Any], *, succeeded: bool, pid: int
@@ -294,8 +457,10 @@ class PodWorker:
                 terminated=terminated,
                 phase="Succeeded" if succeeded and stopped_by is None else "Failed",
                 container_id=f"process://{pid}",
+                image_id=self._image_id,
                 reason=pod_reason,
                 message=pod_message,
+                **self._history(),
             )
         )
 
@@ -305,6 +470,8 @@ class PodWorker:
             return
         if start_error is not None:
             log.warning("%s: %s", self.ref, start_error)
+            if self._restart(False, termination.never_started(now(), start_error)):
+                return
         stopped_by = pod_failure(self._stop_reason, self._eviction_message)
         pod_reason, pod_message = stopped_by or (None, None)
         await self._write_status(
@@ -315,6 +482,7 @@ class PodWorker:
                 phase="Failed",
                 reason=pod_reason,
                 message=pod_message,
+                **self._history(),
             )
         )
         await self._delete_if_deleting()
@@ -357,9 +525,7 @@ class PodWorker:
         reported: str | None = None
         while self._stop_reason is None:
             try:
-                plan = await self._launch_plan(container, base)
-                env = await container_env(self.kubelet.api, lambda: self.pod, container)
-                return env, plan
+                return await self._prepare(container, base)
             except VolumeError as exc:
                 if str(exc) != reported:
                     reported = str(exc)
@@ -384,6 +550,73 @@ class PodWorker:
                 await asyncio.wait_for(self._stop_requested.wait(), _CONFIG_RETRY_SECONDS)
         return None
 
+    async def _prepare(
+        self, container: dict[str, Any], base: Path
+    ) -> tuple[dict[str, str], process.LaunchPlan | None]:
+        """The process's env and launch plan: from its local image when the store has it."""
+        image = await asyncio.to_thread(self.kubelet.image_of, container)
+        if image is None:
+            plan = await self._launch_plan(container, base)
+            env = await container_env(self.kubelet.api, lambda: self.pod, container)
+            return env, plan
+        self._image = image
+        self._image_id = image.config.digest or f"runstate-store://{image.root.name}"
+        # As the kubelet: volumes first (ContainerCreating), then the container's config.
+        mounts = await self._volume_mounts(container, base)
+        identity = await asyncio.to_thread(runtime.identity, self.pod, container, image)
+        image_plan = await self._image_plan(container, base, image, mounts, identity)
+        env = await container_env(
+            self.kubelet.api,
+            lambda: self.pod,
+            container,
+            base=runtime.base_env(image, identity.uid, self.pod["metadata"]["name"]),
+            services=self.kubelet.service_env,
+        )
+        return env, image_plan
+
+    async def _image_plan(
+        self,
+        container: dict[str, Any],
+        base: Path,
+        image: Image,
+        mounts: tuple[process.Mount, ...],
+        identity: process.Identity,
+    ) -> process.LaunchPlan:
+        """As a runtime starts a container of a local image: its root, user and cwd, the
+        pod's volumes in it, and the kubelet's /etc files."""
+        name = self.pod["metadata"]["name"]
+        etc = await asyncio.to_thread(
+            runtime.etc_files, base / "etc", name, self.kubelet.service_hosts
+        )
+        return process.LaunchPlan(
+            root=base / "root",
+            mounts=(*etc, *mounts),
+            identity=identity,
+            hostname=name,
+            image=process.ImageLayers(
+                rootfs=image.rootfs, upper=base / "upper", work=base / "overlay-work"
+            ),
+            cwd=runtime.working_dir(container, image),
+            read_only_root=bool(
+                (container.get("securityContext") or {}).get("readOnlyRootFilesystem")
+            ),
+        )
+
+    async def _volume_mounts(
+        self, container: dict[str, Any], base: Path
+    ) -> tuple[process.Mount, ...]:
+        """The container's volume mounts and its termination message file."""
+        ready = await volumes.materialise(
+            self.kubelet.api, self.pod, base / "volumes", self.kubelet.node_roots
+        )
+        mounts = await volumes.container_mounts(ready, container)
+        # The file the container may write its termination message to, as the kubelet
+        # mounts it at terminationMessagePath (writable by any user).
+        message_file = base / termination.MESSAGE_FILE
+        await asyncio.to_thread(termination.make_message_file, message_file)
+        message_path = container.get("terminationMessagePath") or termination.DEFAULT_MESSAGE_PATH
+        return (*mounts, process.Mount(source=message_file, path=message_path))
+
     async def _launch_plan(
         self, container: dict[str, Any], base: Path
     ) -> process.LaunchPlan | None:
@@ -396,17 +629,8 @@ class PodWorker:
                     self.ref,
                 )
             return None
-        ready = await volumes.materialise(
-            self.kubelet.api, self.pod, base / "volumes", self.kubelet.node_roots
-        )
-        mounts = await volumes.container_mounts(ready, container)
+        mounts = await self._volume_mounts(container, base)
         identity = security.identity(self.pod, container)
-        # The file the container may write its termination message to, as the kubelet
-        # mounts it at terminationMessagePath (writable by any user).
-        message_file = base / termination.MESSAGE_FILE
-        await asyncio.to_thread(termination.make_message_file, message_file)
-        message_path = container.get("terminationMessagePath") or termination.DEFAULT_MESSAGE_PATH
-        mounts = (*mounts, process.Mount(source=message_file, path=message_path))
         return process.LaunchPlan(
             root=base / "root",
             mounts=mounts,
