@@ -8,13 +8,19 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from runstate_dev import image
+from runstate_dev.hosts import HostFleet
 from runstate_dev.imagestore import Image, ImageStore
+from tests.hosts import fleet_of
 from tests.image.conftest import REPO
 
 USER = "65532:65532"
@@ -187,3 +193,61 @@ def test_build_inputs_are_recorded_and_a_second_build_is_skipped(built_image: Im
     assert time.monotonic() - started < 10
     assert again.config == built_image.config
     assert (again.root / "config.json").stat().st_ino == config_inode, "not unpacked again"
+
+
+# --- the runner in the image, over SSH --------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ssh_host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
+    yield from fleet_of(tmp_path_factory, "image-ssh-host", 1)
+
+
+def test_runner_reaches_a_real_ssh_host_from_the_image(
+    built_image: Image, ssh_host: HostFleet, tmp_path: Path
+) -> None:
+    """What an `ssh` work pod does: `runstate exec --connector ssh` as 65532 with the key and
+    known_hosts of a Secret (mounted read-only, owned by the pod's user), strictly checked."""
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    for name, source in (("id", ssh_host.client_key), ("known_hosts", ssh_host.known_hosts)):
+        shutil.copyfile(source, secret / name)
+        os.chown(secret / name, 65532, 65532)
+        (secret / name).chmod(0o400)
+    host = ssh_host.host(0)
+    connect = ["--host", host.address, "--port", str(host.port), "--user", ssh_host.user]
+    keys = ["--key", "/mnt/id", "--known-hosts", "/mnt/known_hosts"]
+    proc = run_in(
+        built_image,
+        "runstate",
+        "exec",
+        "--connector",
+        "ssh",
+        *connect,
+        *keys,
+        "--result",
+        "/tmp/result.json",
+        "--",
+        "id -un; echo over-ssh",
+        bind=secret,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout == f"{ssh_host.user}\nover-ssh\n"
+    pyinfra = run_in(
+        built_image,
+        "runstate",
+        "exec",
+        "--connector",
+        "ssh",
+        *connect,
+        *keys,
+        "--result",
+        "/tmp/result.json",
+        "--pyinfra-op",
+        "server.shell",
+        "--pyinfra-args",
+        json.dumps({"commands": ["echo pyinfra over ssh"]}),
+        bind=secret,
+    )
+    assert pyinfra.returncode == 0, pyinfra.stdout + pyinfra.stderr
+    assert "pyinfra over ssh" in pyinfra.stdout
