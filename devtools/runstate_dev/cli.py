@@ -198,9 +198,7 @@ def _image(args: argparse.Namespace) -> int:
     from runstate_dev.imagestore import ImageStore
 
     if args.image_verb == "base":
-        buildah = image.Buildah.default()
-        print(image.ensure_base_tarball())
-        print(image.ensure_base_image(buildah))
+        print(image.ensure_base())
         return 0
     source = (args.source or runnerroot.checkout() or Path.cwd()).absolute()
     built = image.ensure_image(

@@ -31,6 +31,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -440,7 +441,7 @@ def ensure_image(
     one built from the same inputs. One process at a time (a lock file in the cache)."""
     reference = reference or default_reference(source)
     store = store or ImageStore(default_store_dir(cache))
-    with build._file_lock(images_dir(cache) / "image.lock", log):
+    with _lock(cache, log):
         inputs = inputs_digest(source)
         found = None if force else current(store, reference, inputs)
         if found is not None:
@@ -458,6 +459,17 @@ def ensure_image(
         return image
 
 
+def ensure_base(*, cache: Path | None = None, log: Log = _default_log) -> str:
+    """The base tarball and ``BASE_REFERENCE`` in buildah's storage, made once."""
+    with _lock(cache, log):
+        return ensure_base_image(Buildah.default(cache), cache=cache, log=log)
+
+
+def _lock(cache: Path | None, log: Log) -> AbstractContextManager[None]:
+    """One build at a time per cache: the base, buildah's storage and the store are shared."""
+    return build._file_lock(images_dir(cache) / "image.lock", log)
+
+
 def _run(argv: Sequence[str], *, what: str) -> None:
     build._run(argv, what=what)
 
@@ -471,6 +483,7 @@ __all__ = [
     "debian_mirror",
     "default_reference",
     "default_store_dir",
+    "ensure_base",
     "ensure_base_image",
     "ensure_base_tarball",
     "ensure_image",

@@ -195,6 +195,30 @@ def test_build_inputs_are_recorded_and_a_second_build_is_skipped(built_image: Im
     assert (again.root / "config.json").stat().st_ino == config_inode, "not unpacked again"
 
 
+def test_local_base_is_debians_python_cached_with_its_key(built_image: Image) -> None:
+    tarball = image.base_tarball()
+    assert tarball.is_file()
+    key = (tarball.parent / f"{tarball.name}.key").read_text().strip()
+    assert key == image.base_key()
+    inspected = image.Buildah.default().inspect(image.BASE_REFERENCE)
+    assert inspected is not None
+    assert inspected["OCIv1"]["config"]["Labels"][image.BASE_KEY_LABEL] == key
+    version = run_in(built_image, "python3", "--version")
+    assert version.stdout.startswith("Python 3.11."), version.stdout + version.stderr
+    rootfs = built_image.rootfs
+    # Debian's interpreter (python:3.11-slim's would be /usr/local/bin/python3).
+    assert os.readlink(rootfs / "opt/runstate/bin/python3") == "/usr/bin/python3"
+    assert os.readlink(rootfs / "usr/bin/python3") == "python3.11"
+    # Slim: no apt lists or package archives, documentation only as copyright files; the build
+    # machine's resolver and name stay out (a runtime provides them).
+    assert not list((rootfs / "var/lib/apt/lists").glob("*_Packages"))
+    assert not list((rootfs / "var/cache/apt/archives").glob("*.deb"))
+    docs = {p.name for p in (rootfs / "usr/share/doc").rglob("*") if p.is_file()}
+    assert docs <= {"copyright"}, docs
+    assert (rootfs / "etc/resolv.conf").read_text() == ""
+    assert (rootfs / "etc/hostname").read_text() == ""
+
+
 # --- the runner in the image, over SSH --------------------------------------------------------
 
 
