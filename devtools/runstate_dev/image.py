@@ -14,8 +14,9 @@ Three steps, each cached under ``$RUNSTATE_CACHE`` (default ``~/.cache/runstate`
    image (``default_reference``: values.yaml ``image.repository`` : Chart.yaml ``appVersion``).
 3. **The unpacked image** (``unpack``): the image's root filesystem and config copied into an
    ``ImageStore`` (default ``$RUNSTATE_CACHE/images/store``), with ``inputs.sha256`` next to
-   them: the content hash of what the build reads (``inputs_digest``). ``ensure_image`` builds
-   again only when that hash changed.
+   them: the content hash of what the build reads (``inputs_digest``), also the image's label
+   ``dev.runstate.inputs``. ``ensure_image`` builds again only when that hash changed, and
+   unpacks again (seconds) when only the store lacks the image.
 
 Owns the base recipe, the buildah storage and the build of the image; the store's layout is
 ``runstate_dev.imagestore``'s. Reads the checkout's files by path and never imports the operator.
@@ -46,8 +47,14 @@ SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "ca-certificates")
 # Bumped whenever the base recipe (slimming, import) changes what the tarball holds.
 BASE_REVISION = "1"
+# Bumped whenever how the image is built or unpacked changes (flags, labels): a store's image
+# from an older recipe counts as out of date.
+IMAGE_REVISION = "1"
 BASE_REFERENCE = f"localhost/runstate-base:{SUITE}"
 BASE_KEY_LABEL = "dev.runstate.base-key"
+# The inputs hash, also on the built image: a store emptied or another store is filled from
+# buildah's storage without building again.
+INPUTS_LABEL = "dev.runstate.inputs"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # The machine's CA bundle, bind-mounted over the base's during the build (never committed):
 # where egress goes through a TLS-inspecting proxy, pip in the build trusts what apt and pip on
@@ -268,7 +275,7 @@ class Buildah:
             raise BuildError(f"{what} failed (exit {result.returncode}): {result.stderr.strip()}")
         return result.stdout
 
-    def inspect(self, reference: str) -> dict[str, Any] | None:
+    def inspect(self, reference: str) -> Mapping[str, Any] | None:
         """``buildah inspect --type image``, or None when the storage lacks the image."""
         found = subprocess.run(
             self.argv("inspect", "--type", "image", reference),
@@ -282,15 +289,20 @@ class Buildah:
         return data
 
 
+def label(inspected: Mapping[str, Any] | None, name: str) -> str | None:
+    """A label of an inspected image (None: no image, or no such label)."""
+    config = (inspected or {}).get("OCIv1", {}).get("config", {}) or {}
+    value = (config.get("Labels") or {}).get(name)
+    return None if value is None else str(value)
+
+
 def ensure_base_image(
     buildah: Buildah, *, cache: Path | None = None, log: Log = _default_log
 ) -> str:
     """``BASE_REFERENCE`` in buildah's storage, imported from the base tarball when the image
     there is missing or of another key (its label)."""
     key = base_key()
-    found = buildah.inspect(BASE_REFERENCE)
-    labels = ((found or {}).get("OCIv1", {}).get("config", {}) or {}).get("Labels") or {}
-    if labels.get(BASE_KEY_LABEL) == key:
+    if label(buildah.inspect(BASE_REFERENCE), BASE_KEY_LABEL) == key:
         return BASE_REFERENCE
     tarball = ensure_base_tarball(cache=cache, log=log)
     log(f"importing {tarball} as {BASE_REFERENCE}")
@@ -315,8 +327,8 @@ def ensure_base_image(
 
 def inputs_digest(source: Path) -> str:
     """The content hash of what building the image reads: the files of the build context the
-    Dockerfile copies (paths, modes and contents) and the base's key."""
-    digest = hashlib.sha256(f"base {base_key()}\n".encode())
+    Dockerfile copies (paths, modes and contents), the base's key and ``IMAGE_REVISION``."""
+    digest = hashlib.sha256(f"base {base_key()} recipe {IMAGE_REVISION}\n".encode())
     for path in _input_files(source):
         rel = path.relative_to(source).as_posix()
         digest.update(f"{rel} {path.stat().st_mode & 0o777:o}\n".encode())
@@ -344,11 +356,14 @@ def build_image(
     reference: str,
     buildah: Buildah,
     *,
+    inputs: str,
     log_file: Path,
+    cache: Path | None = None,
     log: Log = _default_log,
 ) -> None:
-    """``buildah bud`` of the checkout's Dockerfile on the local base, tagged ``reference``."""
-    base = ensure_base_image(buildah, log=log)
+    """``buildah bud`` of the checkout's Dockerfile on the local base, tagged ``reference`` and
+    labelled with its inputs hash."""
+    base = ensure_base_image(buildah, cache=cache, log=log)
     volumes = ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"] if HOST_CA_BUNDLE.exists() else []
     log(f"buildah bud --build-arg BASE={base} -t {reference} {source} (log {log_file})")
     buildah.run(
@@ -358,6 +373,8 @@ def build_image(
         "--pull=never",
         "--build-arg",
         f"BASE={base}",
+        "--label",
+        f"{INPUTS_LABEL}={inputs}",
         *volumes,
         "-t",
         reference,
@@ -450,12 +467,15 @@ def ensure_image(
         started = time.monotonic()
         build.ensure_packages(build.IMAGE_PACKAGES, log=log)
         buildah = Buildah.default(cache)
-        log_file = images_dir(cache) / "build.log"
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        log_file.write_text("")
-        build_image(source, reference, buildah, log_file=log_file, log=log)
+        if force or label(buildah.inspect(reference), INPUTS_LABEL) != inputs:
+            log_file = images_dir(cache) / "build.log"
+            log_file.parent.mkdir(parents=True, exist_ok=True)
+            log_file.write_text("")
+            build_image(
+                source, reference, buildah, inputs=inputs, log_file=log_file, cache=cache, log=log
+            )
         image = unpack(reference, buildah, store, inputs=inputs, log=log)
-        log(f"{reference} built and unpacked in {time.monotonic() - started:.0f}s: {image.rootfs}")
+        log(f"{reference} ready in {time.monotonic() - started:.0f}s: {image.rootfs}")
         return image
 
 
@@ -489,5 +509,6 @@ __all__ = [
     "ensure_image",
     "image_config",
     "inputs_digest",
+    "label",
     "unpack",
 ]

@@ -275,3 +275,18 @@ def test_runner_reaches_a_real_ssh_host_from_the_image(
     )
     assert pyinfra.returncode == 0, pyinfra.stdout + pyinfra.stderr
     assert "pyinfra over ssh" in pyinfra.stdout
+
+
+def test_another_store_is_filled_from_buildahs_image_without_building(
+    built_image: Image, tmp_path: Path
+) -> None:
+    log_file = image.images_dir() / "build.log"
+    log_before = log_file.stat().st_mtime_ns
+    other = image.ensure_image(REPO, store=ImageStore(tmp_path / "store"))
+    assert log_file.stat().st_mtime_ns == log_before, "buildah bud ran again"
+    assert other.root.parent == tmp_path / "store"
+    assert other.config == built_image.config, "the same image, the same digest"
+    assert (other.rootfs / "opt/runstate/bin/runstate").read_bytes() == (
+        built_image.rootfs / "opt/runstate/bin/runstate"
+    ).read_bytes()
+    assert (other.rootfs / "tmp").stat().st_mode & 0o7777 == 0o1777
