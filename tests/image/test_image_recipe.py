@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -100,3 +101,14 @@ def test_inputs_follow_the_sources_and_not_local_state(context: Path) -> None:
     assert image.inputs_digest(context) == first
     (context / "operator" / "runstate" / "cli.py").chmod(0o755)
     assert image.inputs_digest(context) != first, "a mode counts too"
+
+
+def test_every_operator_package_is_in_the_wheel() -> None:
+    """pyproject.toml lists runstate's packages one by one: a package missing there is missing
+    from the wheel and so from the image (runstate.domain.planners once was)."""
+    listed = set(
+        tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    tree = REPO / "operator"
+    packages = {".".join(init.parent.relative_to(tree).parts) for init in tree.rglob("__init__.py")}
+    assert packages == listed, f"not listed: {packages - listed}; not there: {listed - packages}"
