@@ -181,19 +181,7 @@ def ensure_base_tarball(*, cache: Path | None = None, log: Log = _default_log) -
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=tarball.parent, prefix=".base-") as work:
         root = Path(work) / "root"
-        mirror = debian_mirror()
-        log(f"debootstrap --variant=minbase {SUITE} from {mirror}: {', '.join(BASE_PACKAGES)}")
-        _run(
-            [
-                "debootstrap",
-                "--variant=minbase",
-                f"--include={','.join(BASE_PACKAGES)}",
-                SUITE,
-                str(root),
-                mirror,
-            ],
-            what="debootstrap",
-        )
+        _debootstrap(root, log)
         _slim(root)
         partial = Path(work) / "base.tar"
         _run(
@@ -207,24 +195,35 @@ def ensure_base_tarball(*, cache: Path | None = None, log: Log = _default_log) -
     return tarball
 
 
+def _debootstrap(root: Path, log: Log) -> None:
+    mirror = debian_mirror()
+    log(f"debootstrap --variant=minbase {SUITE} from {mirror}: {', '.join(BASE_PACKAGES)}")
+    packages = ",".join(BASE_PACKAGES)
+    argv = ["debootstrap", "--variant=minbase", f"--include={packages}", SUITE, str(root), mirror]
+    _run(argv, what="debootstrap")
+
+
 def _slim(root: Path) -> None:
     """What a container base does without: apt's caches and lists, logs, documentation, and the
     build machine's own resolv.conf and hostname (a runtime provides both)."""
     for rel in (*_SLIM_DIRS, *_EMPTIED_DIRS):
         _empty(root / rel)
-    doc = root / "usr/share/doc"
-    for path in sorted(doc.rglob("*"), reverse=True):
-        if path.is_symlink() or path.is_file():
-            if path.name != "copyright":
-                path.unlink()
-        elif path.is_dir() and not any(path.iterdir()):
-            path.rmdir()
+    _keep_only_copyright(root / "usr/share/doc")
     (root / "etc/dpkg/dpkg.cfg.d/runstate-slim").write_text(_DPKG_SLIM)
     for rel in ("etc/resolv.conf", "etc/hostname"):
         path = root / rel
         if path.exists() or path.is_symlink():
             path.unlink()
             path.write_text("")
+
+
+def _keep_only_copyright(doc: Path) -> None:
+    for path in sorted(doc.rglob("*"), reverse=True):  # a folder's contents before the folder
+        if path.is_symlink() or path.is_file():
+            if path.name != "copyright":
+                path.unlink()
+        elif path.is_dir() and not any(path.iterdir()):
+            path.rmdir()
 
 
 def _empty(directory: Path) -> None:
