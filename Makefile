@@ -14,11 +14,12 @@ PYTEST_ARGS ?=
 export RUNSTATE_CACHE := $(CACHE)
 
 .PHONY: help deps system-deps cluster operator demo down test lint typecheck crds bench bench-fanout bench-fanout-ssh bench-fanout-pyinfra bench-store bench-decide bench-compare \
-        helm chart-lint image kind-up kind-load kind-install
+        helm chart-lint image image-local kind-up kind-load kind-install
 
 help:
 	@echo "make demo   set up everything (cluster, operator, 3 SSH test hosts), run the examples, show them work"
 	@echo "make test   lint, type-check and run every test (unit, stores, cluster, integration)"
+	@echo "make image-local  build the operator image with buildah (no Docker) and unpack it for the process kubelet"
 	@echo "make down   stop the demo's operator, control plane and Redis, and the SSH test hosts"
 	@echo "make bench  throughput benchmark (results: docs/performance.md)"
 	@echo "make bench-fanout  fan-out benchmark, one run of 500 hosts × 2 operations (results: docs/performance.md)"
@@ -137,8 +138,16 @@ helm:
 chart-lint: deps
 	$$($(PYTHON) tools/helm.py) lint --strict charts/runstate
 
+# The chart's default image (charts/runstate: image.repository and appVersion; tests/image checks
+# that IMAGE agrees), with Docker on its default base python:3.11-slim.
 image:
 	docker build -t $(IMAGE) .
+
+# The same Dockerfile without a Docker engine (what CI and the dev cluster use): buildah on a
+# local Debian base, then unpacked into the process kubelet's image store
+# ($(CACHE)/images/store). Built again only when the image's inputs changed.
+image-local: deps
+	$(BIN)/python -m runstate_dev image build
 
 kind-up:
 	kind create cluster --config kind-config.yaml

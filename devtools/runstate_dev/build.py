@@ -3,7 +3,8 @@
 This module owns the cache of Kubernetes control-plane binaries
 (``$RUNSTATE_CACHE/kube/v1.20.2/bin/{kube-apiserver,kube-controller-manager}``)
 and the Debian packages the dev cluster relies on (etcd, redis, openssl, kubectl,
-openssh-server for the SSH test hosts).
+openssh-server for the SSH test hosts,
+buildah and debootstrap for the operator image).
 
 No prebuilt Kubernetes binary can be downloaded on the machines this project
 runs on; only Debian's and PyPI's package registries are reachable.  Debian
@@ -101,6 +102,14 @@ SSH_PACKAGES: Mapping[str, str] = {
 TEST_PACKAGES: Mapping[str, str] = {
     "lua5.1": "/usr/bin/lua5.1",
     "tmux": "/usr/bin/tmux",
+}
+
+# Building the operator image without a Docker engine (runstate_dev.image): buildah (vfs storage,
+# chroot isolation; it brings uidmap and containers-common's policy.json and registries.conf)
+# and debootstrap for the local Debian base.
+IMAGE_PACKAGES: Mapping[str, str] = {
+    "buildah": "/usr/bin/buildah",
+    "debootstrap": "/usr/sbin/debootstrap",
 }
 
 Log = Callable[[str], None]

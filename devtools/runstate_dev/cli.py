@@ -4,7 +4,9 @@ This module owns the user-facing verbs: ``build`` (cache the control-plane
 binaries), ``up`` (start a detached cluster, optionally with Redis, and write
 ``DIR/env``), ``down``, ``env``, ``kubelet`` (the process kubelet itself,
 as started by ``up``), ``hosts {up,down,list}`` (the real SSH test hosts) and
-``k8s-schema`` (Kubernetes' own schemas of the podTemplate fields, see ``k8s_schema``).
+``k8s-schema`` (Kubernetes' own schemas of the podTemplate fields, see ``k8s_schema``) and
+``image {base,build}`` (the operator image built with buildah on a local Debian base and
+unpacked into the process kubelet's image store, see ``image``).
 """
 
 from __future__ import annotations
@@ -199,6 +201,57 @@ def _hosts(args: argparse.Namespace) -> int:
     return _hosts_list(state_dir)
 
 
+def _image(args: argparse.Namespace) -> int:
+    from runstate_dev import image, runnerroot
+    from runstate_dev.imagestore import ImageStore
+
+    if args.image_verb == "base":
+        print(image.ensure_base())
+        return 0
+    source = (args.source or runnerroot.checkout() or Path.cwd()).absolute()
+    built = image.ensure_image(
+        source,
+        reference=args.tag,
+        store=ImageStore(args.store) if args.store else None,
+        force=args.force,
+    )
+    print(built.rootfs)
+    return 0
+
+
+def _add_image_parser(verbs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from runstate_dev import image
+
+    sub = verbs.add_parser(
+        "image",
+        help="the operator image without Docker: buildah on a local Debian base, unpacked into "
+        "the process kubelet's image store",
+    )
+    image_verbs = sub.add_subparsers(dest="image_verb", required=True)
+    image_verbs.add_parser(
+        "base",
+        help=f"make (or find) the cached debootstrap base and import it as {image.BASE_REFERENCE}",
+    )
+    make = image_verbs.add_parser(
+        "build",
+        help="build the Dockerfile on the local base and unpack it into the image store, unless "
+        "the store's image was built from the same inputs; print its rootfs",
+    )
+    make.add_argument(
+        "--source", type=Path, default=None, help="the runstate checkout (default: this one)"
+    )
+    make.add_argument(
+        "--tag", default=None, help="image reference (default: the chart's image and appVersion)"
+    )
+    make.add_argument(
+        "--store",
+        type=Path,
+        default=None,
+        help=f"image store (default {image.default_store_dir()})",
+    )
+    make.add_argument("--force", action="store_true", help="build even if the inputs are unchanged")
+
+
 def _parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog, description="A local Kubernetes v1.20 control plane whose pods are processes."
@@ -207,7 +260,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
     verbs.add_parser(
         "build",
         help="install the Debian packages a dev cluster and the SSH test hosts need (etcd, openssl, "
-        "redis, openssh-server) and "
+        "redis, openssh-server, buildah and debootstrap for the image) and "
         "build and cache kube-apiserver/kube-controller-manager",
     )
     for verb, help_text in (
@@ -257,6 +310,7 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         "--dir", type=Path, default=None, help=f"state dir (default {default_dir()})"
     )
     schema.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+    _add_image_parser(verbs)
     from runstate_dev import kubelet
 
     kubelet.add_arguments(verbs.add_parser("kubelet", help="run the process kubelet"))
@@ -276,12 +330,15 @@ def main(argv: list[str] | None = None, *, prog: str = "python -m runstate_dev")
                     **build.SSH_PACKAGES,
                     **build.MONITORING_PACKAGES,
                     **build.TEST_PACKAGES,
+                    **build.IMAGE_PACKAGES,
                 }
             )
             print(build.ensure_binaries())
             return 0
         if args.verb == "hosts":
             return _hosts(args)
+        if args.verb == "image":
+            return _image(args)
         if args.verb == "kubelet":
             from runstate_dev import kubelet
 
