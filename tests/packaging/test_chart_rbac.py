@@ -237,7 +237,7 @@ def test_people_get_runs_and_runbooks_through_view_edit_admin(render: Render) ->
     }
     assert read <= gained["view"]
     assert not {g for g in gained["view"] if g[2] not in ("get", "list", "watch")}
-    # kubectl runstate start/retry create Runs; cancel/pause/resume/approve merge-patch spec.
+    # kubectl runstate start/retry create Runs; cancel/pause/resume merge-patch spec.
     assert read | write <= gained["edit"]
     assert gained["admin"] >= gained["edit"]
     # Status is the operator's: nobody's role may write it.
