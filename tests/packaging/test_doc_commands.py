@@ -2,8 +2,8 @@
 cluster, and succeeds.
 
 Sources: the fenced code blocks marked `sh`, `bash`, `shell` or `console` (the `$ ` lines) in
-README.md and docs/*.md, and the indented command lines of NOTES.txt as `helm install
---dry-run` prints them. Each block runs as one `bash -euo pipefail` script (so `RUN=$(...)`
+README.md and docs/*.md, the indented command lines of NOTES.txt as `helm install
+--dry-run` prints them, and those of kind-config.yaml's opening comment. Each block runs as one `bash -euo pipefail` script (so `RUN=$(...)`
 carries to the next line), from the repository's root, against the test cluster with the
 operator of the working tree running (the session's `operator` fixture), `kubectl` and
 `kubectl-runstate` on PATH.
@@ -65,6 +65,9 @@ NOT_RUN: dict[str, str] = {
     "kubectl -n argocd patch configmap argocd-cm": "needs Argo CD (the health checks the "
     "patch adds are tested in tests/integration/test_gitops_health.py)",
     "helm upgrade argocd argo/argo-cd": "needs Argo CD's chart repository (no internet here)",
+    "kind create cluster": "needs Docker and kind (not on this machine)",
+    "docker build": "needs Docker (the image's structure is tested in test_dockerfile.py)",
+    "kind load docker-image": "needs Docker and kind (not on this machine)",
 }
 RUNBOOK = "nginx-fleet"  # examples/runbook.yaml
 
@@ -142,7 +145,7 @@ def notes_blocks(helm: str, namespace: str) -> list[Block]:
 MARKDOWN = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 SOURCES = [
     str(p.relative_to(REPO)) for p in MARKDOWN if any(b.commands for b in markdown_blocks(p))
-] + ["NOTES.txt"]
+] + ["NOTES.txt", "kind-config.yaml"]
 
 
 def not_run(command: str) -> str | None:
@@ -221,9 +224,22 @@ def run_block(commands: list[str], kubeconfig: Path) -> subprocess.CompletedProc
     )
 
 
+def kind_config_blocks() -> list[Block]:
+    """The commands in kind-config.yaml's opening comment (lines `#   <command>`)."""
+    commands = []
+    for line in (REPO / "kind-config.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if line.startswith("#   ") and line[4:5].strip():
+            commands.append(line[4:].strip())
+    return [Block("kind-config.yaml", tuple(commands))]
+
+
 def blocks_of(source: str, helm: str, namespace: str) -> list[Block]:
     if source == "NOTES.txt":
         return notes_blocks(helm, namespace)
+    if source == "kind-config.yaml":
+        return kind_config_blocks()
     return markdown_blocks(REPO / source)
 
 
@@ -246,6 +262,7 @@ def test_every_not_run_entry_matches_a_printed_command(helm: str) -> None:
     """The list of commands not run names only commands the docs print."""
     printed = [c for p in MARKDOWN for b in markdown_blocks(p) for c in b.commands]
     printed += [c for b in notes_blocks(helm, "default") for c in b.commands]
+    printed += [c for b in kind_config_blocks() for c in b.commands]
     unused = [start for start in NOT_RUN if not any(c.startswith(start) for c in printed)]
     assert unused == []
 
@@ -261,6 +278,9 @@ def test_the_extraction_sees_what_the_docs_show(helm: str) -> None:
     notes = notes_blocks(helm, "team-a")[0].commands
     assert "kubectl apply -n team-a -f examples/runbook.yaml" in notes
     assert not any("kubectl apply" in c and "examples/run.yaml" in c for c in notes)
+    kind = kind_config_blocks()[0].commands
+    assert kind[0] == "kind create cluster --config kind-config.yaml"
+    assert any(c.startswith("kubectl create -f examples/run.yaml") for c in kind)
     assert _commands("$ echo a\nb\n$ echo c \\\n  d", console=True) == ["echo a", "echo c d"]
 
 
