@@ -22,11 +22,16 @@ Public API (``admin_kubeconfig`` is the cluster's admin kubeconfig path, e.g.
         new one). Returns once the account's grants are in effect.
 
     grant_operator_rbac(admin_kubeconfig, space: RestrictedNamespace, *, kubectl=KUBECTL)
-        Also give the account the operator's RBAC, cluster-wide (``OPERATOR_RULES``, the rules
-        of charts/runstate/templates/rbac.yaml when watching every namespace), so that
-        ``KUBECONFIG=space.kubeconfig python -m runstate operator --standalone`` runs the
-        operator as that account. Pods it creates in ``space.name`` are admitted only under
-        ``runstate-restricted``; in any other namespace no policy admits them.
+        Also give the account the operator's RBAC exactly as the chart grants it to an operator
+        watching ``space.name`` (``chart_operator_rbac``: ``helm template`` of
+        charts/runstate with ``watchNamespaces: [space.name]``, its ClusterRole, Role and
+        bindings, named ``runstate-test-<namespace>``), so that ``KUBECONFIG=space.kubeconfig
+        python -m runstate operator --standalone --namespace <space.name>`` runs the operator
+        as that account with nothing else. Pods it creates in ``space.name`` are admitted only
+        under ``runstate-restricted``; in any other namespace no policy admits them.
+
+    chart_operator_rbac(namespace, account) -> list[dict]
+        The chart's RBAC objects for an operator watching ``namespace`` as ``account``.
 
     RestrictedNamespace
         .name, .account, .kubeconfig (Path), .token, .user ("system:serviceaccount:<ns>:<sa>")
@@ -60,6 +65,7 @@ import base64
 import json
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -69,15 +75,17 @@ from typing import Any, TypeVar
 
 import yaml
 
+from tests.availability import unavailable
+
 __all__ = [
     "KUBECTL",
     "OPERATOR_ROLE",
-    "OPERATOR_RULES",
     "PSP_ANNOTATION",
     "RESTRICTED_POLICY",
     "RESTRICTED_ROLE",
     "Admission",
     "RestrictedNamespace",
+    "chart_operator_rbac",
     "create_restricted_namespace",
     "grant_operator_rbac",
     "security_contexts",
@@ -98,23 +106,48 @@ def _rule(group: str, resources: list[str], verbs: list[str]) -> Manifest:
     return {"apiGroups": [group], "resources": resources, "verbs": verbs}
 
 
-# charts/runstate/templates/_helpers.tpl: runstate.clusterRules + runstate.namespacedRules +
-# clusterkopfpeerings, the chart's ClusterRole when it watches every namespace.
-OPERATOR_RULES: tuple[Manifest, ...] = (
-    _rule("apiextensions.k8s.io", ["customresourcedefinitions"], ["get", "list", "watch"]),
-    _rule("", ["nodes"], ["list"]),
-    _rule("", ["namespaces"], ["get", "list", "watch"]),
-    _rule("runstate.dev", ["runs", "runbooks"], ["get", "list", "watch", "patch"]),
-    _rule("runstate.dev", ["runs/status", "runbooks/status"], ["get", "patch", "update"]),
-    _rule("runstate.dev", ["runs/finalizers"], ["update"]),
-    _rule("runstate.dev", ["runs"], ["create", "delete"]),
-    _rule("runstate.dev", ["runbooks/finalizers"], ["update"]),
-    _rule("", ["pods"], ["get", "list", "watch", "create", "delete", "deletecollection"]),
-    _rule("", ["events"], ["create", "patch"]),
-    _rule("events.k8s.io", ["events"], ["create", "patch"]),
-    _rule("kopf.dev", ["kopfpeerings"], ["get", "list", "watch", "patch"]),
-    _rule("kopf.dev", ["clusterkopfpeerings"], ["get", "list", "watch", "patch"]),
-)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _helm() -> str:
+    """The pinned helm (tools/helm.py installs it into the cache on first use)."""
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "helm.py")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        unavailable(f"helm is not available: {proc.stderr.strip()}")
+    return proc.stdout.strip()
+
+
+def _operator_objects_name(namespace: str) -> str:
+    return f"{OPERATOR_ROLE}-{namespace}"
+
+
+def chart_operator_rbac(namespace: str, account: str) -> list[Manifest]:
+    """The chart's RBAC for an operator watching ``namespace`` as ServiceAccount ``account``
+    (in that namespace): what ``helm install`` would create, rendered by helm itself."""
+    values = {
+        "watchNamespaces": [namespace],
+        "fullnameOverride": _operator_objects_name(namespace),
+        "serviceAccount": {"create": False, "name": account},
+        "rbac": {"create": True, "aggregateRoles": False},
+    }
+    args = [_helm(), "template", "runstate", str(REPO / "charts" / "runstate")]
+    args += ["--namespace", namespace, "--show-only", "templates/rbac.yaml"]
+    rendered = subprocess.run(
+        [*args, "--values", "-"],
+        input=json.dumps(values),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
 
 _POD_AUTHOR_RULES = [_rule("", ["pods"], ["get", "list", "watch", "create", "delete"])]
 
@@ -215,10 +248,10 @@ class RestrictedNamespace:
         return Admission(pod=json.loads(result.stdout), refusal="")
 
     def delete(self, admin_kubeconfig: str | os.PathLike[str]) -> None:
-        """Delete the namespace and the account's cluster-wide binding (if any)."""
-        binding = _operator_binding_name(self)
+        """Delete the namespace and the operator's cluster-wide RBAC for it (if any)."""
+        cluster_wide = _operator_objects_name(self.name)
         for args in (
-            ("delete", "clusterrolebinding", binding, "--ignore-not-found"),
+            ("delete", "clusterrolebinding,clusterrole", cluster_wide, "--ignore-not-found"),
             ("delete", "namespace", self.name, "--wait=false", "--ignore-not-found"),
         ):
             _must(_kubectl(self.kubectl, admin_kubeconfig, *args))
@@ -313,30 +346,12 @@ def create_restricted_namespace(
     return space
 
 
-def _operator_binding_name(space: RestrictedNamespace) -> str:
-    return f"{OPERATOR_ROLE}-{space.name}-{space.account}"
-
-
 def grant_operator_rbac(
     admin_kubeconfig: str | os.PathLike[str],
     space: RestrictedNamespace,
     *,
     kubectl: str = KUBECTL,
 ) -> None:
-    """Give ``space``'s account the operator's RBAC cluster-wide (its chart's ClusterRole)."""
-    role = {
-        "apiVersion": f"{_RBAC}/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": OPERATOR_ROLE},
-        "rules": list(OPERATOR_RULES),
-    }
-    subject = {"kind": "ServiceAccount", "name": space.account, "namespace": space.name}
-    binding = _binding(
-        "ClusterRoleBinding",
-        {"name": _operator_binding_name(space)},
-        "ClusterRole",
-        OPERATOR_ROLE,
-        subject,
-    )
-    _apply(kubectl, admin_kubeconfig, role, binding)
+    """Give ``space``'s account the chart's RBAC for an operator watching ``space.name``."""
+    _apply(kubectl, admin_kubeconfig, *chart_operator_rbac(space.name, space.account))
     _poll(f"{space.user}'s operator grants", lambda: _can(space, "patch", "runs.runstate.dev"))

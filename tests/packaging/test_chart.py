@@ -3,9 +3,10 @@ operator's settings (the environment it sets is what runstate.settings reads).""
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import yaml
 
 from runstate.settings import Settings, random_peering_priority
 from tests.integration.test_recovery import peering_crds
+from tests.packaging.test_chart_rbac import grants, operator_roles
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "runstate"
@@ -21,38 +23,6 @@ NAMESPACE = "runstate-system"
 
 Manifest = dict[str, Any]
 Render = Callable[..., list[Manifest]]
-Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
-
-# Exactly what the operator calls on namespaced resources (kopf included).
-NAMESPACED_GRANTS = {
-    *(
-        ("runstate.dev", r, v)
-        for r in ("runs", "runbooks")
-        for v in ("get", "list", "watch", "patch")
-    ),
-    *(
-        ("runstate.dev", r, v)
-        for r in ("runs/status", "runbooks/status")
-        for v in ("get", "patch", "update")
-    ),
-    ("runstate.dev", "runs/finalizers", "update"),
-    ("runstate.dev", "runs", "create"),  # Runbook triggers start Runs
-    ("runstate.dev", "runs", "delete"),  # ...and spec.history deletes the old ones
-    ("runstate.dev", "runbooks/finalizers", "update"),  # ...owned by the Runbook
-    *(("", "pods", v) for v in ("get", "list", "watch", "create", "delete", "deletecollection")),
-    *(("", "events", v) for v in ("create", "patch")),
-    *(("events.k8s.io", "events", v) for v in ("create", "patch")),
-    *(("kopf.dev", "kopfpeerings", v) for v in ("get", "list", "watch", "patch")),
-}
-# Cluster-scoped resources kopf reads in any mode.
-CLUSTER_GRANTS = {
-    *(("apiextensions.k8s.io", "customresourcedefinitions", v) for v in ("get", "list", "watch")),
-    *(("", "namespaces", v) for v in ("get", "list", "watch")),
-    ("", "nodes", "list"),  # Node inventories
-}
-CLUSTERWIDE_PEERING_GRANTS = {
-    ("kopf.dev", "clusterkopfpeerings", v) for v in ("get", "list", "watch", "patch")
-}
 
 
 def by_kind(manifests: list[Manifest], kind: str) -> list[Manifest]:
@@ -75,19 +45,6 @@ def env_of(manifests: list[Manifest]) -> dict[str, Any]:
     return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifests)["env"]}
 
 
-def grants(role: Manifest) -> set[Grant]:
-    found: set[Grant] = set()
-    for rule in role["rules"]:
-        # Least privilege: no wildcards, and nothing beyond groups/resources/verbs.
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, rule
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                for verb in rule["verbs"]:
-                    assert "*" not in (group, resource, verb), rule
-                    found.add((group, resource, verb))
-    return found
-
-
 def test_lint_strict(helm: str) -> None:
     proc = subprocess.run(
         [helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=120
@@ -99,7 +56,7 @@ def test_default_render(render: Render) -> None:
     manifests = render()
     assert Counter(m["kind"] for m in manifests) == {
         "ServiceAccount": 1,
-        "ClusterRole": 1,
+        "ClusterRole": 3,  # the operator's, and view/edit for people (aggregated)
         "ClusterRoleBinding": 1,
         "Service": 1,
         "Deployment": 1,
@@ -341,11 +298,11 @@ def test_rbac_covers_what_kopf_does_on_the_peering_objects(
     status subresource: see crds/kopf-peering.yaml); the operator's workers list and watch
     them too. Each object must be reachable by the ServiceAccount in its own scope."""
     manifests = render({**HA, "watchNamespaces": watched})
-    needed = {"get", "list", "watch", "patch"}
+    needed = {"list", "watch", "patch"}
     for peering in peering_objects(manifests):
         namespace = peering["metadata"].get("namespace")
         if namespace is None:
-            role = one(manifests, "ClusterRole")
+            (role,) = operator_roles(manifests)
             binding = one(manifests, "ClusterRoleBinding")
         else:
             (role,) = [
@@ -408,31 +365,6 @@ def test_schema_rejects(helm_template: Callable[..., str], values: dict[str, Any
     assert "schema" in failed.value.stderr
 
 
-def test_rbac_all_namespaces(render: Render) -> None:
-    manifests = render()
-    role = one(manifests, "ClusterRole")
-    assert grants(role) == NAMESPACED_GRANTS | CLUSTER_GRANTS | CLUSTERWIDE_PEERING_GRANTS
-    assert_bound(one(manifests, "ClusterRoleBinding"), role, manifests)
-    assert not by_kind(manifests, "Role")
-
-
-def test_rbac_watched_namespaces(render: Render) -> None:
-    watched = ["team-a", "team-b"]
-    manifests = render({"watchNamespaces": watched})
-    cluster_role = one(manifests, "ClusterRole")
-    assert grants(cluster_role) == CLUSTER_GRANTS
-    assert_bound(one(manifests, "ClusterRoleBinding"), cluster_role, manifests)
-    roles = by_kind(manifests, "Role")
-    bindings = by_kind(manifests, "RoleBinding")
-    assert sorted(r["metadata"]["namespace"] for r in roles) == watched
-    for role in roles:
-        assert grants(role) == NAMESPACED_GRANTS
-        (binding,) = [
-            b for b in bindings if b["metadata"]["namespace"] == role["metadata"]["namespace"]
-        ]
-        assert_bound(binding, role, manifests)
-
-
 def assert_bound(binding: Manifest, role: Manifest, manifests: list[Manifest]) -> None:
     """`binding` gives `role` to the operator's ServiceAccount."""
     assert binding["roleRef"] == {
@@ -476,3 +408,80 @@ def test_chart_ships_kopfs_peering_crds() -> None:
         assert (spec["group"], version["name"]) == ("kopf.dev", "v1")
         assert version["served"] and version["storage"]
         assert "subresources" not in version
+
+
+def test_extra_env_and_env_from_reach_the_operator(render: Render) -> None:
+    extra = [
+        {"name": "RUNSTATE_CREATE_CONCURRENCY", "value": "32"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+    ]
+    env_from = [{"secretRef": {"name": "runstate-extra"}}, {"configMapRef": {"name": "cm"}}]
+    manifests = render({"extraEnv": extra, "extraEnvFrom": env_from})
+    operator = container(manifests)
+    # After the chart's own variables, so that a variable set twice resolves to the extra one.
+    assert operator["env"][-2:] == extra
+    assert operator["envFrom"] == env_from
+    plain = {k: v for k, v in env_of(manifests).items() if isinstance(v, str)}
+    assert Settings.from_env(plain).reconcile.create_concurrency == 32
+    assert "envFrom" not in container(render())
+
+
+SCHEMA = CHART / "values.schema.json"
+
+
+def schema_properties(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted path, schema) of every property and array item in the values schema."""
+    for key, sub in (node.get("properties") or {}).items():
+        here = f"{path}.{key}" if path else key
+        yield here, sub
+        yield from schema_properties(sub, here)
+    items = node.get("items")
+    if isinstance(items, dict):
+        yield f"{path}[]", items
+        yield from schema_properties(items, f"{path}[]")
+
+
+def test_every_schema_property_is_described() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    found = list(schema_properties(schema))
+    assert len(found) > 50  # the walk reaches the nested properties
+    undescribed = [path for path, sub in found if not str(sub.get("description", "")).strip()]
+    assert undescribed == []
+
+
+def value_paths(values: Any, path: str = "") -> Iterator[str]:
+    """Dotted paths of every key in values.yaml (into maps, not into free-form ones' keys)."""
+    if isinstance(values, dict):
+        for key, sub in values.items():
+            here = f"{path}.{key}" if path else key
+            yield here
+            yield from value_paths(sub, here)
+
+
+def test_every_values_key_is_in_the_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    known = {path for path, _ in schema_properties(schema)}
+    # Maps whose keys are the user's (labels, annotations, resources, securityContext ...).
+    free = {
+        path
+        for path, sub in schema_properties(schema)
+        if (sub.get("type") == "object" and "properties" not in sub) or "$ref" in sub
+    }
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    unknown = [
+        p
+        for p in value_paths(values)
+        if p not in known and not any(p.startswith(f + ".") for f in free)
+    ]
+    assert unknown == []
+
+
+def test_values_yaml_validates_against_the_schema(helm_template: Callable[..., str]) -> None:
+    """helm validates the values it renders with against values.schema.json: values.yaml as
+    it is passes, and the same file with one value of the wrong type is refused."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert helm_template(values)
+    values["operator"]["workers"] = "many"
+    with pytest.raises(subprocess.CalledProcessError) as failed:
+        helm_template(values)
+    assert "schema" in failed.value.stderr

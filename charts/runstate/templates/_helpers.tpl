@@ -67,55 +67,61 @@ The Secret and key holding the Redis URL; empty when the store is in memory.
 {{- end }}
 
 {{/*
-Rules on namespaced resources: in a ClusterRole when watching all namespaces, else in a Role
-per watched namespace. Exactly what the operator (and kopf under it) calls.
+Rules on namespaced resources: in the ClusterRole when watching all namespaces, else in a Role
+per watched namespace (with kopf's namespaced peering). Exactly what the operator (runstate.kube.client) and kopf under it call,
+nothing more: tests/packaging/test_chart_rbac.py derives the same set from the code.
 */}}
 {{- define "runstate.namespacedRules" -}}
-- apiGroups: ["runstate.dev"]
-  resources: ["runs", "runbooks"]
-  verbs: ["get", "list", "watch", "patch"]
-- apiGroups: ["runstate.dev"]
-  resources: ["runs/status", "runbooks/status"]
-  verbs: ["get", "patch", "update"]
-# Pods carry an ownerReference to their Run with blockOwnerDeletion, which needs this.
-- apiGroups: ["runstate.dev"]
-  resources: ["runs/finalizers"]
-  verbs: ["update"]
-# Runbook triggers (onChange, schedule) create Runs, owned by the Runbook; spec.history
-# deletes the finished ones it no longer keeps.
+# kopf lists and watches both kinds (its indexes are the operator's cache). A Run is read
+# fresh before a status write, patched to add/remove its finalizer and to cancel it; Runbook
+# triggers (onChange, schedule) create Runs and spec.history deletes the finished ones.
 - apiGroups: ["runstate.dev"]
   resources: ["runs"]
-  verbs: ["create", "delete"]
+  verbs: ["get", "list", "watch", "patch", "create", "delete"]
 - apiGroups: ["runstate.dev"]
-  resources: ["runbooks/finalizers"]
+  resources: ["runbooks"]
+  verbs: ["list", "watch"]
+# Status is merge-patched through the status subresource, never replaced.
+- apiGroups: ["runstate.dev"]
+  resources: ["runs/status", "runbooks/status"]
+  verbs: ["patch"]
+# Pods carry an ownerReference to their Run, and triggered Runs one to their Runbook, with
+# blockOwnerDeletion, which needs update on the owner's finalizers.
+- apiGroups: ["runstate.dev"]
+  resources: ["runs/finalizers", "runbooks/finalizers"]
   verbs: ["update"]
-# deletecollection: pod retention deletes an ended run's pods in one call.
+# Work pods: created, watched, and deleted one by one or (pod retention) in one call.
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "delete", "deletecollection"]
+  verbs: ["list", "watch", "create", "delete", "deletecollection"]
+# Events: runstate's state transitions and kopf's warnings (core/v1, create only).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["kopf.dev"]
-  resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["create"]
 {{- end }}
 
-{{/* Rules on cluster-scoped resources, needed in either mode (kopf's discovery). */}}
+{{/* Rules on cluster-scoped resources. */}}
 {{- define "runstate.clusterRules" -}}
+# kopf discovers the CRDs it serves and follows changes to them.
 - apiGroups: ["apiextensions.k8s.io"]
   resources: ["customresourcedefinitions"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 # Runbooks with inventory.nodeSelector: the matching Nodes are listed when a run starts.
 - apiGroups: [""]
   resources: ["nodes"]
   verbs: ["list"]
+{{- if .Values.watchNamespaces }}
+# Watching some namespaces: kopf lists and watches namespaces to follow them.
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
+{{- else }}
+{{- include "runstate.namespacedRules" . | nindent 0 }}
+# kopf's cluster-wide peering.
+- apiGroups: ["kopf.dev"]
+  resources: ["clusterkopfpeerings"]
+  verbs: ["list", "watch", "patch"]
+{{- end }}
 {{- end }}
 
 {{/*
