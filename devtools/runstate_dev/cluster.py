@@ -426,9 +426,11 @@ class ControlPlane:
             [
                 str(bin_dir / "kube-controller-manager"),
                 f"--kubeconfig={self.state_dir / 'controller-manager.kubeconfig'}",
-                # Deployments and ReplicaSets too, so that a chart's Deployment runs its pods.
+                # Deployments and ReplicaSets too, so that a chart's Deployment runs its pods;
+                # clusterrole-aggregation, so that the chart's aggregate-to-view/edit/admin
+                # ClusterRoles reach the built-in roles, as on any cluster.
                 "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,"
-                "deployment,replicaset",
+                "deployment,replicaset,clusterrole-aggregation",
                 f"--service-account-private-key-file={pki / 'sa.key'}",
                 f"--root-ca-file={pki / 'ca.crt'}",
                 "--use-service-account-credentials=false",

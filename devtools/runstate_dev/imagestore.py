@@ -12,6 +12,7 @@ Layout::
     <store>/<key>/rootfs/        the image's root filesystem (read-only for pods)
     <store>/<key>/config.json    {"reference", "digest", "Entrypoint", "Cmd", "Env", "User",
                                   "WorkingDir"}
+    <store>/.retired/<key>.<ns>/ replaced versions, kept while containers may run on them
 
 where ``<key>`` is the reference with every character outside ``[A-Za-z0-9._-]`` turned into
 ``_`` (``ghcr.io/runstate/runstate:0.1.0`` → ``ghcr.io_runstate_runstate_0.1.0``).
@@ -25,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,9 @@ from typing import Any
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 CONFIG = "config.json"
 ROOTFS = "rootfs"
+# Replaced images move here (``<store>/.retired/<key>.<ns>``); the newest few are kept.
+RETIRED = ".retired"
+KEEP_RETIRED = 2
 
 
 def key_of(reference: str) -> str:
@@ -123,14 +128,26 @@ class ImageStore:
         return stage
 
     def publish(self, stage: Path, config: ImageConfig) -> Image:
-        """Write the config into a filled staging directory and move it into place, replacing
-        an older image of the same reference."""
+        """Write the config into a filled staging directory and move it into place. An older
+        image of the same reference is retired, not deleted at once (see `_prune`)."""
         (stage / CONFIG).write_text(json.dumps(config.to_json(), indent=2) + "\n")
-        final = self.directory / key_of(config.reference)
-        old = self.directory / f".{key_of(config.reference)}.{os.getpid()}.old"
+        key = key_of(config.reference)
+        final = self.directory / key
         if final.exists():
-            final.rename(old)
+            retired = self.directory / RETIRED
+            retired.mkdir(exist_ok=True)
+            final.rename(retired / f"{key}.{time.time_ns()}")
+            self._prune(key)
         stage.rename(final)
-        if old.exists():
-            shutil.rmtree(old, ignore_errors=True)
         return Image(root=final, config=config)
+
+    def _prune(self, key: str) -> None:
+        """Delete the retired versions of ``key`` but the newest `KEEP_RETIRED`. A retired
+        version stays on disk because a container started before the publish may still run on
+        it (its overlay names the directory; renaming is harmless, deleting is not)."""
+        versions = sorted(
+            (self.directory / RETIRED).glob(f"{key}.*"),
+            key=lambda path: int(path.name.rsplit(".", 1)[-1]),
+        )
+        for version in versions[:-KEEP_RETIRED]:
+            shutil.rmtree(version, ignore_errors=True)

@@ -1,11 +1,7 @@
 """The chart's aggregated ClusterRoles on a real API server: a ServiceAccount bound to the
 built-in `view` or `edit` ClusterRole in a namespace gains exactly the matching rights on Runs
-and Runbooks there (the clusterrole-aggregation controller does the aggregating), and `edit` is enough for
-`kubectl runstate start` and `cancel`.
-
-The dev cluster's kube-controller-manager runs only the controllers the operator's tests need,
-not clusterrole-aggregation (devtools/runstate_dev/cluster.py), so this module runs a second
-kube-controller-manager, the same binary, with that one controller, for its own duration.
+and Runbooks there (the dev cluster's kube-controller-manager runs the clusterrole-aggregation
+controller, as every cluster does), and `edit` is enough for `kubectl runstate start` and `cancel`.
 """
 
 from __future__ import annotations
@@ -15,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import KUBECTL, Cluster, free_port, wait_for
+from tests.conftest import KUBECTL, Cluster, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -32,48 +27,7 @@ RELEASE = "aggregate-check"
 
 
 @pytest.fixture(scope="module")
-def aggregation_controller(kube_cluster: Cluster) -> Iterator[None]:
-    """kube-controller-manager v1.20.2 running the clusterrole-aggregation controller only."""
-    from runstate_dev import build
-
-    port = free_port()
-    log = kube_cluster.state_dir / "aggregation-controller.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                str(build.ensure_binaries() / "kube-controller-manager"),
-                f"--kubeconfig={kube_cluster.state_dir / 'controller-manager.kubeconfig'}",
-                "--controllers=clusterrole-aggregation",
-                "--leader-elect=false",
-                "--address=127.0.0.1",
-                f"--port={port}",
-                "--secure-port=0",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        wait_for("the aggregation controller's /healthz", lambda: healthy(port, proc, log))
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
-
-
-def healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> bool:
-    if proc.poll() is not None:
-        raise AssertionError(f"kube-controller-manager exited:\n{log.read_text()[-3000:]}")
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
-            return bool(resp.status == 200)
-    except OSError:
-        return False
-
-
-@pytest.fixture(scope="module")
-def aggregated_roles(
-    kube_cluster: Cluster, helm_template: Callable[..., str], aggregation_controller: None
-) -> Iterator[str]:
+def aggregated_roles(kube_cluster: Cluster, helm_template: Callable[..., str]) -> Iterator[str]:
     """The chart's two aggregated ClusterRoles applied (as `helm install` would create them);
     a namespace with accounts `viewer` (bound to view) and `editor` (bound to edit)."""
     rendered = [
