@@ -190,10 +190,19 @@ def prepared(
         path.write_text(yaml.safe_dump(config))
         made[source] = Prepared(namespace, run.split("/", 1)[1], path)
     for item in made.values():
-        kube_cluster.kubectl(
+        waited = kube_cluster.kubectl(
             *("wait", "-n", item.namespace, "--for=condition=Ready", f"run/{item.run}"),
-            "--timeout=180s",
+            "--timeout=100s",
+            check=False,
         )
+        if waited.returncode != 0:
+            status = kube_cluster.kubectl(
+                *("get", "run", item.run, "-n", item.namespace, "-o", "json"), check=False
+            ).stdout
+            raise AssertionError(
+                f"example Run {item.namespace}/{item.run} not Ready: {waited.stderr}\n"
+                f"{status}\noperator log:\n{operator.log_tail(80)}"
+            )
     try:
         yield made
     finally:
