@@ -14,17 +14,24 @@ import json
 import re
 import shutil
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+import yaml
+
+from runstate_dev._proc import free_port
+from runstate_dev.hosts import HostFleet
 from tests.conftest import wait_for
+from tests.hosts import fleet_of
 from tests.packaging.test_doc_commands import (
     MARKDOWN,
     RELEASE_ONLY,
     markdown_blocks,
     substituted,
 )
-from tests.release.conftest import NAMESPACE, RELEASE, RUNS_NAMESPACE, Release
+from tests.release.conftest import NAMESPACE, RELEASE, REPO, RUNS_NAMESPACE, Release
 
 OPERATOR_USER = 65532  # the image's USER and the chart's runAsUser
 
@@ -231,6 +238,65 @@ def test_the_documented_release_commands_run(release: Release) -> None:
     # --reuse-values with the same chart changes nothing the Deployment runs.
     after = kubectl_json(release, f"get deployment {RELEASE} -n {NAMESPACE}")["metadata"]
     assert after["generation"] == revision["generation"]
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostFleet]:
+    yield from fleet_of(tmp_path_factory, "release-hosts", 3)
+
+
+def fleet_runbook(fleet: HostFleet, port: int) -> dict[str, Any]:
+    """examples/runbook-ssh.yaml with the fleet as inventory, as `make demo` applies it: the
+    example's addresses are placeholders (192.0.2.0/24, for documentation)."""
+    runbook: dict[str, Any] = yaml.safe_load((REPO / "examples" / "runbook-ssh.yaml").read_text())
+    runbook["spec"]["inventory"]["hosts"] = [
+        {
+            "name": h.name,
+            "groups": ["web"],
+            "data": {
+                "ssh_hostname": h.address,
+                "ssh_port": h.port,
+                "listen": f"{h.address}:{port}",
+            },
+        }
+        for h in fleet.hosts
+    ]
+    runbook["spec"]["connector"]["ssh"]["user"] = fleet.user
+    return runbook
+
+
+def test_an_ssh_run_executes_from_the_image_on_the_hosts(
+    release: Release, fleet: HostFleet
+) -> None:
+    """examples/runbook-ssh.yaml on three SSH test hosts: its work pods run the operator's image
+    (`runstate exec` from its root) and change each host's own filesystem."""
+    release.ok(
+        f"kubectl create secret generic fleet-ssh -n {RUNS_NAMESPACE}"
+        f" --from-file=id={fleet.client_key} --from-file=known_hosts={fleet.known_hosts}"
+    )
+    manifest = json.dumps(fleet_runbook(fleet, free_port()))
+    release.ok(f"kubectl apply -n {RUNS_NAMESPACE} -f - <<'EOF'\n{manifest}\nEOF")
+    name = release.ok(f"kubectl create -n {RUNS_NAMESPACE} -f examples/run-ssh.yaml -o name")
+    release.ok(
+        f"kubectl wait -n {RUNS_NAMESPACE} --for=condition=Ready {name.strip()} --timeout=4m",
+        timeout=260,
+    )
+    run = kubectl_json(release, f"get -n {RUNS_NAMESPACE} {name.strip()}")
+    assert run["status"]["state"]["type"] == "COMPLETED", run["status"]
+    assert operation_counts(run) == {"nginx-config": (3, 3, 0), "web-service": (3, 3, 0)}
+    pods = kubectl_json(
+        release, f"get pods -n {RUNS_NAMESPACE} -l runstate.dev/run-uid={run['metadata']['uid']}"
+    )["items"]
+    assert pods, "the run's pods are kept an hour (podRetention)"
+    for pod in pods:
+        (status,) = pod["status"]["containerStatuses"]
+        assert status["image"] == release.image.config.reference
+        assert status["imageID"] == release.image.config.digest
+        assert "terminated" in status["state"]  # checks exit non-zero when a host needs the run
+    for host in fleet.hosts:
+        config = (host.upper / "etc" / "demo-web" / "nginx.conf").read_text()
+        assert f"server_name {host.name};" in config
+        assert 'add_header X-Release "2026.1";' in config
 
 
 def test_the_documented_uninstall_order(release: Release) -> None:
