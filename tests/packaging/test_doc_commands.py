@@ -31,6 +31,7 @@ import pytest
 import yaml
 
 from tests.conftest import KUBECTL, Cluster, Operator
+from tests.examples import clear_foreign_demo_scratch
 
 pytestmark = pytest.mark.integration
 
@@ -186,6 +187,7 @@ def prepared(
     folder = tmp_path_factory.mktemp("doc-commands")
     config = yaml.safe_load(Path(kube_cluster.kubeconfig).read_text())
     made: dict[str, Prepared] = {}
+    clear_foreign_demo_scratch()
     for source in SOURCES:
         namespace = kube_cluster.namespace()
         kube_cluster.kubectl("apply", "-n", namespace, "-f", str(REPO / "examples/runbook.yaml"))

@@ -9,7 +9,6 @@ the order written: the last one uninstalls.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -24,6 +23,7 @@ import yaml
 from runstate_dev._proc import free_port
 from runstate_dev.hosts import HostFleet
 from tests.conftest import wait_for
+from tests.examples import DEMO_SCRATCH, clear_foreign_demo_scratch
 from tests.hosts import fleet_of
 from tests.packaging.test_doc_commands import (
     MARKDOWN,
@@ -140,16 +140,13 @@ WEB_HOSTS = EXAMPLE_HOSTS[:2]  # the group `web` of examples/runbook.yaml
 # Where install-nginx leaves its mark (examples/runbook.yaml). The example's image, alpine:3.20,
 # is not in the store: its pods run on the machine's root, the process kubelet's documented
 # fallback, so the mark lands in the machine's /tmp.
-MARK = "/tmp/runstate-demo/{host}/nginx"
+MARK = f"{DEMO_SCRATCH}/{{host}}/nginx"
 
 
 def clear_marks() -> None:
     """No mark of an earlier run on this machine (the first run must change both web hosts),
     nor their directories: another run as root leaves them where uid 65532 cannot write."""
-    scratch = Path(MARK).parents[1]  # /tmp/runstate-demo, the example's scratch directory
-    with contextlib.suppress(FileNotFoundError):
-        if scratch.stat().st_uid != OPERATOR_USER:
-            shutil.rmtree(scratch)  # left by a run as root: the work pods could not write
+    clear_foreign_demo_scratch()
     for host in WEB_HOSTS:
         shutil.rmtree(Path(MARK.format(host=host)).parent, ignore_errors=True)
 
