@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.availability import unavailable
+from tests.components import start_redis
 from tests.restricted import RestrictedNamespace, create_restricted_namespace, grant_operator_rbac
 
 if TYPE_CHECKING:
@@ -153,13 +154,7 @@ def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """The session's redis-server. Disruptive tests may stop and start it again: `start()`
     after `stop()` reuses the same port and data directory, so `redis_url` stays valid."""
-    try:
-        from runstate_dev.redis import RedisServer
-
-        server = RedisServer(tmp_path_factory.mktemp("redis"), die_with_parent=True).start()
-    except Exception as exc:
-        unavailable(f"redis-server unavailable: {exc}")
-        raise
+    server = start_redis(tmp_path_factory.mktemp("redis"))
     try:
         yield server
     finally:

@@ -65,7 +65,6 @@ import base64
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -75,7 +74,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tests.availability import unavailable
+from tests.components import helm_binary
 
 __all__ = [
     "KUBECTL",
@@ -109,20 +108,6 @@ def _rule(group: str, resources: list[str], verbs: list[str]) -> Manifest:
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _helm() -> str:
-    """The pinned helm (tools/helm.py installs it into the cache on first use)."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "helm.py")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    if proc.returncode != 0:
-        unavailable(f"helm is not available: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
 def _operator_objects_name(namespace: str) -> str:
     return f"{OPERATOR_ROLE}-{namespace}"
 
@@ -136,7 +121,7 @@ def chart_operator_rbac(namespace: str, account: str) -> list[Manifest]:
         "serviceAccount": {"create": False, "name": account},
         "rbac": {"create": True, "aggregateRoles": False},
     }
-    args = [_helm(), "template", "runstate", str(REPO / "charts" / "runstate")]
+    args = [helm_binary(), "template", "runstate", str(REPO / "charts" / "runstate")]
     args += ["--namespace", namespace, "--show-only", "templates/rbac.yaml"]
     rendered = subprocess.run(
         [*args, "--values", "-"],

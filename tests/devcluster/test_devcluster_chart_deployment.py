@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from kubernetes_asyncio import client
 from runstate_dev._proc import free_port
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.imagestore import ImageConfig, ImageStore
-from tests.availability import unavailable
+from tests.components import helm_binary
 from tests.devcluster import testimage
 from tests.devcluster.devcluster_helpers import wait_for
 
@@ -60,12 +59,7 @@ http.server.HTTPServer(("127.0.0.1", int(os.environ["RUNSTATE_METRICS_PORT"])), 
 
 @pytest.fixture(scope="module")
 def helm() -> str:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "helm.py")], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        unavailable(f"helm is not available: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    return helm_binary()
 
 
 def _stand_in(store: ImageStore, reference: str) -> None:

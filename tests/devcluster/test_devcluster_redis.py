@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 from pathlib import Path
 
@@ -10,16 +9,12 @@ import pytest
 import redis.asyncio
 
 from runstate_dev.redis import RedisServer
+from tests.components import start_redis
 
 
 @pytest.fixture
 def redis_server(tmp_path: Path) -> RedisServer:
-    try:
-        return RedisServer(tmp_path, die_with_parent=True).start()
-    except Exception as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"redis-server did not start: {exc}")
-        raise
+    return start_redis(tmp_path)
 
 
 async def test_redis_server_serves_and_stops(redis_server: RedisServer, tmp_path: Path) -> None:

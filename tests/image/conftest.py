@@ -9,22 +9,16 @@ Building needs root (debootstrap, buildah's chroot isolation), Debian's buildah 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from runstate_dev import build, image
 from runstate_dev.imagestore import Image
-from tests.availability import require, unavailable
+from tests.components import operator_image
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="session")
 def built_image() -> Image:
-    require(os.geteuid() == 0, "building the image needs root (debootstrap, buildah chroot)")
-    try:
-        return image.ensure_image(REPO)
-    except build.BuildError as exc:
-        unavailable(f"the operator image cannot be built: {exc}")
+    return operator_image()

@@ -241,16 +241,11 @@ def test_runner_reaches_a_real_ssh_host_from_the_image(
     host = ssh_host.host(0)
     connect = ["--host", host.address, "--port", str(host.port), "--user", ssh_host.user]
     keys = ["--key", "/mnt/id", "--known-hosts", "/mnt/known_hosts"]
+    ssh_exec = ["runstate", "exec", "--connector", "ssh", *connect, *keys]
+    ssh_exec += ["--result", "/tmp/result.json"]
     proc = run_in(
         built_image,
-        "runstate",
-        "exec",
-        "--connector",
-        "ssh",
-        *connect,
-        *keys,
-        "--result",
-        "/tmp/result.json",
+        *ssh_exec,
         "--",
         "id -un; echo over-ssh",
         bind=secret,
@@ -259,14 +254,7 @@ def test_runner_reaches_a_real_ssh_host_from_the_image(
     assert proc.stdout == f"{ssh_host.user}\nover-ssh\n"
     pyinfra = run_in(
         built_image,
-        "runstate",
-        "exec",
-        "--connector",
-        "ssh",
-        *connect,
-        *keys,
-        "--result",
-        "/tmp/result.json",
+        *ssh_exec,
         "--pyinfra-op",
         "server.shell",
         "--pyinfra-args",

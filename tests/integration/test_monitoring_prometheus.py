@@ -12,7 +12,6 @@ import json
 import math
 import re
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -25,7 +24,8 @@ import pytest
 import yaml
 
 from runstate import __version__
-from tests.conftest import ROOT, Cluster, Operator, free_port, wait_for
+from tests.components import helm_binary
+from tests.conftest import Cluster, Operator, free_port, wait_for
 from tests.integration.test_runs import final_status, run, runbook
 from tests.monitoring import CHART, Query, alert_rules, dashboard_queries, prometheus_binary
 from tests.monitoring import rule_file as chart_rule_file
@@ -70,13 +70,9 @@ class Prometheus:
 
 def render_rules() -> dict[str, Any]:
     """The chart's alert rules, rendered by helm with the operator-down alert on `JOB`."""
-    helm = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "helm.py")], capture_output=True, text=True
-    )
-    assert helm.returncode == 0, helm.stderr
     values = {"monitoring": {"prometheusRule": {"enabled": True, "upSelector": f'job="{JOB}"'}}}
     rendered = subprocess.run(
-        [helm.stdout.strip(), "template", "runstate", str(CHART), "--values", "-"],
+        [helm_binary(), "template", "runstate", str(CHART), "--values", "-"],
         input=json.dumps(values),
         capture_output=True,
         text=True,

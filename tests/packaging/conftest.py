@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.availability import unavailable
+from tests.components import helm_binary
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "runstate"
@@ -30,15 +29,7 @@ Render = Callable[..., list[Manifest]]
 @pytest.fixture(scope="session")
 def helm() -> str:
     """Path of the pinned helm binary."""
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "helm.py")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    if proc.returncode != 0:
-        unavailable(f"helm is not available: {proc.stderr.strip()}")
-    return proc.stdout.strip()
+    return helm_binary()
 
 
 @pytest.fixture(scope="session")

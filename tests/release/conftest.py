@@ -30,12 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from runstate_dev import build, image
 from runstate_dev._proc import free_port
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.imagestore import Image, ImageStore
 from runstate_dev.redis import RedisServer
-from tests.availability import require, unavailable
+from tests.components import helm_binary, operator_image, start_redis
 from tests.conftest import KUBECTL
 from tests.devcluster.devcluster_helpers import start_plane
 
@@ -90,34 +89,6 @@ class Release:
         return done.stdout
 
 
-def helm_binary() -> str:
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "tools" / "helm.py")], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        unavailable(f"helm is not available: {proc.stderr.strip()}")
-    return proc.stdout.strip()
-
-
-def operator_image(store: ImageStore) -> Image:
-    """The checkout's operator image, in `store` (built first when the cache lacks it)."""
-    require(os.geteuid() == 0, "building the image needs root (debootstrap, buildah chroot)")
-    started = time.monotonic()
-    try:
-        built = image.ensure_image(REPO, store=store)
-    except build.BuildError as exc:
-        unavailable(f"the operator image cannot be built: {exc}")
-    print(f"operator image ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
-    return built
-
-
-def start_redis(state_dir: Path) -> RedisServer:
-    try:
-        return RedisServer(state_dir, die_with_parent=True).start()
-    except Exception as exc:  # any reason it cannot run is reported, never swallowed in CI
-        unavailable(f"redis-server unavailable: {exc}")
-
-
 def allow_restricted_pods(release: Release, namespace: str) -> None:
     """The ServiceAccounts of `namespace` may use the restricted policy (work pods run as
     `default` there); the operator's own account gets nothing from this."""
@@ -155,6 +126,7 @@ def release(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Release]:
     helm = helm_binary()
     started = time.monotonic()
     built = operator_image(ImageStore(tmp_path_factory.mktemp("images")))
+    print(f"operator image ready in {time.monotonic() - started:.1f}s", file=sys.stderr)
     plane = start_plane(tmp_path_factory.mktemp("cluster"), images_dir=built.root.parent)
     redis = start_redis(tmp_path_factory.mktemp("redis"))
     try:
