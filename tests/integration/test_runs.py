@@ -1160,6 +1160,14 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
     kube_cluster.apply(run("r1", "contested"), ns)
     stop = threading.Event()
     marks: dict[str, int] = {}
+    crashed: dict[int, BaseException] = {}
+    # One configuration, loaded before the writers start: kubernetes_asyncio writes the
+    # kubeconfig's CA to a temporary file it shares between loads, and four loads at once in
+    # four threads can read it half-written (an SSL error that killed a writer on CI).
+    cfg = k8s.Configuration()
+    asyncio.run(
+        k8s_config.load_kube_config(config_file=kube_cluster.kubeconfig, client_configuration=cfg)
+    )
 
     def annotate(writer: int) -> None:
         # Several writers, each on its own annotation, patching as fast as the API server
@@ -1167,10 +1175,6 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
         # few ms: the operator's cache (kopf batches watch events for 0.1 s) is then nearly
         # always behind its status writes.
         async def loop() -> None:
-            cfg = k8s.Configuration()
-            await k8s_config.load_kube_config(
-                config_file=kube_cluster.kubeconfig, client_configuration=cfg
-            )
             async with k8s.ApiClient(cfg) as api:
                 custom: Any = k8s.CustomObjectsApi(api)
                 for i in itertools.count():
@@ -1189,7 +1193,10 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
                     marks[key] = i
                     await asyncio.sleep(0.01)
 
-        asyncio.run(loop())
+        try:
+            asyncio.run(loop())
+        except BaseException as exc:  # reported by the test, not lost in a thread
+            crashed[writer] = exc
 
     writers = [threading.Thread(target=annotate, args=(w,), daemon=True) for w in range(4)]
     for writer in writers:
@@ -1201,6 +1208,7 @@ def test_status_writes_that_conflict_are_retried_and_lose_nothing(
         for writer in writers:
             writer.join(timeout=30)
 
+    assert not crashed, f"a writer died, so the Run was less contested than meant: {crashed!r}"
     assert st["state"]["type"] == "COMPLETED", st["state"]
     assert history_of(st) == ["Pending", "Running", "Completed"]
     assert st["hosts"] == {"total": 3, "active": 3, "failed": 0, "unreachable": 0, "limited": 0}
