@@ -12,7 +12,8 @@ Layout of the state dir::
 
     kubeconfig              admin kubeconfig (token in group system:masters)
     cluster.json            server URL, token, ports of the running cluster
-    pki/                    CA, apiserver serving cert, service-account key pair
+    pki/                    CA, apiserver serving cert, service-account key pair, the kubelet's
+                            serving cert and the apiserver's client cert to it (``pki``)
     pids/<component>.json   what ``down`` stops
     <component>.log         output of each component
     etcd-data/              etcd's data (wiped at every start: a dev cluster starts empty)
@@ -42,6 +43,7 @@ from typing import Any, TypeVar
 import yaml
 
 from runstate_dev import build, podsecurity, runnerroot
+from runstate_dev import pki as certificates
 from runstate_dev._proc import (
     ComponentError,
     ProcessRecord,
@@ -60,7 +62,6 @@ T = TypeVar("T")
 
 NODE_NAME = "runstate-local"
 SERVICE_CIDR = "10.0.0.0/24"
-_SERVICE_IP = "10.0.0.1"  # first address of SERVICE_CIDR: the `kubernetes` Service
 _SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _PORT_ATTEMPTS = 3
 _COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kubelet")
@@ -406,6 +407,12 @@ class ControlPlane:
                 # Nothing listens behind the `kubernetes` Service; and Endpoints may
                 # not hold loopback addresses, so do not maintain them.
                 "--endpoint-reconciler-type=none",
+                # `kubectl logs`: the API server reaches the process kubelet's API at the
+                # address and port its Node reports, both sides with certificates of the CA.
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
+                f"--kubelet-certificate-authority={pki / 'ca.crt'}",
+                "--kubelet-preferred-address-types=InternalIP,Hostname",
                 "--v=1",
             ],
         )
@@ -479,6 +486,12 @@ class ControlPlane:
                 str(ready),
                 "--state-dir",
                 str(self.kubelet_state_dir),
+                "--tls-cert-file",
+                str(self.state_dir / "pki" / "kubelet.crt"),
+                "--tls-private-key-file",
+                str(self.state_dir / "pki" / "kubelet.key"),
+                "--client-ca-file",
+                str(self.ca_file),
                 *(["--images", str(self.images_dir)] if self.images_dir is not None else []),
             ],
         )
@@ -570,97 +583,8 @@ class ControlPlane:
     # --- files --------------------------------------------------------------------
 
     def _ensure_pki(self) -> Path:
-        """CA, serving cert and SA keys; kept across restarts (tokens are not)."""
-        pki = self.state_dir / "pki"
-        needed = ["ca.crt", "ca.key", "apiserver.crt", "apiserver.key", "sa.key", "sa.pub"]
-        if all((pki / name).exists() for name in needed):
-            return pki
-        pki.mkdir(parents=True, exist_ok=True)
-        pki.chmod(0o700)
-
-        def openssl(*args: str) -> None:
-            result = subprocess.run(
-                ["openssl", *args],
-                cwd=pki,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                check=False,
-            )
-            if result.returncode != 0:
-                raise ComponentError(
-                    f"pki: openssl {' '.join(args)} failed: "
-                    f"{result.stderr.decode(errors='replace')[-2000:]}"
-                )
-
-        openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "3650",
-            "-subj",
-            "/CN=runstate-devcluster-ca",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign,digitalSignature",
-        )
-        sans = ",".join(
-            [
-                "IP:127.0.0.1",
-                "DNS:localhost",
-                f"IP:{_SERVICE_IP}",
-                "DNS:kubernetes",
-                "DNS:kubernetes.default",
-                "DNS:kubernetes.default.svc",
-                "DNS:kubernetes.default.svc.cluster.local",
-            ]
-        )
-        (pki / "apiserver.ext").write_text(
-            "basicConstraints=CA:FALSE\n"
-            "keyUsage=critical,digitalSignature,keyEncipherment\n"
-            "extendedKeyUsage=serverAuth\n"
-            f"subjectAltName={sans}\n"
-        )
-        openssl(
-            "req",
-            "-new",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "apiserver.key",
-            "-out",
-            "apiserver.csr",
-            "-subj",
-            "/CN=kube-apiserver",
-        )
-        openssl(
-            "x509",
-            "-req",
-            "-in",
-            "apiserver.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "apiserver.crt",
-            "-days",
-            "3650",
-            "-extfile",
-            "apiserver.ext",
-        )
-        openssl("genrsa", "-out", "sa.key", "2048")
-        openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub")
-        return pki
+        """CA and every certificate (`runstate_dev.pki`); kept across restarts (tokens are not)."""
+        return certificates.ensure(self.state_dir / "pki", node_name=self.node_name)
 
     def _write_kubeconfig(self, path: Path, user: str, token: str) -> None:
         config = {

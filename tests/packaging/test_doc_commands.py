@@ -48,11 +48,12 @@ RELEASE_ONLY: tuple[str, ...] = (
     "helm upgrade runstate charts/runstate",
     "helm uninstall runstate",
     f"kubectl -n {RELEASE_NAMESPACE} rollout status deployment/runstate",
+    f"kubectl -n {RELEASE_NAMESPACE} logs deployment/runstate",
 )
-NO_KUBELET_API = (
-    "the dev cluster's process kubelet serves no kubelet API (containerLogs, portforward); "
-    "tests/release/test_release.py reads the operator's log from the kubelet's pod log file "
-    "and its metrics on the pod's port"
+NO_PORT_FORWARD = (
+    "the dev cluster's process kubelet serves container logs but no port-forward (an "
+    "upgraded SPDY stream); tests/release/test_release.py reads the operator's metrics on the "
+    "pod's port"
 )
 # Commands not run, by the start of their text (before substitution), with the reason.
 NOT_RUN: dict[str, str] = {
@@ -60,8 +61,7 @@ NOT_RUN: dict[str, str] = {
     "both examples behave)",
     "make test": "the whole test suite, which this test is part of",
     "make image kind-up kind-load kind-install": "needs Docker and kind (not on this machine)",
-    f"kubectl -n {RELEASE_NAMESPACE} logs deployment/runstate": NO_KUBELET_API,
-    f"kubectl -n {RELEASE_NAMESPACE} port-forward service/runstate-metrics": NO_KUBELET_API
+    f"kubectl -n {RELEASE_NAMESPACE} port-forward service/runstate-metrics": NO_PORT_FORWARD
     + "; and a port-forward runs until stopped",
     "curl -s localhost:8080/metrics": "reads through the port-forward above; the metrics "
     "themselves are tested against the running operator (tests/integration/test_runs.py)",

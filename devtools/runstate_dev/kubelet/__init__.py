@@ -50,6 +50,13 @@ cannot tell it from a cluster with real nodes:
   128+N.  Like the real kubelet's status manager, which batches updates, a
   process that exits within ``FAST_EXIT_SECONDS`` of its start only gets the
   final status written (one write instead of two).
+* **Logs** (``kubectl logs``): each container instance's output is kept as a CRI runtime keeps
+  it, one file per instance with a timestamp per line (``logs``), next to the pod's whole
+  output; with a serving certificate the kubelet serves the kubelet API's
+  ``/containerLogs/{ns}/{pod}/{container}`` over HTTPS on a loopback port of its own, to the
+  API server's client certificate only, and writes that port into its Node's status
+  (``server``): follow, tailLines, limitBytes, timestamps, sinceSeconds/sinceTime and
+  previous, with the real kubelet's errors.
 * **activeDeadlineSeconds**, counted from ``startTime``: the process group is
   killed (SIGTERM, SIGKILL after the grace period) and the pod fails with
   ``reason: DeadlineExceeded``.
@@ -103,6 +110,8 @@ The modules, each with one job (its docstring says what it owns and must not do)
 * ``termination``: exit codes, ``state.terminated`` and the termination message;
 * ``storage`` and ``quantity``: ephemeral-storage limits, usage and eviction;
 * ``recovery``: pods left running by a previous kubelet;
+* ``logs``: each container instance's output on disk, read back as ``kubectl logs`` asks;
+* ``server``: the kubelet API (container logs) over HTTPS, and who may call it;
 * ``api``: the API calls, errors and retries;  ``pod``: what they all share;
 * ``command``: the ``kubelet`` verb and the process's lifetime.
 

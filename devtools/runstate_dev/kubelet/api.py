@@ -1,6 +1,6 @@
 """The kubelet's API calls: the few requests it makes, on plain JSON dicts.
 
-Owns talking to the API server (list and watch pods, bind, write status, delete, read
+Owns talking to the API server (list and watch pods, bind, write pod and Node status, delete, read
 ConfigMaps and Secrets, record Events about a pod), turning every non-2xx answer or lost connection into `ApiCallError`,
 and retrying transient failures with backoff (`with_retries`). Must not decide anything about
 a pod: what to call and when is the caller's business.
@@ -100,6 +100,18 @@ class PodApi:
             self.core.patch_namespaced_pod_status(
                 meta["name"],
                 meta["namespace"],
+                {"status": dict(status)},
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+            ),
+        )
+
+    async def patch_node_status(self, node: str, status: Mapping[str, Any]) -> None:
+        """Merge ``status`` into the Node's (its addresses and kubelet endpoint)."""
+        await self._call(
+            f"status of node {node}",
+            self.core.patch_node_status(
+                node,
                 {"status": dict(status)},
                 _content_type="application/merge-patch+json",
                 _preload_content=False,

@@ -2,7 +2,8 @@
 
 Owns its arguments (`add_arguments`, shared with `python -m runstate_dev kubelet`), logging
 setup, the API client from a kubeconfig, and the process's lifetime: run until SIGTERM or
-SIGINT, then kill the pods' processes and return; its own mount namespace (where the Nodes' roots
+SIGINT, then kill the pods' processes and return; the kubelet API's server when given its
+certificates, and its port in the Node's status; its own mount namespace (where the Nodes' roots
 are mounted) is made before anything else runs. Must not hold any pod logic.
 """
 
@@ -21,11 +22,13 @@ from kubernetes_asyncio import client, config
 
 from runstate_dev.imagestore import ImageStore
 
+from .api import ApiCallError, PodApi, with_retries
 from .launch import own_mount_namespace
 from .node import ProcessKubelet
 from .noderoot import NodeRoots
-from .pod import log
+from .pod import HOST_IP, log
 from .runtime import service_env
+from .server import KubeletServer, TlsFiles
 from .services import ApiServiceProxy
 
 
@@ -37,8 +40,10 @@ async def run_kubelet(
     ready_file: Path | None = None,
     node_roots: NodeRoots | None = None,
     images_dir: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> None:
-    """Run the process kubelet until SIGTERM/SIGINT, then kill its pods and return."""
+    """Run the process kubelet until SIGTERM/SIGINT, then kill its pods and return; with
+    ``tls``, serve the kubelet API (container logs) and name its port in the Node's status."""
     configuration = client.Configuration()
     await config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
     configuration.connection_pool_maxsize = 200
@@ -62,6 +67,9 @@ async def run_kubelet(
             service_env=_api_server_env(configuration.host or ""),
             service_hosts=proxy.hosts() if proxy is not None else None,
         )
+        server = KubeletServer(kubelet.bound_pod, kubelet.container_logs)
+        if tls is not None:
+            await _serve(server, tls, kubelet.api, node_name)
         log.info("process kubelet for node %s watching pods", node_name)
         watcher = asyncio.create_task(kubelet.run(), name="pod watch")
         stopper = asyncio.create_task(stop.wait(), name="stop signal")
@@ -70,12 +78,31 @@ async def run_kubelet(
         stopper.cancel()
         log.info("process kubelet stopping: killing pod processes")
         await kubelet.shutdown()
+        await server.stop()
         if proxy is not None:
             await proxy.stop()
         if watcher in done and not watcher.cancelled():
             failure = watcher.exception()
             if failure is not None:
                 raise failure
+
+
+async def _serve(server: KubeletServer, tls: TlsFiles, api: PodApi, node_name: str) -> None:
+    """Start the kubelet API and tell the API server where it is, as a kubelet registers."""
+    port = await server.start(tls, HOST_IP)
+    status = {
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        "addresses": [
+            {"type": "InternalIP", "address": HOST_IP},
+            {"type": "Hostname", "address": node_name},
+        ],
+    }
+    try:
+        await with_retries(
+            f"status of node {node_name}", lambda: api.patch_node_status(node_name, status)
+        )
+    except ApiCallError as exc:
+        log.error("kubelet API not registered in node %s: %s", node_name, exc)
 
 
 def _api_server_env(server: str) -> dict[str, str]:
@@ -128,6 +155,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="an image store (runstate_dev.imagestore): a container whose image it holds runs "
         "in that image's root; any other on the machine's",
     )
+    parser.add_argument(
+        "--tls-cert-file",
+        type=Path,
+        default=None,
+        help="serving certificate of the kubelet API (container logs); with the next two",
+    )
+    parser.add_argument("--tls-private-key-file", type=Path, default=None)
+    parser.add_argument(
+        "--client-ca-file",
+        type=Path,
+        default=None,
+        help="CA of the API server's client certificate (the one client the API serves)",
+    )
     parser.add_argument("-v", "--verbose", action="store_true")
 
 
@@ -147,9 +187,19 @@ def run_from_args(args: argparse.Namespace) -> int:
             ready_file=args.ready_file,
             node_roots=_node_roots(args.state_dir, args.node),
             images_dir=args.images,
+            tls=_tls(args),
         )
     )
     return 0
+
+
+def _tls(args: argparse.Namespace) -> TlsFiles | None:
+    files = (args.tls_cert_file, args.tls_private_key_file, args.client_ca_file)
+    if not all(files):
+        if any(files):
+            log.warning("kubelet API off: it needs all of its certificate, key and client CA")
+        return None
+    return TlsFiles(cert=files[0], key=files[1], client_ca=files[2])
 
 
 def _node_roots(state_dir: Path | None, node_name: str) -> NodeRoots | None:

@@ -4,14 +4,16 @@ Owns the dispatch of every pod object the informer delivers (level-triggered, ne
 blocking): bind it (unscheduled), start a `PodWorker` (bound, not terminal, never started),
 pass it to its worker (running here), mark it lost (started by a previous kubelet), finish
 its delete (terminal or never started here, with a deletionTimestamp), or leave it alone;
-which uids this instance must never start again; the background tasks it keeps; and shutdown,
-which kills every pod process it started. Must not talk to processes or write statuses
+which uids this instance must never start again; the bound pods by namespace and name (what
+the kubelet API serves logs of); the background tasks it keeps; and shutdown, which kills every
+pod process it started. Must not talk to processes or write statuses
 itself: workers, `recovery` and `binding` do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import tempfile
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from runstate_dev.imagestore import Image, ImageStore
 from .api import PodApi, with_retries
 from .binding import Binder
 from .informer import PodInformer
+from .logs import ContainerLogs
 from .noderoot import NodeRoots
 from .pod import Pod, log, pod_ref
 from .recovery import mark_lost, was_started
@@ -50,6 +53,11 @@ class ProcessKubelet(PodInformer):
         super().__init__(PodApi(api_client), ready_file=ready_file)
         self.node_name = node_name
         self.pod_log_dir = pod_log_dir
+        # Each container instance's output (`kubectl logs`): under the pod log dir if any.
+        self.container_logs = ContainerLogs(
+            pod_log_dir or Path(tempfile.gettempdir()) / "runstate-kubelet"
+        )
+        self._bound: dict[tuple[str, str], Pod] = {}
         # With node roots (the kubelet runs as root in a mount namespace of its own), pods
         # get their volumes, user and private mounts; without, they run as plain processes.
         self.node_roots = node_roots
@@ -93,8 +101,13 @@ class ProcessKubelet(PodInformer):
 
     # --- what the informer delivers (never blocks) --------------------------------------
 
+    def bound_pod(self, namespace: str, name: str) -> Pod | None:
+        """The latest object of a pod bound to a node, as the watch showed it."""
+        return self._bound.get((namespace, name))
+
     def resync(self, pods: list[Pod]) -> None:
         seen = {pod["metadata"]["uid"] for pod in pods}
+        self._bound.clear()
         for uid, worker in list(self._workers.items()):
             if uid not in seen:
                 worker.request_stop(StopReason.GONE, 0)
@@ -107,6 +120,8 @@ class ProcessKubelet(PodInformer):
         meta, spec = pod["metadata"], pod.get("spec") or {}
         uid: str = meta["uid"]
         deleting = bool(meta.get("deletionTimestamp"))
+        if spec.get("nodeName"):
+            self._bound[(meta["namespace"], meta["name"])] = pod
         worker = self._workers.get(uid)
         if worker is not None:
             worker.observe(pod)
@@ -149,6 +164,9 @@ class ProcessKubelet(PodInformer):
 
     def handle_deleted(self, pod: Pod) -> None:
         uid = pod["metadata"]["uid"]
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        if (self._bound.get(key) or {}).get("metadata", {}).get("uid") == uid:
+            del self._bound[key]
         worker = self._workers.get(uid)
         if worker is not None:
             worker.request_stop(StopReason.GONE, 0)

@@ -1,7 +1,7 @@
 """The process side of a pod: a container's command run as a local process group.
 
 Owns the pod's scratch directory (its working directory and materialised volumes live in it),
-the output file, exec of command + args in a new session (so the whole group can be signalled)
+exec of command + args in a new session (so the whole group can be signalled)
 with the built env, through the `launch` program when the pod has mounts or a user of its own
 (a `LaunchPlan`, whose root may be a local image's: `ImageLayers`), and signals to the group. Must not write pod status, talk to the API server,
 or decide when or why a process is stopped.
@@ -81,12 +81,6 @@ async def remove_scratch(base: Path) -> None:
     await asyncio.to_thread(shutil.rmtree, base, True)
 
 
-def open_output(workdir: Path, output: Path) -> int:
-    """Create the working directory; open the output file for appending. Blocking."""
-    workdir.mkdir()
-    return os.open(output, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
-
 def give_workdir(base: Path, workdir: Path, identity: Identity) -> None:
     """Let a process with its own uid reach and own its working directory. Blocking."""
     os.chmod(base, 0o711)
@@ -100,7 +94,8 @@ async def start(
     output_fd: int,
     plan: LaunchPlan | None = None,
 ) -> asyncio.subprocess.Process:
-    """Exec ``argv`` in its own session, stdout and stderr to ``output_fd``; OSError when the
+    """Exec ``argv`` in its own session, stdout and stderr to ``output_fd`` (a pipe of
+    `logs.LogWriter`); OSError when the
     command cannot be executed (or, with a ``plan``, its mounts or user cannot be set up)."""
     if plan is None:
         return await asyncio.create_subprocess_exec(

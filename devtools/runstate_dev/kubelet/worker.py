@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from runstate_dev.imagestore import Image
 from . import probes, process, runtime, security, termination, volumes
 from .api import ApiCallError, with_retries
 from .env import ConfigError, container_env, expand
+from .logs import LogWriter
 from .pod import Pod, log, now, pod_ref
 from .status import backoff_status, running_status, terminal_status, waiting_status
 from .stop import DEFAULT_GRACE_SECONDS, StopReason, pod_failure
@@ -299,23 +299,48 @@ class PodWorker:
         plan: process.LaunchPlan | None,
     ) -> None:
         workdir, output = base / "work", self._output_path(base)
-        storage_limit = self._storage_limit()
-        fd = await asyncio.to_thread(process.open_output, workdir, output)
+        writer = await asyncio.to_thread(self._log_writer, container, workdir, output)
         try:
-            if plan is not None and plan.identity is not None:
-                await asyncio.to_thread(process.give_workdir, base, workdir, plan.identity)
-            proc = await process.start(argv, env, workdir, fd, plan)
-        except OSError as exc:
-            # What the real kubelet reports when the runtime cannot exec the command.
-            await self._finish_unstarted(
-                f"failed to start container {container['name']!r}: {argv[0]}: {exc.strerror}"
+            try:
+                if plan is not None and plan.identity is not None:
+                    await asyncio.to_thread(process.give_workdir, base, workdir, plan.identity)
+                proc = await process.start(argv, env, workdir, writer.write_fd, plan)
+            except OSError as exc:
+                # What the real kubelet reports when the runtime cannot exec the command.
+                await self._finish_unstarted(
+                    f"failed to start container {container['name']!r}: {argv[0]}: {exc.strerror}"
+                )
+                return
+            log.info("%s: started pid %d: %s", self.ref, proc.pid, argv)
+            writer.named_for(proc.pid)
+            await writer.start()
+            await self._supervise_process(
+                container, proc, env=env, base=base, writer=writer, plan=plan
             )
-            return
         finally:
-            os.close(fd)
+            await writer.finish()
+
+    def _log_writer(self, container: dict[str, Any], workdir: Path, output: Path) -> LogWriter:
+        """The container instance's output pipe and files (`logs`). Blocking."""
+        workdir.mkdir()
+        return self.kubelet.container_logs.writer(
+            self.pod, container["name"], self._restarts, output
+        )
+
+    async def _supervise_process(
+        self,
+        container: dict[str, Any],
+        proc: asyncio.subprocess.Process,
+        *,
+        env: dict[str, str],
+        base: Path,
+        writer: LogWriter,
+        plan: process.LaunchPlan | None,
+    ) -> None:
+        """From a started process to the container's end: restart or final status."""
+        workdir, output, storage_limit = base / "work", writer.pod_output, self._storage_limit()
         self._proc = proc
         started_at = now()
-        log.info("%s: started pid %d: %s", self.ref, proc.pid, argv)
         self._stop_if_requested_while_starting(proc)
         # The container's writable layer (its working directory), its log and its disk-backed
         # emptyDirs: what the kubelet counts as the pod's local ephemeral storage.
@@ -332,6 +357,7 @@ class PodWorker:
         finished_at = now()
         # The container is over: whatever it left running in its group goes too.
         process.signal_group(proc.pid, signal.SIGKILL)
+        await writer.finish()  # all its output in the files before the status reads them
         code = termination.exit_code(returncode)
         log.info("%s: pid %d exited with code %d", self.ref, proc.pid, code)
         if self._abandoned():

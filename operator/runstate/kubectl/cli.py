@@ -139,8 +139,9 @@ def cmd_logs(kube: Kubectl, args: argparse.Namespace) -> int:
 
 
 def pod_output(kube: Kubectl, pod: Mapping[str, Any]) -> str:
-    """`kubectl logs`; when the kubelet cannot serve them, the termination message (the tail of
-    a failed pod's output, as the operator sets `FallbackToLogsOnError`), said on stderr."""
+    """`kubectl logs`; when the kubelet cannot serve them (it lost them, or rotated them
+    away), the termination message (the tail of a failed pod's output, as the operator sets
+    `FallbackToLogsOnError`), said on stderr."""
     try:
         return kube.logs(pod["metadata"]["name"])
     except KubectlError as error:
