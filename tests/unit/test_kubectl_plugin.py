@@ -12,7 +12,7 @@ from rich.console import Console
 
 from runstate.kube import pods as kube_pods
 from runstate.kubectl import cli, render, specs
-from runstate.kubectl.kube import Kubectl
+from runstate.kubectl.kube import Kubectl, KubectlError
 
 STATUS: dict[str, Any] = {
     "state": {"type": "RUNNING", "name": "Running", "message": ""},
@@ -300,6 +300,26 @@ def test_termination_message() -> None:
         "disk full\n"
     )
     assert specs.termination_message({"status": {}}) == ""
+
+
+class LostLogs:
+    """A cluster whose kubelet no longer has a pod's logs: `kubectl logs` fails."""
+
+    def logs(self, pod: str) -> str:
+        raise KubectlError(f'container "work" in pod "{pod}" is not available')
+
+
+def test_logs_fall_back_to_the_termination_message_and_say_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    terminated = {"state": {"terminated": {"exitCode": 4, "message": "disk full"}}}
+    failed = {"metadata": {"name": "p1"}, "status": {"containerStatuses": [terminated]}}
+    assert cli.pod_output(LostLogs(), failed) == "disk full\n"  # type: ignore[arg-type]
+    err = capsys.readouterr().err
+    assert "is not available" in err and "the termination message follows" in err
+    # Nothing to fall back on (a pod that succeeded has no message): kubectl's error stands.
+    with pytest.raises(KubectlError, match="is not available"):
+        cli.pod_output(LostLogs(), {"metadata": {"name": "p2"}, "status": {}})  # type: ignore[arg-type]
 
 
 def test_watch_in_a_terminal_redraws_and_leaves_the_last_frame() -> None:
