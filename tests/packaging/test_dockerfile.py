@@ -170,11 +170,16 @@ def test_wheel_builds_from_what_the_dockerfile_copies(tmp_path: Path) -> None:
         requires = whl.read(next(n for n in names if n.endswith("METADATA"))).decode()
     with zipfile.ZipFile(stores_wheel) as whl:
         stores_names = set(whl.namelist())
+    # Every module of both packages, subpackages included (a subpackage missing from
+    # pyproject.toml's package list would be left out of the wheel).
     for folder, package, contents in (
         ("stores/runstate_stores", "runstate_stores", stores_names),
-        ("operator/runstate/api", "runstate/api", names),
+        ("operator/runstate", "runstate", names),
     ):
-        modules = {f"{package}/{p.name}" for p in (REPO / folder).glob("*.py")}
+        modules = {
+            f"{package}/{p.relative_to(REPO / folder).as_posix()}"
+            for p in (REPO / folder).rglob("*.py")
+        }
         assert modules, folder
         assert modules <= contents, modules - contents
     assert re.search(r"^Requires-Dist: runstate-stores==0\.1\.0$", requires, re.M)
