@@ -89,9 +89,12 @@ lint: deps
 # mypy --strict (pyproject.toml [tool.mypy]) over the three packages, then over the tests. The
 # tests are a run of their own (mypy takes packages or files, not both) from the repository root,
 # which is on mypy's search path as it is on pytest's (`pythonpath = ["."]`): `tests.*` resolves.
+# The benchmarks are a run of their own too: bench/ is their sys.path[0] (`harness`,
+# `fanout_rows`, `store_rows` are top-level there), as when `python bench/fanout.py` runs.
 typecheck: deps
 	$(BIN)/mypy -p runstate -p runstate_stores -p runstate_dev
 	$(BIN)/mypy tests stores/tests
+	$(BIN)/mypy bench
 
 crds: deps
 	$(BIN)/runstate crds
