@@ -25,10 +25,9 @@ from __future__ import annotations
 from runstate.runner.pyinfra.connect import connector_host
 from runstate.runner.pyinfra.deadline import run_pyinfra_within
 from runstate.runner.pyinfra.run import run_pyinfra
-from runstate.runner.pyinfra.unit import HOST_NAME, PyinfraUnit, Where
+from runstate.runner.pyinfra.unit import PyinfraUnit, Where
 
 __all__ = [
-    "HOST_NAME",
     "PyinfraUnit",
     "Where",
     "connector_host",

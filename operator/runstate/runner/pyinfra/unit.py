@@ -16,9 +16,6 @@ from typing import Any
 from runstate.runner.result import ErrorClass
 from runstate.runner.ssh import SshTarget
 
-HOST_NAME = "host"
-"""The pyinfra inventory name of the one host of a unit (in pyinfra's log: ``[host]``)."""
-
 
 class Failed(Exception):
     """The unit ended early: ``error`` None is an operation pyinfra failed (exit code 1)."""
