@@ -43,17 +43,20 @@ RELEASE_NAMESPACE = "runstate-system"
 # the start of their text: this session runs the operator from the working tree instead, so
 # tests/release/test_release.py runs them against a release of its own (and fails when an
 # entry matches no printed command).
+# The NOTES' metrics commands: a port-forward to the release's metrics Service and the curl
+# through it. tests/release/test_release.py runs them as the release's own NOTES print them
+# (with its metrics.port), the port-forward in the background until the curl is done.
+RELEASE_METRICS: tuple[str, ...] = (
+    f"kubectl -n {RELEASE_NAMESPACE} port-forward service/runstate-metrics",
+    "curl -s localhost:8080/metrics",
+)
 RELEASE_ONLY: tuple[str, ...] = (
     "helm install runstate charts/runstate",
     "helm upgrade runstate charts/runstate",
     "helm uninstall runstate",
     f"kubectl -n {RELEASE_NAMESPACE} rollout status deployment/runstate",
     f"kubectl -n {RELEASE_NAMESPACE} logs deployment/runstate",
-)
-NO_PORT_FORWARD = (
-    "the dev cluster's process kubelet serves container logs but no port-forward (an "
-    "upgraded SPDY stream); tests/release/test_release.py reads the operator's metrics on the "
-    "pod's port"
+    *RELEASE_METRICS,
 )
 # Commands not run, by the start of their text (before substitution), with the reason.
 NOT_RUN: dict[str, str] = {
@@ -61,10 +64,6 @@ NOT_RUN: dict[str, str] = {
     "both examples behave)",
     "make test": "the whole test suite, which this test is part of",
     "make image kind-up kind-load kind-install": "needs Docker and kind (not on this machine)",
-    f"kubectl -n {RELEASE_NAMESPACE} port-forward service/runstate-metrics": NO_PORT_FORWARD
-    + "; and a port-forward runs until stopped",
-    "curl -s localhost:8080/metrics": "reads through the port-forward above; the metrics "
-    "themselves are tested against the running operator (tests/integration/test_runs.py)",
     "kubectl apply --server-side --force-conflicts -f charts/runstate/crds/": "run by "
     "tests/packaging/test_crd_upgrade.py against an older CRD (here it would also leave "
     "kopf's peering CRDs, which the rest of the session must not see)",

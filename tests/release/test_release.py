@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from tests.examples import DEMO_SCRATCH, clear_foreign_demo_scratch
 from tests.hosts import fleet_of
 from tests.packaging.test_doc_commands import (
     MARKDOWN,
+    RELEASE_METRICS,
     RELEASE_ONLY,
     markdown_blocks,
     substituted,
@@ -128,12 +130,11 @@ def notes_commands(printed: str) -> list[str]:
     return [line.strip() for line in notes.splitlines() if re.match(r"^  \S", line)]
 
 
-# NOTES commands that cannot run on the dev cluster, by their start, with the reason.
-NOT_RUN_HERE = {
-    f"kubectl -n {NAMESPACE} port-forward ": "the process kubelet serves no port-forward "
-    "(an upgraded SPDY stream); the metrics port is read directly above",
-    "curl -s localhost:": "reads through the port-forward",
-}
+# The NOTES' metrics commands, by their start: a port-forward runs until stopped, so
+# test_the_notes_metrics_commands_work_as_printed runs them, the port-forward in the background.
+PORT_FORWARD = f"kubectl -n {NAMESPACE} port-forward service/{RELEASE}-metrics "
+METRICS_CURL = "curl -s localhost:"
+RUN_APART = (PORT_FORWARD, METRICS_CURL)
 EXAMPLE_HOSTS = ("web1.example.com", "web2.example.com", "db1.example.com")
 WEB_HOSTS = EXAMPLE_HOSTS[:2]  # the group `web` of examples/runbook.yaml
 # Where install-nginx leaves its mark (examples/runbook.yaml). The example's image, alpine:3.20,
@@ -165,8 +166,8 @@ def test_the_notes_commands_work_as_printed(release: Release) -> None:
     commands = notes_commands(printed)
     assert commands == notes_commands(release.install_output)
     assert f"kubectl apply -n {RUNS_NAMESPACE} -f examples/runbook.yaml" in commands
-    runnable = [c for c in commands if not c.startswith(tuple(NOT_RUN_HERE))]
-    assert len(runnable) == len(commands) - len(NOT_RUN_HERE), commands
+    runnable = [c for c in commands if not c.startswith(RUN_APART)]
+    assert len(runnable) == len(commands) - len(RUN_APART), commands
     clear_marks()
     release.ok("\n".join(runnable))
     (run,) = kubectl_json(release, f"get runs -n {RUNS_NAMESPACE}")["items"]
@@ -181,6 +182,54 @@ def test_the_notes_commands_work_as_printed(release: Release) -> None:
     for host in WEB_HOSTS:
         # Written by the work pod, as the restricted user the operator gives work pods.
         assert Path(MARK.format(host=host)).stat().st_uid == OPERATOR_USER
+
+
+def test_the_notes_metrics_commands_work_as_printed(release: Release, tmp_path: Path) -> None:
+    """The NOTES' `kubectl port-forward service/runstate-metrics PORT` runs in the background
+    until it forwards; the NOTES' curl, as printed, reads the operator's metrics.
+
+    Pods share the machine's network here: the operator's pod itself holds PORT on IPv4, so
+    kubectl can listen only on [::1]:PORT, and `localhost` resolves to 127.0.0.1 first, the
+    pod's own socket. So the printed curl alone proves nothing about the forward: the same
+    curl to [::1] must read the metrics too, and kubectl must report that it handled that
+    connection."""
+    commands = notes_commands(release.ok(f"helm status {RELEASE} -n {NAMESPACE}"))
+    (forward,) = [c for c in commands if c.startswith(PORT_FORWARD)]
+    (curl,) = [c for c in commands if c.startswith(METRICS_CURL)]
+    port = release.metrics_port
+    assert forward == f"{PORT_FORWARD}{port}"
+    assert curl.startswith(f"{METRICS_CURL}{port}/metrics")
+    output = tmp_path / "port-forward.out"
+    with output.open("w") as out:
+        process = subprocess.Popen(
+            ["bash", "-c", f"exec {forward}"],
+            cwd=REPO,
+            env=release.env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        wait_for(
+            "the port-forward to listen",
+            lambda: "Forwarding from" in output.read_text() or process.poll() is not None,
+            timeout=30,
+        )
+        assert process.poll() is None, output.read_text()
+        assert f"Forwarding from [::1]:{port} -> {port}" in output.read_text()
+        build_info = re.compile(r"^runstate_build_info\{.*\} 1\.0$", re.M)
+        printed = release.ok(curl, timeout=30)
+        assert build_info.search(printed), printed[:2000]
+        forwarded = release.ok(curl.replace("localhost:", "[::1]:", 1), timeout=30)
+        assert build_info.search(forwarded), forwarded[:2000]
+        wait_for(
+            "kubectl to report the forwarded connection",
+            lambda: f"Handling connection for {port}" in output.read_text(),
+            timeout=10,
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_helm_upgrade_recreates_the_operator(release: Release) -> None:
@@ -237,8 +286,8 @@ def test_the_documented_release_commands_run(release: Release) -> None:
     revision = kubectl_json(release, f"get deployment {RELEASE} -n {NAMESPACE}")["metadata"]
     ran = []
     for start in RELEASE_ONLY[1:]:
-        if start.startswith("helm uninstall"):
-            continue
+        if start.startswith("helm uninstall") or start in RELEASE_METRICS:
+            continue  # the next test's; the NOTES' metrics commands' test above
         commands = [c for b in documented(start) for c in b if c.startswith(start)]
         assert commands, f"no documented command starts with {start!r}"
         for command in commands:

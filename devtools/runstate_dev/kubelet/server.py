@@ -3,11 +3,15 @@
 Owns the server (aiohttp, on a loopback port of its own, with a serving certificate of the
 cluster's CA), who may call it (only the API server's client certificate, CN
 `KUBELET_CLIENT_CN`: no certificate is a 401, any other a 403, as a kubelet with webhook
-authorization answers), and ``GET /containerLogs/{namespace}/{pod}/{container}``: its query
+authorization answers), ``GET /containerLogs/{namespace}/{pod}/{container}``: its query
 (v1 PodLogOptions, with the real kubelet's answers to a bad one), which container instance
 the pod's status names (the real kubelet's ``validateContainerLogStatus``, with its messages),
-and the streamed answer. Must not write pod status or touch processes; the log files belong to
-`logs`.
+and the streamed answer; and ``/portForward/{namespace}/{pod}[/{uid}]``: the pod lookup and
+the HTTP upgrade to SPDY/3.1 (``portforward.k8s.io``), refusing any other upgrade with a 400
+(a WebSocket one too, so that kubectl falls back to SPDY) and a request without the protocol
+with a 403, as httpstream's ``Handshake`` does, before the connection is handed to a
+`portforward` session. Must not write pod status or touch processes;
+the log files belong to `logs`, the streams to `portforward`.
 """
 
 from __future__ import annotations
@@ -18,13 +22,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from runstate_dev.pki import KUBELET_CLIENT_CN
 
-from . import logs
+from . import logs, portforward
 from .pod import Pod, log
 
 PodLookup = Callable[[str, str], Pod | None]
@@ -178,6 +182,9 @@ class KubeletServer:
         """Listen on a free port of ``host``; returns the port."""
         app = web.Application(middlewares=[_authenticate])
         app.router.add_get("/containerLogs/{namespace}/{pod}/{container}", self._container_logs)
+        for method in ("GET", "POST"):
+            app.router.add_route(method, "/portForward/{namespace}/{pod}", self._port_forward)
+            app.router.add_route(method, "/portForward/{namespace}/{pod}/{uid}", self._port_forward)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -224,3 +231,59 @@ class KubeletServer:
                 await response.write(chunk)
         await response.write_eof()
         return response
+
+    async def _port_forward(self, request: web.Request) -> web.StreamResponse:
+        namespace, name = request.match_info["namespace"], request.match_info["pod"]
+        pod = self._lookup(namespace, name)
+        if pod is None:
+            return web.Response(status=404, text="pod does not exist")
+        uid = str(pod["metadata"].get("uid", ""))
+        wanted_uid = request.match_info.get("uid")
+        if wanted_uid and wanted_uid != uid:
+            return web.Response(status=404, text="pod not found")
+        refusal = upgrade_refusal(request.headers)
+        transport = request.transport
+        if refusal is not None or transport is None:
+            status, text = refusal or (400, "connection gone")
+            return web.Response(status=status, text=text)
+        session = portforward.PortForwardSession(transport, name, uid)
+        # The connection's next bytes are SPDY frames: the session parses them from now on.
+        # aiohttp's HTTP parser treats only WebSocket (and "tcp") as upgrades, so the session
+        # is set as the connection's payload parser (as aiohttp's WebSocketResponse sets its
+        # reader) before the 101, when the client has sent nothing more yet.
+        request.protocol.set_parser(cast(Any, session))
+        response = web.StreamResponse(
+            status=101,
+            headers={
+                "Connection": "Upgrade",
+                "Upgrade": SPDY_UPGRADE,
+                PROTOCOL_HEADER: portforward.PROTOCOL,
+            },
+        )
+        response.force_close()
+        await response.prepare(request)
+        log.info("port-forward to pod %s/%s: upgraded", namespace, name)
+        await session.run()
+        return response
+
+
+SPDY_UPGRADE = "SPDY/3.1"
+PROTOCOL_HEADER = "X-Stream-Protocol-Version"
+
+
+def upgrade_refusal(headers: Any) -> tuple[int, str] | None:
+    """None for a SPDY/3.1 upgrade that accepts ``portforward.k8s.io``; else the kubelet's
+    answer (httpstream's ``Handshake`` and the SPDY upgrader: a WebSocket upgrade is refused
+    as any other, which makes kubectl fall back to SPDY)."""
+    connection = [t.strip().lower() for t in headers.get("Connection", "").split(",")]
+    if "upgrade" not in connection or not headers.get("Upgrade"):
+        return 400, "unable to upgrade: missing upgrade headers in request"
+    if headers.get("Upgrade", "").lower() != SPDY_UPGRADE.lower():
+        return 400, f"unable to upgrade: protocol {headers.get('Upgrade')!r} is not {SPDY_UPGRADE}"
+    offered = [p.strip() for value in headers.getall(PROTOCOL_HEADER, []) for p in value.split(",")]
+    if offered and portforward.PROTOCOL not in offered:
+        return 403, (
+            "unable to upgrade: unable to negotiate protocol: client supports "
+            f"{offered}, server supports [{portforward.PROTOCOL}]"
+        )
+    return None
