@@ -20,6 +20,19 @@ from tests.availability import IN_CI, unavailable
 T = TypeVar("T")
 M = TypeVar("M")
 
+FileMark = tuple[int, int, int] | None
+
+
+def machine_file(path: str) -> FileMark:
+    """What the machine's own ``path`` is (inode, mtime, size), or None when it does not exist:
+    taken before and after a pod runs, equal marks show the pod never wrote the machine's file
+    (a stale one, say from running `runstate exec` by hand, is left as it was)."""
+    try:
+        found = Path(path).stat()
+    except FileNotFoundError:
+        return None
+    return (found.st_ino, found.st_mtime_ns, found.st_size)
+
 
 def require_binaries() -> Path:
     """The control-plane bin dir; builds it in CI, skips locally when it is not cached."""

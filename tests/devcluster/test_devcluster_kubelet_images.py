@@ -20,7 +20,7 @@ from kubernetes_asyncio import client
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.imagestore import Image, ImageConfig, ImageStore
 from tests.devcluster import testimage
-from tests.devcluster.devcluster_helpers import body, wait_for, wait_phase
+from tests.devcluster.devcluster_helpers import body, machine_file, wait_for, wait_phase
 
 IMAGE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -75,6 +75,7 @@ async def test_the_container_sees_the_image_and_never_writes_it(
         "head -c 4 /dev/urandom | wc -c; cat /etc/hosts | grep -c $(cat /etc/hostname); "
         "echo all done > /dev/termination-log"
     )
+    before = machine_file("/dev/termination-log")
     out, pod = await _run(core, control_plane, _pod(name, image, **_sh(script)))
     lines = out.splitlines()
     assert lines[0] == testimage.MARKER_TEXT
@@ -92,7 +93,7 @@ async def test_the_container_sees_the_image_and_never_writes_it(
     status = pod.status.container_statuses[0]
     assert status.state.terminated.message == "all done\n"
     # The image's /dev is the container's own: the machine's /dev got no termination-log.
-    assert not await asyncio.to_thread(Path("/dev/termination-log").exists)
+    assert machine_file("/dev/termination-log") == before
     assert status.image_id == image.config.digest
     assert status.image == image.config.reference
 

@@ -14,7 +14,13 @@ from typing import Any
 from kubernetes_asyncio import client
 
 from runstate_dev.cluster import ControlPlane
-from tests.devcluster.devcluster_helpers import body, pod_manifest, wait_for, wait_phase
+from tests.devcluster.devcluster_helpers import (
+    body,
+    machine_file,
+    pod_manifest,
+    wait_for,
+    wait_phase,
+)
 
 
 def _with_volumes(
@@ -252,11 +258,12 @@ async def test_termination_message_file_and_hostname(
     core: client.CoreV1Api, control_plane: ControlPlane, name: str
 ) -> None:
     script = "hostname; echo 'all done' > /dev/termination-log"
+    before = machine_file("/dev/termination-log")
     await core.create_namespaced_pod("default", body(client.V1Pod, pod_manifest(name, script)))
     assert await _output(core, control_plane, name) == f"{name}\n"
     pod = await core.read_namespaced_pod(name, "default")
     assert pod.status.container_statuses[0].state.terminated.message == "all done\n"
-    assert not _on_machine("/dev/termination-log")
+    assert machine_file("/dev/termination-log") == before
 
 
 async def test_host_path_type_check_fails_the_mount(core: client.CoreV1Api, name: str) -> None:
