@@ -64,15 +64,21 @@ def load(name: str) -> Json:
 # ---- the cluster side ------------------------------------------------------------------
 
 
+def established(crd: Json) -> bool:
+    """Whether the API server serves this CRD: its Established condition is True. Right after
+    the apply a CRD may have no conditions at all (kubectl's jsonpath filter then fails)."""
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
+
+
 def apply_crds() -> None:
     """Apply the CRDs and wait until they are served. The Makefile does this before it starts
     the operator: a CRD created while kopf starts up may never be watched (runs stay new).
-    Polled, not `kubectl wait`: right after the apply a CRD may have no conditions yet."""
+    Polled, not `kubectl wait`, which fails on a CRD that has no conditions yet."""
     kubectl("apply", "-f", str(ROOT / "crds"))
-    path = '{.status.conditions[?(@.type=="Established")].status}'
     for crd in ("runs.runstate.dev", "runbooks.runstate.dev"):
         deadline = time.monotonic() + 60
-        while kubectl("get", "crd", crd, "-o", f"jsonpath={path}").strip() != "True":
+        while not established(json.loads(kubectl("get", "crd", crd, "-o", "json"))):
             if time.monotonic() > deadline:
                 sys.exit(f"crd/{crd} is not Established after 60 s")
             time.sleep(0.2)

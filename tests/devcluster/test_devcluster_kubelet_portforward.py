@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio import client
 
+from runstate_dev._proc import free_port
 from runstate_dev.cluster import ControlPlane
 from tests.devcluster.devcluster_helpers import body, pod_manifest, wait_for, wait_phase
 
@@ -40,12 +41,6 @@ while True:
     conn, _ = server.accept()
     threading.Thread(target=serve, args=(conn,), daemon=True).start()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -60,8 +60,8 @@ RELEASE_ONLY: tuple[str, ...] = (
 )
 # Commands not run, by the start of their text (before substitution), with the reason.
 NOT_RUN: dict[str, str] = {
-    "make demo": "the whole demo, minutes long: `make demo` checks itself (exit 0 only when "
-    "both examples behave)",
+    "make demo": "run by tests/release/test_make_demo.py, from a fresh cluster in directories "
+    "of its own, then `make down`",
     "make test": "the whole test suite, which this test is part of",
     "make image kind-up kind-load kind-install": "needs Docker and kind (not on this machine)",
     "kubectl apply --server-side --force-conflicts -f charts/runstate/crds/": "run by "

@@ -113,3 +113,20 @@ def test_the_demo_puts_the_test_hosts_into_the_ssh_example() -> None:
     assert runbook["spec"]["operations"] == example["spec"]["operations"]
     assert runbook["spec"]["connector"] == example["spec"]["connector"]
     assert example["spec"]["inventory"]["hosts"][0]["name"] == "web-0"  # not changed in place
+
+
+def test_the_demo_waits_for_a_crd_that_has_no_conditions_yet() -> None:
+    """`make demo` on a fresh cluster: right after the apply, a CRD has no conditions (it
+    failed there once, reading them with a jsonpath filter); only Established True is served."""
+    established = _demo().established
+    assert not established({})
+    assert not established({"status": {"conditions": None}})
+    assert not established({"status": {"conditions": []}})
+    names = {"type": "NamesAccepted", "status": "True"}
+    assert not established({"status": {"conditions": [names]}})
+    assert not established(
+        {"status": {"conditions": [names, {"type": "Established", "status": "False"}]}}
+    )
+    assert established(
+        {"status": {"conditions": [names, {"type": "Established", "status": "True"}]}}
+    )
