@@ -7,12 +7,15 @@ it is skipped with the reason. Every test module asks here; none skips on its ow
 from __future__ import annotations
 
 import os
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import pytest
 
 # CI services set CI=true; `1` and `yes` count too, so no spelling of it lets a test skip.
 IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1", "yes")
+
+T = TypeVar("T")
 
 
 def unavailable(message: str) -> NoReturn:
@@ -25,3 +28,12 @@ def require(present: bool, message: str) -> None:
     """`unavailable(message)` unless `present`: for a tool a test needs (lua5.1, a CLI ...)."""
     if not present:
         unavailable(message)
+
+
+def built_where_required(build: Callable[[], T], message: str) -> T:
+    """For a component that is not there but can be built (minutes: the control plane): under
+    `CI=true` it is built (a failing build fails the test); elsewhere `unavailable(message)`,
+    which skips, instead of a long build nobody asked for."""
+    if IN_CI:
+        return build()
+    unavailable(message)

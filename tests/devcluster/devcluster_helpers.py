@@ -15,7 +15,7 @@ from runstate_dev import build
 from runstate_dev._proc import ComponentError
 from runstate_dev.cluster import ControlPlane
 from runstate_dev.hosts import HostFleet
-from tests.availability import IN_CI, unavailable
+from tests.availability import built_where_required, unavailable
 
 T = TypeVar("T")
 M = TypeVar("M")
@@ -35,15 +35,14 @@ def machine_file(path: str) -> FileMark:
 
 
 def require_binaries() -> Path:
-    """The control-plane bin dir; builds it in CI, skips locally when it is not cached."""
+    """The control-plane bin dir: cached, or built where tests.availability requires it."""
     if build.binaries_present():
         return build.kube_bin_dir()
-    if not IN_CI:
-        unavailable(
-            f"kube-apiserver v{build.KUBE_VERSION} not cached in {build.kube_bin_dir()}: "
-            "run `python -m runstate_dev build` (takes several minutes)"
-        )
-    return build.ensure_binaries()
+    return built_where_required(
+        build.ensure_binaries,
+        f"kube-apiserver v{build.KUBE_VERSION} not cached in {build.kube_bin_dir()}: "
+        "run `python -m runstate_dev build` (takes several minutes)",
+    )
 
 
 def start_fleet(state_dir: Path, count: int) -> HostFleet:

@@ -84,7 +84,7 @@ ALL_FRAMES: list[spdy.Frame] = [
     spdy.SynStream(1, {"streamtype": ("error",), "port": ("80",)}, spdy.FLAG_FIN, 0, 3),
     spdy.SynReply(1),
     spdy.SynReply(3, {"a": ("1", "2")}, spdy.FLAG_FIN),
-    spdy.RstStream(3, spdy.CANCEL),
+    spdy.RstStream(3, spdy.RstStatus.CANCEL),
     spdy.Settings(((0, 7, 65536), (1, 4, 100)), 1),
     spdy.Ping(7),
     spdy.GoAway(5, 0),
@@ -173,7 +173,7 @@ async def test_a_session_pairs_streams_and_copies_both_ways() -> None:
     await until(data_done)
     frames = transport.frames
     assert frames[:2] == [spdy.SynReply(1), spdy.SynReply(3)]
-    assert spdy.RstStream(5, spdy.CANCEL) in frames
+    assert spdy.RstStream(5, spdy.RstStatus.CANCEL) in frames
     assert spdy.Ping(9) in frames
     received = b"".join(f.data for f in frames if isinstance(f, spdy.Data) and f.stream_id == 3)
     assert received == b"hi:ABCDEF"

@@ -9,14 +9,18 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
-from tests.availability import unavailable
+from tests.availability import built_where_required, unavailable
 
 def test_needs_a_control_plane():
     unavailable("control plane unavailable: kube-apiserver not found")
+
+def test_builds_a_control_plane():
+    built = built_where_required(lambda: print("BUILT") or "bin", "control plane unavailable: not cached")
+    assert built == "bin"
 """
 
 
-@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 failed"), ("", "1 skipped")])
+@pytest.mark.parametrize(("ci", "outcome"), [("true", "1 failed, 1 passed"), ("", "2 skipped")])
 def test_a_missing_component_fails_in_ci_and_skips_elsewhere(
     tmp_path: Path, ci: str, outcome: str
 ) -> None:
@@ -24,7 +28,7 @@ def test_a_missing_component_fails_in_ci_and_skips_elsewhere(
     probe.write_text(PROBE)
     env = {**os.environ, "CI": ci, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfs", str(probe)],
+        [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-rfs", str(probe)],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -33,6 +37,8 @@ def test_a_missing_component_fails_in_ci_and_skips_elsewhere(
     )
     assert outcome in proc.stdout, proc.stdout + proc.stderr
     assert "control plane unavailable" in proc.stdout
+    # The build runs where the component is required, and only there.
+    assert ("BUILT" in proc.stdout) == bool(ci), proc.stdout
     if ci:
         assert "CI=true: required, never skipped" in proc.stdout
 

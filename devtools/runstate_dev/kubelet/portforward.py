@@ -87,7 +87,7 @@ class PortForwardSession:
             frames = self._decoder.feed(bytes(data))
         except spdy.ProtocolError as exc:
             log.warning("port-forward to %s: %s", self._pod_name, exc)
-            self._send(spdy.GoAway(0, 1))
+            self._send(spdy.GoAway(0, spdy.GoAwayStatus.PROTOCOL_ERROR))
             self.close()
             return False, b""
         for frame in frames:
@@ -145,9 +145,20 @@ class PortForwardSession:
                 pass  # SETTINGS, HEADERS, WINDOW_UPDATE, unknown control frames: ignored
 
     def _open(self, frame: spdy.SynStream) -> None:
-        headers = frame.headers
-        kind = (headers.get("streamtype") or ("",))[0]
-        port_text = (headers.get("port") or ("",))[0]
+        stream = self._accept(frame)
+        if stream is None:
+            return
+        request_id = (frame.headers.get("requestid") or ("",))[0]
+        if not request_id:
+            # Clients before requestID: a pair is an error stream and the data stream after it.
+            request_id = str(stream.stream_id if stream.kind == "error" else stream.stream_id - 2)
+        self._pair_up(request_id, stream)
+
+    def _accept(self, frame: spdy.SynStream) -> _Stream | None:
+        """The new stream, answered with a SYN_REPLY; None (and reset) when it names no valid
+        stream type and port, or reuses an id."""
+        kind = (frame.headers.get("streamtype") or ("",))[0]
+        port_text = (frame.headers.get("port") or ("",))[0]
         port = int(port_text) if port_text.isdigit() else 0
         if (
             kind not in ("error", "data")
@@ -161,39 +172,41 @@ class PortForwardSession:
                 kind,
                 port_text,
             )
-            self._send(spdy.RstStream(frame.stream_id, spdy.CANCEL))
-            return
+            self._send(spdy.RstStream(frame.stream_id, spdy.RstStatus.CANCEL))
+            return None
         stream = _Stream(frame.stream_id, kind, port)
         stream.remote_closed = bool(frame.flags & spdy.FLAG_FIN)
         if stream.remote_closed:
             stream.inbound.put_nowait(None)
         self._streams[frame.stream_id] = stream
         self._send(spdy.SynReply(frame.stream_id))
-        request_id = (headers.get("requestid") or ("",))[0]
-        if not request_id:
-            # Clients before requestID: a pair is an error stream and the data stream after it.
-            request_id = str(frame.stream_id if kind == "error" else frame.stream_id - 2)
+        return stream
+
+    def _pair_up(self, request_id: str, stream: _Stream) -> None:
+        """Add ``stream`` to its request's pair; a complete pair starts its forward. The first
+        stream of a pair waits at most PAIR_TIMEOUT for the second."""
         pair = self._pairs.get(request_id)
         if pair is None:
             pair = self._pairs[request_id] = _Pair(request_id)
             loop = asyncio.get_running_loop()
             pair.timer = loop.call_later(PAIR_TIMEOUT, self._pair_timed_out, request_id)
-        if (pair.error if kind == "error" else pair.data) is not None:
-            self._send(spdy.RstStream(frame.stream_id, spdy.PROTOCOL_ERROR))
+        if (pair.error if stream.kind == "error" else pair.data) is not None:
+            self._send(spdy.RstStream(stream.stream_id, spdy.RstStatus.PROTOCOL_ERROR))
             return
-        if kind == "error":
+        if stream.kind == "error":
             pair.error = stream
         else:
             pair.data = stream
-        if pair.error is not None and pair.data is not None:
-            if pair.timer is not None:
-                pair.timer.cancel()
-            del self._pairs[request_id]
-            task = asyncio.get_running_loop().create_task(
-                self._forward(pair.error, pair.data), name=f"port-forward {port}"
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        if pair.error is None or pair.data is None:
+            return
+        if pair.timer is not None:
+            pair.timer.cancel()
+        del self._pairs[request_id]
+        task = asyncio.get_running_loop().create_task(
+            self._forward(pair.error, pair.data), name=f"port-forward {stream.port}"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _pair_timed_out(self, request_id: str) -> None:
         pair = self._pairs.pop(request_id, None)
@@ -204,7 +217,7 @@ class PortForwardSession:
                 self._streams.pop(stream.stream_id, None)
                 while not stream.inbound.empty():
                     self._consumed(len(stream.inbound.get_nowait() or b""))
-                self._send(spdy.RstStream(stream.stream_id, spdy.CANCEL))
+                self._send(spdy.RstStream(stream.stream_id, spdy.RstStatus.CANCEL))
         log.warning("port-forward to %s: timed out waiting for streams", self._pod_name)
 
     def _data(self, frame: spdy.Data) -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
@@ -30,6 +30,9 @@ from runstate_dev.pki import KUBELET_CLIENT_CN
 
 from . import logs, portforward
 from .pod import Pod, log
+
+if TYPE_CHECKING:
+    from multidict import CIMultiDictProxy  # aiohttp's request headers (typing only)
 
 PodLookup = Callable[[str, str], Pod | None]
 
@@ -271,7 +274,7 @@ SPDY_UPGRADE = "SPDY/3.1"
 PROTOCOL_HEADER = "X-Stream-Protocol-Version"
 
 
-def upgrade_refusal(headers: Any) -> tuple[int, str] | None:
+def upgrade_refusal(headers: CIMultiDictProxy[str]) -> tuple[int, str] | None:
     """None for a SPDY/3.1 upgrade that accepts ``portforward.k8s.io``; else the kubelet's
     answer (httpstream's ``Handshake`` and the SPDY upgrader: a WebSocket upgrade is refused
     as any other, which makes kubectl fall back to SPDY)."""

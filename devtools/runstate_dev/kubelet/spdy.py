@@ -15,29 +15,47 @@ import struct
 import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 VERSION = 3
 
-SYN_STREAM = 1
-SYN_REPLY = 2
-RST_STREAM = 3
-SETTINGS = 4
-PING = 6
-GOAWAY = 7
-HEADERS = 8
-WINDOW_UPDATE = 9
+
+class FrameType(IntEnum):
+    """The control frames' types (SPDY/3 section 2.6)."""
+
+    SYN_STREAM = 1
+    SYN_REPLY = 2
+    RST_STREAM = 3
+    SETTINGS = 4
+    PING = 6
+    GOAWAY = 7
+    HEADERS = 8
+    WINDOW_UPDATE = 9
+
+
+class RstStatus(IntEnum):
+    """Why a stream is reset (RST_STREAM's status codes; the ones this package sends)."""
+
+    PROTOCOL_ERROR = 1
+    INVALID_STREAM = 2
+    REFUSED_STREAM = 3
+    CANCEL = 5
+    INTERNAL_ERROR = 6
+
+
+class GoAwayStatus(IntEnum):
+    """Why a connection ends (GOAWAY's status codes)."""
+
+    OK = 0
+    PROTOCOL_ERROR = 1
+    INTERNAL_ERROR = 2
+
 
 FLAG_FIN = 0x01
 FLAG_UNIDIRECTIONAL = 0x02
 
-# RST_STREAM status codes.
-PROTOCOL_ERROR = 1
-INVALID_STREAM = 2
-REFUSED_STREAM = 3
-CANCEL = 5
-INTERNAL_ERROR = 6
-
 MAX_LENGTH = (1 << 24) - 1
+_STREAM_ID = 0x7FFFFFFF  # stream ids are 31 bits; the top bit is reserved
 _HEADER = struct.Struct(">II")
 
 # The SPDY/3 header dictionary (draft 3, section 2.6.10.1): these words, each after its length
@@ -274,27 +292,31 @@ class Encoder:
                 fixed = struct.pack(
                     ">IIBB", frame.stream_id, frame.associated_to, frame.priority << 5, 0
                 )
-                return SYN_STREAM, frame.flags, fixed + self._compressed(frame.headers)
+                return FrameType.SYN_STREAM, frame.flags, fixed + self._compressed(frame.headers)
             case SynReply():
                 fixed = struct.pack(">I", frame.stream_id)
-                return SYN_REPLY, frame.flags, fixed + self._compressed(frame.headers)
+                return FrameType.SYN_REPLY, frame.flags, fixed + self._compressed(frame.headers)
             case RstStream():
-                return RST_STREAM, 0, struct.pack(">II", frame.stream_id, frame.status)
+                return FrameType.RST_STREAM, 0, struct.pack(">II", frame.stream_id, frame.status)
             case Settings():
                 body = struct.pack(">I", len(frame.entries)) + b"".join(
                     struct.pack(">II", flags << 24 | key, value)
                     for flags, key, value in frame.entries
                 )
-                return SETTINGS, frame.flags, body
+                return FrameType.SETTINGS, frame.flags, body
             case Ping():
-                return PING, 0, struct.pack(">I", frame.ping_id)
+                return FrameType.PING, 0, struct.pack(">I", frame.ping_id)
             case GoAway():
-                return GOAWAY, 0, struct.pack(">II", frame.last_good_stream_id, frame.status)
+                return (
+                    FrameType.GOAWAY,
+                    0,
+                    struct.pack(">II", frame.last_good_stream_id, frame.status),
+                )
             case HeadersFrame():
                 fixed = struct.pack(">I", frame.stream_id)
-                return HEADERS, frame.flags, fixed + self._compressed(frame.headers)
+                return FrameType.HEADERS, frame.flags, fixed + self._compressed(frame.headers)
             case WindowUpdate():
-                return WINDOW_UPDATE, 0, struct.pack(">II", frame.stream_id, frame.delta)
+                return FrameType.WINDOW_UPDATE, 0, struct.pack(">II", frame.stream_id, frame.delta)
             case UnknownControl():
                 return frame.frame_type, frame.flags, frame.payload
         raise TypeError(f"not a frame: {frame!r}")
@@ -338,40 +360,40 @@ class Decoder:
     def _control(self, frame_type: int, flags: int, payload: bytes) -> Frame:
         try:
             match frame_type:
-                case 1:  # SYN_STREAM
+                case FrameType.SYN_STREAM:
                     stream_id, associated, priority, _slot = struct.unpack_from(">IIBB", payload)
                     return SynStream(
-                        stream_id & 0x7FFFFFFF,
+                        stream_id & _STREAM_ID,
                         self._headers(payload[10:]),
                         flags,
-                        associated & 0x7FFFFFFF,
+                        associated & _STREAM_ID,
                         priority >> 5,
                     )
-                case 2:  # SYN_REPLY
+                case FrameType.SYN_REPLY:
                     (stream_id,) = struct.unpack_from(">I", payload)
-                    return SynReply(stream_id & 0x7FFFFFFF, self._headers(payload[4:]), flags)
-                case 3:  # RST_STREAM
+                    return SynReply(stream_id & _STREAM_ID, self._headers(payload[4:]), flags)
+                case FrameType.RST_STREAM:
                     stream_id, status = struct.unpack_from(">II", payload)
-                    return RstStream(stream_id & 0x7FFFFFFF, status)
-                case 4:  # SETTINGS
+                    return RstStream(stream_id & _STREAM_ID, status)
+                case FrameType.SETTINGS:
                     (count,) = struct.unpack_from(">I", payload)
                     entries = []
                     for index in range(count):
                         flag_id, value = struct.unpack_from(">II", payload, 4 + 8 * index)
                         entries.append((flag_id >> 24, flag_id & 0xFFFFFF, value))
                     return Settings(tuple(entries), flags)
-                case 6:  # PING
+                case FrameType.PING:
                     (ping_id,) = struct.unpack_from(">I", payload)
                     return Ping(ping_id)
-                case 7:  # GOAWAY
+                case FrameType.GOAWAY:
                     last, status = struct.unpack_from(">II", payload)
-                    return GoAway(last & 0x7FFFFFFF, status)
-                case 8:  # HEADERS
+                    return GoAway(last & _STREAM_ID, status)
+                case FrameType.HEADERS:
                     (stream_id,) = struct.unpack_from(">I", payload)
-                    return HeadersFrame(stream_id & 0x7FFFFFFF, self._headers(payload[4:]), flags)
-                case 9:  # WINDOW_UPDATE
+                    return HeadersFrame(stream_id & _STREAM_ID, self._headers(payload[4:]), flags)
+                case FrameType.WINDOW_UPDATE:
                     stream_id, delta = struct.unpack_from(">II", payload)
-                    return WindowUpdate(stream_id & 0x7FFFFFFF, delta & 0x7FFFFFFF)
+                    return WindowUpdate(stream_id & _STREAM_ID, delta & _STREAM_ID)
         except struct.error as exc:
             raise ProtocolError(f"short control frame of type {frame_type}: {exc}") from None
         return UnknownControl(frame_type, flags, payload)
